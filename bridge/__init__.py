@@ -1,0 +1,1 @@
+"""The daemon and its Python client: ZeroMQ + msgpack control, shared-memory pixels."""

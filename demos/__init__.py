@@ -1,0 +1,1 @@
+"""The standalone moderngl game scene: procedural world, engine pass, reference look, demo."""

@@ -1,0 +1,77 @@
+"""The single `neurender` command line.
+
+Each subcommand lives in the module that owns it; this file only knows where. A
+module listed here exposes `configure(parser)` (adds its arguments, imports
+nothing heavy) and `run(args) -> int`. Those modules keep their top-level imports light (torch,
+zmq, moderngl are imported inside `run`), so building the parser for `--help`
+stays fast and a heavy dependency of one subcommand never breaks another.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+
+# subcommand -> (module, one-line help). "bench" and "dataset" have their own
+# second level of subcommands below.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("bridge.serve_cmd", "run the rendering daemon"),
+    "keys": ("bridge.keys_cmd", "create and list CURVE keys for TCP clients"),
+    "demo": ("demos.demo_cmd", "the game scene driving the daemon (window or headless)"),
+    "train": ("neural_renderer.train_cmd", "train the causal generator"),
+    "eval": ("neural_renderer.eval.eval_cmd", "quality, stability, drift and latency of a renderer"),
+    "distill": ("neural_renderer.distill_cmd", "shortcut distillation of a trained generator"),
+    "prune": ("neural_renderer.prune_cmd", "architecture-aware pruning of a trained generator"),
+}
+GROUPS: dict[str, dict[str, tuple[str, str]]] = {
+    "bench": {
+        "bridge": ("bridge.bench_cmd", "round-trip latency of the bridge vs a raw pyzmq echo"),
+        "kernels": ("kernels.bench_cmd", "kernel arms vs eager/compile/CUDA graph"),
+    },
+    "dataset": {
+        "make": ("neural_renderer.data.dataset_cmd", "render training/eval sequences to sharded files"),
+    },
+}
+
+
+def _importable(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def _add(sub, name: str, module: str, help_text: str) -> None:
+    if not _importable(module):
+        return  # that part of the product is not built yet
+    p = sub.add_parser(name, help=help_text, description=help_text)
+    mod = importlib.import_module(module)
+    mod.configure(p)
+    p.set_defaults(_run=mod.run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="neurender", description="Live neural rendering for game engines.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        _add(sub, name, module, help_text)
+    for group, members in GROUPS.items():
+        if not any(_importable(m) for m, _ in members.values()):
+            continue
+        gp = sub.add_parser(group, help=f"{group} subcommands")
+        gsub = gp.add_subparsers(dest=f"{group}_command", metavar="WHAT")
+        gsub.required = True
+        for name, (module, help_text) in members.items():
+            _add(gsub, name, module, help_text)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "_run"):
+        parser.print_help()
+        return 2
+    return int(args._run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
