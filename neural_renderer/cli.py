@@ -36,7 +36,10 @@ GROUPS: dict[str, dict[str, tuple[str, str]]] = {
 
 
 def _importable(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package does not exist yet
+        return False
 
 
 def _add(sub, name: str, module: str, help_text: str) -> None:
