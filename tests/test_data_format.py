@@ -1,0 +1,194 @@
+"""Dataset format without OpenGL: round trip through the writer and the memory-mapped reader, seed
+refusal, and the errors bad directories give."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bridge.channels import CHANNELS
+from neural_renderer.data import DatasetError, EvalSeedError, SequenceDataset, SequencePlan
+from neural_renderer.data.format import CHANNEL_DTYPES, flatten_constants
+from neural_renderer.data.writer import FrameSink, allocate, commit, plan_index
+from _eval_fake_frames import fake_frame
+
+STYLES = {"sunny": "a sunny day", "night": "a night"}
+
+
+def _write(root, plan, split="train", frames_per_shard=2048, w=12, h=8):
+    index = plan_index(plan, width=w, height=h, styles=STYLES, split=split, frames_per_shard=frames_per_shard)
+    allocate(root, index)
+    sink = FrameSink(root, index)
+    frames = {}
+    for i, p in enumerate(plan):
+        for t in range(p.frames):
+            f = fake_frame(p.seed, t, w, h, STYLES)
+            sink.write(i, t, f)
+            frames[(i, t)] = f
+    sink.close()
+    commit(root, index)
+    return frames
+
+
+def test_round_trip_memory_mapped_equals_written(tmp_path):
+    plan = [SequencePlan(3, 5), SequencePlan(4, 7), SequencePlan(999, 4)]
+    frames = _write(tmp_path / "ds", plan, frames_per_shard=10)  # forces 3 shards: 5 | 7 | 4
+    ds = SequenceDataset(tmp_path / "ds")
+    assert len(ds) == 3 and ds.total_frames == 16 and len(ds.index["shards"]) == 3
+    assert [s.seed for s in ds.sequences] == [3, 4, 999]
+    assert ds.styles == STYLES and (ds.width, ds.height) == (12, 8)
+    clip = ds.clip(1, 2, 4)
+    for c in CHANNELS:
+        assert isinstance(clip.engine[c].base, np.memmap) or isinstance(clip.engine[c], np.memmap)
+        assert clip.engine[c].dtype == np.dtype(CHANNEL_DTYPES[c])
+        want = np.stack([frames[(1, t)].engine[c] for t in range(2, 6)]).astype(CHANNEL_DTYPES[c])
+        np.testing.assert_array_equal(clip.engine[c], want)
+    for s in STYLES:
+        want = np.stack([frames[(1, t)].reference[s] for t in range(2, 6)]).astype(np.float16)
+        np.testing.assert_array_equal(clip.reference[s], want)
+    np.testing.assert_array_equal(clip.action, np.stack([frames[(1, t)].action for t in range(2, 6)]))
+    np.testing.assert_array_equal(clip.reset, [t % 5 == 0 for t in range(2, 6)])
+    np.testing.assert_array_equal(clip.constants[1], flatten_constants(frames[(1, 3)].constants))
+    np.testing.assert_array_equal(clip.constants_at(1)["world_to_view"], frames[(1, 3)].constants["world_to_view"])
+    assert not clip.engine["color"].flags.writeable  # read-only maps: training cannot corrupt the data
+    with pytest.raises(IndexError):
+        ds.clip(1, 5, 4)
+    with pytest.raises(KeyError):
+        ds.clip(0, 0, 2, styles=["cartoon"])
+
+
+def test_random_clips_are_valid_deterministic_and_cover_sequences(tmp_path):
+    _write(tmp_path / "ds", [SequencePlan(1, 6), SequencePlan(2, 3), SequencePlan(5, 9)])
+    ds = SequenceDataset(tmp_path / "ds")
+    clips = list(ds.random_clips(4, seed=7, count=200, channels=["color"], styles=["night"]))
+    again = [(c.seq_idx, c.start) for c in ds.random_clips(4, seed=7, count=200)]
+    assert [(c.seq_idx, c.start) for c in clips] == again
+    seen = {(c.seq_idx, c.start) for c in clips}
+    # Sequence 1 has 3 frames: never long enough. The others: every start in range, nothing beyond.
+    assert seen == {(0, s) for s in range(3)} | {(2, s) for s in range(6)}
+    assert all(len(c) == 4 and set(c.engine) == {"color"} and set(c.reference) == {"night"} for c in clips)
+    with pytest.raises(ValueError, match="no sequence has 10 frames"):
+        next(ds.random_clips(10))
+
+
+def test_training_path_refuses_eval_seeds_before_writing(tmp_path):
+    for seed in (1_000_000, 1_234_567):
+        with pytest.raises(EvalSeedError, match="evaluation seed"):
+            plan_index([SequencePlan(0, 2), SequencePlan(seed, 2)], width=8, height=8, styles=STYLES, split="train")
+    with pytest.raises(EvalSeedError, match="not a training seed"):
+        plan_index([SequencePlan(1000, 2)], width=8, height=8, styles=STYLES, split="train")
+    with pytest.raises(EvalSeedError, match="not an evaluation seed"):
+        plan_index([SequencePlan(5, 2)], width=8, height=8, styles=STYLES, split="eval")
+    # Through make_dataset and the CLI: refused before a single file exists.
+    from neural_renderer.data.make import make_dataset
+
+    with pytest.raises(EvalSeedError):
+        make_dataset(tmp_path / "a", sequences=2, frames=2, width=8, height=8, styles=STYLES, seed_offset=999_999)
+    assert not (tmp_path / "a").exists()
+    r = subprocess.run([sys.executable, "-m", "neural_renderer.cli", "dataset", "make", "--out", str(tmp_path / "b"),
+                        "--sequences", "1", "--frames", "2", "--resolution", "8x8", "--seed-offset", "1000000"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "evaluation seed" in r.stderr
+    assert not (tmp_path / "b").exists()
+
+
+def test_split_guard_on_read(tmp_path):
+    _write(tmp_path / "ev", [SequencePlan(1_000_003, 3)], split="eval")
+    with pytest.raises(DatasetError, match="'eval' dataset, expected 'train'"):
+        SequenceDataset(tmp_path / "ev")
+    assert SequenceDataset(tmp_path / "ev", split="eval").sequences[0].seed == 1_000_003
+
+
+def test_writer_rejects_bad_frames_and_existing_dirs(tmp_path):
+    index = plan_index([SequencePlan(1, 2)], width=12, height=8, styles=STYLES, split="train")
+    allocate(tmp_path / "ds", index)
+    with pytest.raises(FileExistsError):
+        allocate(tmp_path / "ds", index)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "precious.txt").write_text("x")
+    with pytest.raises(FileExistsError, match="not a dataset directory"):
+        allocate(tmp_path / "other", index, overwrite=True)
+    assert (tmp_path / "other" / "precious.txt").exists()
+    sink = FrameSink(tmp_path / "ds", index)
+    f = fake_frame(1, 0, 12, 8, STYLES)
+    f.engine["color"] = f.engine["color"][:, :-1]
+    with pytest.raises(ValueError, match=r"color: expected shape \(8, 12, 3\)"):
+        sink.write(0, 0, f)
+    f = fake_frame(1, 0, 12, 8, ["sunny"])
+    with pytest.raises(ValueError, match="lacks the reference look 'night'"):
+        sink.write(0, 0, f)
+    f = fake_frame(1, 0, 12, 8, STYLES)
+    del f.constants["dt"]
+    with pytest.raises(ValueError, match="lack 'dt'"):
+        sink.write(0, 0, f)
+    with pytest.raises(IndexError):
+        sink.write(0, 2, fake_frame(1, 2, 12, 8, STYLES))
+    with pytest.raises(ValueError, match="style name"):
+        plan_index([SequencePlan(1, 2)], width=8, height=8, styles={"../x": "p"}, split="train")
+
+
+def _corrupt(root, how):
+    idx_path = root / "index.json"
+    index = json.loads(idx_path.read_text())
+    if how == "no index":
+        idx_path.unlink()
+    elif how == "bad json":
+        idx_path.write_text("{not json")
+    elif how == "wrong format":
+        index["format"] = "something-else"
+    elif how == "future version":
+        index["version"] = 99
+    elif how == "missing field":
+        del index["width"]
+    elif how == "action layout":
+        index["action_layout"] = ["forward"]
+    elif how == "sequence out of shard":
+        index["sequences"][0]["frames"] = 100
+    elif how == "missing shard dir":
+        (root / "shard_00000" / "color.npy").unlink()
+        for f in (root / "shard_00000").iterdir():
+            f.unlink()
+        (root / "shard_00000").rmdir()
+    elif how == "missing array":
+        (root / "shard_00000" / "motion.npy").unlink()
+    elif how == "truncated array":
+        p = root / "shard_00000" / "color.npy"
+        p.write_bytes(p.read_bytes()[:-100])
+    elif how == "wrong dtype":
+        np.save(root / "shard_00000" / "depth.npy", np.zeros((3, 8, 12, 1), np.float64))
+    if how in ("wrong format", "future version", "missing field", "action layout", "sequence out of shard"):
+        idx_path.write_text(json.dumps(index))
+
+
+@pytest.mark.parametrize("how,message", [
+    ("no index", "no index.json"),
+    ("bad json", "not valid JSON"),
+    ("wrong format", "not a neurender-dataset index"),
+    ("future version", "format version 99"),
+    ("missing field", "'width' missing"),
+    ("action layout", "action layout"),
+    ("sequence out of shard", "fall outside shard 0"),
+    ("missing shard dir", "shard 0 directory 'shard_00000' is missing"),
+    ("missing array", "motion.npy: missing"),
+    ("truncated array", "color.npy: unreadable"),
+    ("wrong dtype", "depth.npy: holds float64"),
+])
+def test_bad_dataset_dirs_give_clear_errors(tmp_path, how, message):
+    root = tmp_path / "ds"
+    _write(root, [SequencePlan(1, 3)])
+    _corrupt(root, how)
+    with pytest.raises(DatasetError, match=message):
+        SequenceDataset(root)
+
+
+def test_missing_and_non_directories(tmp_path):
+    with pytest.raises(DatasetError, match="no such dataset directory"):
+        SequenceDataset(tmp_path / "nope")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DatasetError, match="not a directory"):
+        SequenceDataset(tmp_path / "file")
+    # Allocated but never committed (a crashed writer): refused, not half-read.
+    allocate(tmp_path / "half", plan_index([SequencePlan(1, 2)], width=8, height=8, styles=STYLES, split="train"))
+    with pytest.raises(DatasetError, match="did not finish"):
+        SequenceDataset(tmp_path / "half")
