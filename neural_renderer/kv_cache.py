@@ -1,0 +1,62 @@
+"""`KVCache`: the keys/values of the frames the current frame attends to, for every layer.
+
+Slots per layer, in this order: S sink slots (the first S frames of the run, kept forever), W window
+slots (the last W frames, oldest first) and one current slot (the frame being generated; written by
+every forward, kept only when `advance()` is called after the cache-write pass). Slot ages are
+therefore static, which is what makes the model's temporal rotary exact forever.
+
+Everything lives in fixed-shape device tensors (CUDA-graph friendly): `advance()` is one copy of the
+window plus at most one sink copy, and the validity mask comes from a precomputed table by a
+device-to-device copy; the host only keeps the frame counter, which it knows without a sync.
+"""
+from __future__ import annotations
+
+import torch
+
+
+class KVCache:
+    def __init__(self, n_layers: int, batch: int, heads: int, tokens: int, window: int, sinks: int,
+                 head_dim: int = 64, device=None, dtype=torch.float32):
+        self.window, self.sinks = window, sinks
+        self.slots = sinks + window + 1
+        shape = (n_layers, batch, heads, self.slots, tokens, head_dim)  # (L, B, H, slots, T, D)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        # valid_table[n]: which slots hold a frame when the run's n-th frame (0-based) is generated
+        n_states = sinks + window + 2
+        table = torch.zeros(n_states, self.slots, dtype=torch.bool)
+        for n in range(n_states):
+            for s in range(sinks):  # a sink counts only once it has left the window (no duplicates)
+                table[n, s] = s < n - window
+            for a in range(window, 0, -1):
+                table[n, sinks + window - a] = n - a >= 0
+            table[n, -1] = True
+        self.valid_table = table.to(device)
+        self.valid = self.valid_table[0].clone()  # (slots,)
+        self.frames = 0  # frames kept since the last reset (host int, known without a sync)
+
+    @classmethod
+    def for_model(cls, model, batch: int = 1, device=None, dtype=torch.float32) -> "KVCache":
+        c = model.cfg
+        return cls(c.depth, batch, c.heads, c.tokens, c.window, c.sinks, device=device, dtype=dtype)
+
+    def reset(self) -> None:
+        self.k.zero_()
+        self.v.zero_()
+        self.frames = 0
+        self.valid.copy_(self.valid_table[0])
+
+    def layer(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Views (B, H, slots, T, D) of layer i; the model writes the current frame into slot -1."""
+        return self.k[i], self.v[i]
+
+    def advance(self) -> None:
+        """Keep the current slot as context: shift the window by one, fill a sink while n < S."""
+        S, W, n = self.sinks, self.window, self.frames
+        for buf in (self.k, self.v):
+            if n < S:
+                buf[:, :, :, n].copy_(buf[:, :, :, -1])
+            if W > 0:
+                buf[:, :, :, S : S + W].copy_(buf[:, :, :, S + 1 :].clone())
+        self.frames = n + 1
+        self.valid.copy_(self.valid_table[min(self.frames, len(self.valid_table) - 1)])
