@@ -1,0 +1,144 @@
+"""The render worker: one thread that owns the Renderer and runs every call into it, so the socket loop
+never blocks on rendering. Sessions hand it frames; per session at most one frame waits while another
+renders, and a newer frame replaces the waiting one (newest frame wins).
+
+The socket loop only talks to it through `open/close/submit/cancel` and the `results` queue, so a
+process-per-GPU worker (issue 9) can replace this thread behind the same four calls.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from bridge.backends import FrameInputs, Renderer, RendererSession, SessionSpec
+
+
+@dataclass
+class FrameJob:
+    session: str
+    slot: int | None
+    inputs: FrameInputs
+    out: np.ndarray
+    t_recv: float  # perf_counter when the socket loop received it
+    keepalive: Any = None  # inline pixel frames: kept referenced until rendered
+
+
+@dataclass
+class Result:
+    """What the worker hands back: kind is 'opened', 'frame' or 'closed'."""
+    kind: str
+    session: str
+    value: Any = None  # RendererSession for 'opened', FrameJob for 'frame'
+    error: BaseException | None = None
+    timings: dict = field(default_factory=dict)
+
+
+class RenderWorker:
+    def __init__(self, renderer: Renderer, wake: Callable[[], None]):
+        self.renderer = renderer
+        self.results: "queue.SimpleQueue[Result]" = queue.SimpleQueue()
+        self._wake = wake  # called after each result so the socket loop polls `results`
+        self._cv = threading.Condition()
+        self._control: deque = deque()  # ('open', sid, spec) | ('close', sid, RendererSession)
+        self._pending: "OrderedDict[str, FrameJob]" = OrderedDict()  # session -> waiting frame
+        self._sessions: dict[str, RendererSession] = {}
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="render-worker", daemon=True)
+        self._thread.start()
+
+    # -- called from the socket loop ----------------------------------------------------------
+    def open(self, session: str, spec: SessionSpec) -> None:
+        with self._cv:
+            self._control.append(("open", session, spec))
+            self._cv.notify()
+
+    def close(self, session: str) -> None:
+        with self._cv:
+            self._pending.pop(session, None)
+            self._control.append(("close", session, None))
+            self._cv.notify()
+
+    def submit(self, job: FrameJob) -> FrameJob | None:
+        """Queue a frame; returns the frame it replaced (now dropped), if any."""
+        with self._cv:
+            dropped = self._pending.pop(job.session, None)
+            self._pending[job.session] = job  # to the back: sessions take turns
+            self._cv.notify()
+        return dropped
+
+    def cancel(self, session: str) -> FrameJob | None:
+        with self._cv:
+            return self._pending.pop(session, None)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        with self._cv:
+            self._stop = True
+            self._cv.notify()
+        self._thread.join(timeout)
+
+    # -- the worker thread ----------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not (self._stop or self._control or self._pending):
+                    self._cv.wait()
+                if self._stop:
+                    break
+                if self._control:
+                    op, sid, arg = self._control.popleft()
+                    job = None
+                else:
+                    op = "frame"
+                    sid, job = self._pending.popitem(last=False)
+            if op == "open":
+                self._do_open(sid, arg)
+            elif op == "close":
+                rs = self._sessions.pop(sid, None)
+                if rs is not None:
+                    try:
+                        rs.close()
+                    except Exception:  # noqa: BLE001 - a failing close must not kill the worker
+                        pass
+            else:
+                self._do_frame(job)
+        for rs in self._sessions.values():
+            try:
+                rs.close()
+            except Exception:  # noqa: BLE001
+                pass
+        self._sessions.clear()
+
+    def _post(self, result: Result) -> None:
+        self.results.put(result)
+        self._wake()
+
+    def _do_open(self, sid: str, spec: SessionSpec) -> None:
+        try:
+            rs = self.renderer.open_session(spec)
+        except Exception as e:  # noqa: BLE001 - reported to the client as a typed error
+            self._post(Result("opened", sid, error=e))
+            return
+        self._sessions[sid] = rs
+        self._post(Result("opened", sid, value=rs))
+
+    def _do_frame(self, job: FrameJob) -> None:
+        rs = self._sessions.get(job.session)
+        t0 = time.perf_counter()
+        err = None
+        if rs is None:
+            err = RuntimeError("session closed before its frame rendered")
+        else:
+            try:
+                rs.render(job.inputs, job.out)
+            except Exception as e:  # noqa: BLE001 - becomes a renderer_error reply; session stays open
+                err = e
+        t1 = time.perf_counter()
+        job.keepalive = None
+        self._post(Result("frame", job.session, value=job, error=err,
+                          timings={"queue_ms": (t0 - job.t_recv) * 1e3, "render_ms": (t1 - t0) * 1e3}))
