@@ -230,7 +230,7 @@ def _unpack(header: bytes, limits: Limits) -> Any:
     try:
         return msgpack.unpackb(
             header, raw=False, strict_map_key=True, use_list=True,
-            max_buffer_size=limits.max_header_bytes, max_str_len=limits.max_prompt_chars * 4 + 64,
+            max_str_len=limits.max_prompt_chars * 4 + 64,
             max_bin_len=0, max_array_len=256, max_map_len=64, max_ext_len=0,
         )
     except msgpack.ExtraData:
@@ -238,7 +238,7 @@ def _unpack(header: bytes, limits: Limits) -> Any:
     except ValueError as e:  # limits ("... exceeds max_..._len") and malformed data both land here
         if "exceeds" in str(e):
             raise ProtocolError("too_large", f"msgpack unpack limit: {e}") from None
-        raise ProtocolError("bad_msgpack", f"invalid msgpack: {e}") from None
+        raise ProtocolError("bad_msgpack", f"invalid msgpack: {e or type(e).__name__}") from None
     except Exception as e:  # noqa: BLE001 - msgpack raises several unrelated types on garbage
         raise ProtocolError("bad_msgpack", f"invalid msgpack: {type(e).__name__}: {e}") from None
 
