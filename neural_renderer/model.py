@@ -313,6 +313,9 @@ class CausalDiT(nn.Module):
 
         return self._run(x_noisy, cond, t, d, action, prompt, lambda i: attend)
 
+    def forward(self, x_noisy, cond, t, d, action, prompt) -> torch.Tensor:
+        return self.forward_clip(x_noisy, cond, t, d, action, prompt)
+
     # -- streaming: the current frame against the KV cache ----------------------------------------
 
     def forward_frame(self, x_noisy, cond, t, d, action, prompt, cache) -> torch.Tensor:
