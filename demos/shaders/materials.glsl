@@ -1,0 +1,83 @@
+// Procedural solid textures, evaluated in object space (world space for the static town).
+// Material ids follow demos/materials.py. Returns albedo; `spec` gets (strength, shininess).
+uniform vec3 u_foliage;
+uniform vec3 u_grass;
+uniform float u_flat;   // 1 = cartoon: mostly flat colours
+
+vec2 wall_uv(vec3 p, vec3 n) {  // coordinates along a face: horizontal, vertical
+    vec3 a = abs(n);
+    if (a.y > 0.7) return p.xz;
+    return vec2(a.x > a.z ? p.z : p.x, p.y);
+}
+
+vec3 brick(vec3 p, vec3 n) {
+    vec2 uv = wall_uv(p, n) / vec2(0.42, 0.14);
+    float row = floor(uv.y);
+    uv.x += 0.5 * mod(row, 2.0);
+    vec2 cell = floor(uv), f = fract(uv);
+    float mortar = step(f.x, 0.05) + step(f.y, 0.1);
+    vec3 c = vec3(0.50, 0.19, 0.12) * (0.75 + 0.5 * hash12(cell)) * (0.9 + 0.2 * vnoise(p * 9.0));
+    return mix(c, vec3(0.55, 0.53, 0.50), clamp(mortar, 0.0, 1.0));
+}
+
+vec3 wood(vec3 p) {
+    float plank = floor(p.x * 3.0 + p.z * 0.2);
+    float ring = fract((length(p.yz + vec2(hash12(vec2(plank, 1.0)) * 5.0)) + 0.3 * fbm(p * 3.0)) * 9.0);
+    vec3 light = vec3(0.55, 0.37, 0.19), dark = vec3(0.33, 0.20, 0.09);
+    return mix(light, dark, smoothstep(0.3, 0.7, ring)) * (0.85 + 0.3 * hash12(vec2(plank, 3.0)));
+}
+
+vec3 marble(vec3 p) {
+    float v = abs(sin(p.x * 1.7 + p.y * 0.9 + 5.0 * fbm(p * 0.9)));
+    float vein = pow(1.0 - v, 12.0);
+    return mix(vec3(0.86, 0.85, 0.82), vec3(0.30, 0.30, 0.34), vein) * (0.95 + 0.05 * vnoise(p * 20.0));
+}
+
+vec3 concrete(vec3 p, vec3 n) {
+    vec2 uv = wall_uv(p, n) / 1.5;
+    vec2 f = fract(uv);
+    float joint = (abs(n.y) > 0.7) ? (step(f.x, 0.015) + step(f.y, 0.015)) : 0.0;
+    vec3 c = vec3(0.52, 0.51, 0.49) * (0.8 + 0.35 * fbm(p * 2.5)) * (0.95 + 0.1 * vnoise(p * 30.0));
+    return c * (1.0 - 0.4 * clamp(joint, 0.0, 1.0));
+}
+
+vec3 material_albedo(int m, vec3 p, vec3 n, int obj, out vec2 spec) {
+    spec = vec2(0.04, 16.0);
+    vec3 c;
+    if (m == 1) {          // asphalt
+        c = vec3(0.09, 0.09, 0.1) * (0.7 + 0.6 * fbm(p * 1.5)) * (0.9 + 0.2 * vnoise(p * 40.0));
+    } else if (m == 2) {   // concrete
+        c = concrete(p, n);
+    } else if (m == 3) {   // brick
+        c = brick(p, n);
+    } else if (m == 4) {   // plaster
+        c = vec3(0.78, 0.73, 0.64) * (0.85 + 0.2 * fbm(p * 0.8)) * (0.97 + 0.06 * vnoise(p * 25.0));
+    } else if (m == 5) {   // wood
+        c = wood(p);
+        spec = vec2(0.08, 24.0);
+    } else if (m == 6) {   // marble
+        c = marble(p);
+        spec = vec2(0.5, 80.0);
+    } else if (m == 7) {   // brushed metal
+        c = vec3(0.56, 0.57, 0.60) * (0.85 + 0.15 * vnoise(vec3(p.x * 2.0, p.y * 60.0, p.z * 2.0)));
+        spec = vec2(0.9, 60.0);
+    } else if (m == 8) {   // grass
+        c = u_grass * (0.6 + 0.6 * fbm(p * 2.0)) * (0.8 + 0.4 * vnoise(p * 35.0));
+    } else if (m == 9) {   // foliage
+        c = u_foliage * (0.5 + 0.8 * fbm(p * 3.5));
+    } else if (m == 10) {  // bark
+        c = vec3(0.25, 0.16, 0.09) * (0.6 + 0.7 * vnoise(vec3(p.x * 25.0, p.y * 2.0, p.z * 25.0)));
+    } else if (m == 11) {  // roof tiles
+        vec2 uv = p.xz / vec2(0.3, 0.25);
+        c = vec3(0.38, 0.13, 0.10) * (0.7 + 0.5 * hash12(floor(uv))) * (1.0 - 0.3 * step(fract(uv.y), 0.08));
+    } else if (m == 12) {  // painted (dynamic objects): one colour per object
+        float h = hash12(vec2(float(obj), 9.0));
+        c = 0.6 * clamp(abs(mod(h * 6.0 + vec3(0.0, 4.0, 2.0), 6.0) - 3.0) - 1.0, 0.0, 1.0) + 0.08;
+        spec = vec2(0.6, 90.0);
+    } else if (m == 13) {  // lamp glass
+        c = vec3(1.0, 0.92, 0.75);
+    } else {
+        c = vec3(0.5);
+    }
+    return c;
+}

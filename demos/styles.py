@@ -1,0 +1,58 @@
+"""The looks the reference renderer can produce: each style's text prompt and its lighting/material parameters.
+
+`STYLES` (name -> prompt) is what the generator is conditioned on; `LOOKS` (name -> Look) is what
+the reference renderer uses to produce that style's target frames.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+STYLES: dict[str, str] = {
+    "sunny": "a sunny afternoon in a quiet town, warm sunlight, crisp shadows, blue sky",
+    "sunset": "a golden sunset, long orange shadows, pink and purple sky",
+    "night": "a dark night lit by warm street lamps, deep blue sky",
+    "winter": "a snowy winter day, snow on the ground and roofs, cold light",
+    "foggy": "a foggy morning, soft grey light, thick mist hiding the distance",
+    "cartoon": "a cel-shaded cartoon, flat bright colours, bold black outlines",
+    "autumn": "an autumn afternoon, orange and red leaves, soft warm light",
+}
+
+
+@dataclass(frozen=True)
+class Look:
+    sun_elevation_deg: float
+    sun_azimuth_deg: float
+    sun_color: tuple[float, float, float]
+    sky_zenith: tuple[float, float, float]
+    sky_horizon: tuple[float, float, float]
+    ambient: float  # strength of the sky (hemisphere) light
+    fog_color: tuple[float, float, float]
+    fog_density: float  # per metre, exponential
+    exposure: float = 1.0
+    lamps: float = 0.0  # street-lamp intensity (night)
+    snow: float = 0.0  # 0..1 snow cover on up-facing surfaces
+    cartoon: float = 0.0  # 1 = quantised lighting, flat textures, outlines
+    foliage: tuple[float, float, float] = (0.18, 0.38, 0.10)
+    grass: tuple[float, float, float] = (0.20, 0.42, 0.12)
+    saturation: float = 1.0
+    shadow_softness: float = 1.5  # PCF radius in shadow-map texels
+    stars: float = 0.0
+
+
+LOOKS: dict[str, Look] = {
+    "sunny": Look(52, 35, (3.2, 2.95, 2.6), (0.16, 0.36, 0.85), (0.62, 0.76, 0.95), 0.55, (0.65, 0.75, 0.9), 0.0025),
+    "sunset": Look(7, 250, (3.0, 1.45, 0.55), (0.22, 0.20, 0.48), (1.0, 0.50, 0.28), 0.35, (0.85, 0.50, 0.38), 0.004,
+                   exposure=1.25, shadow_softness=2.5),
+    "night": Look(35, 140, (0.10, 0.13, 0.25), (0.005, 0.008, 0.03), (0.03, 0.04, 0.09), 0.10, (0.02, 0.025, 0.05),
+                  0.006, exposure=2.2, lamps=1.0, stars=1.0),
+    "winter": Look(24, 160, (2.4, 2.45, 2.6), (0.42, 0.55, 0.75), (0.80, 0.85, 0.92), 0.75, (0.82, 0.86, 0.92), 0.006,
+                   snow=1.0, foliage=(0.12, 0.22, 0.14), grass=(0.85, 0.88, 0.92), saturation=0.75),
+    "foggy": Look(30, 60, (1.2, 1.2, 1.15), (0.62, 0.64, 0.66), (0.72, 0.73, 0.74), 0.9, (0.70, 0.71, 0.72), 0.045,
+                  saturation=0.6, shadow_softness=4.0),
+    "cartoon": Look(55, 20, (2.4, 2.3, 2.1), (0.20, 0.55, 1.0), (0.55, 0.85, 1.0), 0.7, (0.6, 0.8, 1.0), 0.0015,
+                    cartoon=1.0, foliage=(0.15, 0.7, 0.15), grass=(0.3, 0.8, 0.2), saturation=1.5, shadow_softness=0.5),
+    "autumn": Look(30, 200, (2.8, 2.3, 1.7), (0.30, 0.45, 0.75), (0.85, 0.75, 0.62), 0.5, (0.8, 0.7, 0.58), 0.004,
+                   foliage=(0.65, 0.22, 0.04), grass=(0.42, 0.38, 0.12)),
+}
+
+assert set(LOOKS) == set(STYLES)
