@@ -1,0 +1,87 @@
+"""The evaluation suites: which held-out sequences, at which resolution, with which prompt schedule.
+
+Every seed is an evaluation seed (demos.seeds.EVAL_SEED_BASE and up), never a training one. A
+sequence's frames are rendered once into an eval-split dataset under the cache directory, keyed by
+everything that determines them, so `standard` and `full` never re-render a sequence already there.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from demos.seeds import EVAL_SEED_BASE
+
+CACHE_VERSION = 1  # bump when the world renderer changes what a seed renders
+
+
+@dataclass(frozen=True)
+class EvalSequence:
+    seed: int
+    frames: int
+    styles: tuple[str, ...]                 # reference looks rendered for this sequence
+    schedule: tuple[tuple[int, str], ...]   # (first frame, style) prompt switches; the first at frame 0
+    script: str = "mixed"
+
+    def style_at(self, t: int) -> str:
+        style = self.schedule[0][1]
+        for start, s in self.schedule:
+            if start <= t:
+                style = s
+        return style
+
+    def cache_key(self, width: int, height: int) -> str:
+        return f"v{CACHE_VERSION}-{width}x{height}-seed{self.seed}-{self.frames}f-{self.script}-{'+'.join(self.styles)}"
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    width: int
+    height: int
+    sequences: tuple[EvalSequence, ...]
+    drift_window: int        # frames per window; drift compares the last window of the longest run to its first
+    samples: int = 4         # frames shown in the report's sample grid
+    warmup_frames: int = 2   # frames of each run left out of latency figures (first-call allocation, compile)
+
+
+def _cycle(styles: tuple[str, ...], frames: int, every: int) -> tuple[tuple[int, str], ...]:
+    return tuple((t, styles[(t // every) % len(styles)]) for t in range(0, frames, every))
+
+
+def quick() -> Suite:
+    """CPU-sized, runs in CI: two short runs, two prompt switches (back to the first look, so drift
+    compares like with like), 64x64."""
+    s = ("sunny", "night")
+    return Suite("quick", 64, 64, (
+        EvalSequence(EVAL_SEED_BASE + 0, 36, s, ((0, "sunny"), (12, "night"), (24, "sunny"))),
+        EvalSequence(EVAL_SEED_BASE + 1, 24, s, ((0, "night"),)),
+    ), drift_window=8)
+
+
+def standard() -> Suite:
+    """GPU machine: eight runs of 300 frames at 128x128, a prompt switch every 100 frames."""
+    s = ("sunny", "sunset", "night", "winter", "foggy", "cartoon")
+    seqs = tuple(EvalSequence(EVAL_SEED_BASE + 100 + i, 300, s, _cycle(s[i % 6:] + s[:i % 6], 300, 100))
+                 for i in range(8))
+    return Suite("standard", 128, 128, seqs, drift_window=50)
+
+
+def full() -> Suite:
+    """`standard` plus one 10,000-frame run of a single session (drift: frames 9,000-10,000 vs 0-1,000)."""
+    std = standard()
+    s = ("sunny", "night")
+    # 0-2,000 sunny, 2,000-4,000 night, ..., 8,000-10,000 sunny: first and last windows share a look
+    long_run = EvalSequence(EVAL_SEED_BASE + 900, 10_000, s, _cycle(s, 10_000, 2_000))
+    return Suite("full", std.width, std.height, std.sequences + (long_run,), drift_window=1000)
+
+
+SUITES = {"quick": quick, "standard": standard, "full": full}
+
+
+def get_suite(name: str, resolution: tuple[int, int] | None = None) -> Suite:
+    if name not in SUITES:
+        raise KeyError(f"unknown suite {name!r}; known: {', '.join(SUITES)}")
+    suite = SUITES[name]()
+    if resolution is not None:
+        suite = Suite(suite.name, resolution[0], resolution[1], suite.sequences, suite.drift_window,
+                      suite.samples, suite.warmup_frames)
+    return suite

@@ -1,0 +1,100 @@
+"""run_eval end to end on the quick suite's shapes with synthetic cached frames (no OpenGL): baselines,
+the reference floor, a noise renderer, responsiveness, report and JSON."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+from _eval_synthetic import LaggingOracle, NoiseRenderer, OracleRenderer, write_suite_cache
+from neural_renderer.data import SequenceDataset
+from neural_renderer.eval import metrics, run_eval
+from neural_renderer.eval.suites import get_suite
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    d = tmp_path_factory.mktemp("evalcache")
+    write_suite_cache(get_suite("quick"), d, reset_at=(6,))
+    return d
+
+
+def _clips(cache):
+    s = get_suite("quick")
+    return [SequenceDataset(cache / q.cache_key(s.width, s.height), split="eval").clip(0) for q in s.sequences]
+
+
+def _reference_floor(cache):
+    """The reference look's warping error, computed here independently of the runner."""
+    s = get_suite("quick")
+    errs = []
+    for q, clip in zip(s.sequences, _clips(cache)):
+        for t in range(1, len(clip)):
+            if clip.reset[t] or q.style_at(t) != q.style_at(t - 1):
+                continue
+            ref = lambda k: np.asarray(clip.reference[q.style_at(k)][k], np.float32)
+            errs.append(metrics.warping_error(ref(t - 1), ref(t), clip.engine["motion"][t], clip.engine["disocclusion"][t]))
+    return float(np.mean(errs))
+
+
+def test_noise_scores_worse_than_engine_pass_and_passthrough_equals_engine(cache, tmp_path):
+    res = run_eval(NoiseRenderer(), "quick", vs="passthrough", cache_dir=cache, progress=False,
+                   json_path=tmp_path / "r.json", report_dir=tmp_path / "rep")
+    sysm = {k: v["summary"] for k, v in res["systems"].items()}
+    assert set(sysm) == {"engine", "reference", "noise", "passthrough"}
+    eng, noise, pt, ref = sysm["engine"], sysm["noise"], sysm["passthrough"], sysm["reference"]
+    assert noise["psnr"] < eng["psnr"] - 3 and noise["ssim"] < eng["ssim"] - 0.2
+    assert noise["warp_error"] > 10 * eng["warp_error"]
+    # The same code scores the passthrough renderer and the engine pass: identical frames, identical numbers.
+    for k in ("psnr", "ssim", "warp_error"):
+        assert pt[k] == eng[k]
+    assert ref["psnr"] == math.inf and ref["ssim"] == pytest.approx(1.0, abs=1e-12)
+    assert ref["warp_error"] == pytest.approx(_reference_floor(cache), rel=1e-12, abs=1e-15)
+    assert "latency" in noise and noise["latency"]["frames"] == (36 - 2) + (24 - 2)
+    assert "latency" not in eng
+    # drift: longest run (36 frames) in windows of 8
+    assert eng["drift"]["windows"] == 4
+    # events: prompt switches at 12 and 24 in the first run; the synthetic cut at 6 in both runs
+    assert [e["frame"] for e in eng["prompt_switch"]["events"]] == [12, 24]
+    assert [e["frame"] for e in eng["reset"]["events"]] == [6, 6]
+    # this synthetic scene pans by whole pixels: the reference (and the flat engine colour) warp exactly
+    assert ref["warp_error"] == 0.0 and eng["warp_error"] == 0.0
+    # drift compares windows of the same look: [0, 8) and [24, 32) are both "sunny"
+    assert eng["drift"]["last_window"] == 3
+    on_disk = json.loads((tmp_path / "r.json").read_text())
+    assert on_disk["systems"]["noise"]["summary"]["psnr"] == pytest.approx(noise["psnr"])
+    assert on_disk["systems"]["reference"]["summary"]["psnr"] == math.inf
+    assert len(on_disk["systems"]["noise"]["per_frame"][0]["psnr"]) == 36
+    md = (tmp_path / "rep" / "README.md").read_text()
+    for name in ("engine", "reference", "noise", "passthrough"):
+        assert f"| {name} |" in md
+    for png in ("psnr_vs_frame.png", "warp_vs_frame.png", "drift.png", "samples.png"):
+        assert (tmp_path / "rep" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_reference_scored_against_itself_through_the_host(cache):
+    res = run_eval(OracleRenderer(_clips(cache)), "quick", cache_dir=cache, progress=False)
+    o = res["systems"]["oracle"]["summary"]
+    assert o["psnr"] == math.inf and all(p == math.inf for r in res["systems"]["oracle"]["per_frame"] for p in r["psnr"])
+    assert o["warp_error"] == res["systems"]["reference"]["summary"]["warp_error"]
+    assert o["warp_error"] == pytest.approx(_reference_floor(cache), rel=1e-12, abs=1e-15)
+    assert o["prompt_switch"]["mean_frames"] == 0 and o["reset"]["mean_frames"] == 0
+
+
+@pytest.mark.parametrize("lag", [2, 4])
+def test_responsiveness_counts_the_frames_a_renderer_lags(cache, lag):
+    res = run_eval(LaggingOracle(_clips(cache), lag), "quick", cache_dir=cache, progress=False)
+    s = res["systems"]["lagging-oracle"]["summary"]
+    assert s["prompt_switch"]["mean_frames"] == lag
+    assert s["reset"]["mean_frames"] == lag and s["reset"]["max_frames"] == lag
+    assert s["prompt_switch"]["settled_psnr"] == math.inf
+
+
+def test_bad_arguments(cache):
+    with pytest.raises(KeyError, match="unknown suite"):
+        run_eval("passthrough", "huge", cache_dir=cache, progress=False)
+    with pytest.raises(ValueError, match="unknown channel"):
+        run_eval("passthrough", "quick", cache_dir=cache, channels=["colour"], progress=False)
+    from bridge.backends import BackendUnavailable
+    with pytest.raises(BackendUnavailable):
+        run_eval("nonsense", "quick", cache_dir=cache, progress=False)
