@@ -238,7 +238,7 @@ def _unpack(header: bytes, limits: Limits) -> Any:
     except ValueError as e:  # limits ("... exceeds max_..._len") and malformed data both land here
         if "exceeds" in str(e):
             raise ProtocolError("too_large", f"msgpack unpack limit: {e}") from None
-        raise ProtocolError("bad_msgpack", f"invalid msgpack: {e or type(e).__name__}") from None
+        raise ProtocolError("bad_msgpack", f"invalid msgpack: {str(e) or type(e).__name__}") from None
     except Exception as e:  # noqa: BLE001 - msgpack raises several unrelated types on garbage
         raise ProtocolError("bad_msgpack", f"invalid msgpack: {type(e).__name__}: {e}") from None
 

@@ -1,0 +1,102 @@
+"""`neurender serve`: run the rendering daemon in the foreground until SIGINT/SIGTERM."""
+from __future__ import annotations
+
+import argparse
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", default="passthrough",
+                   help="renderer: passthrough | generator[:tiny|:base|:/path/ckpt.safetensors] (default passthrough)")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (backend default if absent)")
+    p.add_argument("--device", default=None, help="torch device for model backends (e.g. cuda, cpu)")
+    p.add_argument("--runtime-dir", default=None,
+                   help="0700 dir for the ipc socket and pid file (default $XDG_RUNTIME_DIR/neurender or "
+                        "/tmp/neurender-$UID; env NEURENDER_RUNTIME_DIR)")
+    p.add_argument("--no-ipc", action="store_true", help="serve only on --tcp")
+    p.add_argument("--tcp", metavar="HOST:PORT", default=None, help="also serve on TCP (CURVE unless --insecure)")
+    p.add_argument("--insecure", action="store_true", help="plain TCP without CURVE; loopback addresses only")
+    p.add_argument("--keys-dir", default=None, help="CURVE keys (default ~/.config/neurender/keys; env "
+                   "NEURENDER_KEYS_DIR); see `neurender keys`")
+    p.add_argument("--shm-dir", default=None, help="where session files go (default /dev/shm; env NEURENDER_SHM_DIR)")
+    p.add_argument("--max-sessions", type=int, default=8)
+    p.add_argument("--max-width", type=int, default=4096)
+    p.add_argument("--max-height", type=int, default=4096)
+    p.add_argument("--max-channels", type=int, default=None, help="default: every known channel")
+    p.add_argument("--heartbeat-ms", type=int, default=250)
+    p.add_argument("--session-timeout-ms", type=int, default=1500)
+    p.add_argument("--log-level", default="INFO")
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    import logging
+    import os
+    import sys
+    from pathlib import Path
+
+    from bridge import paths, protocol, shm
+    from bridge.backends import BackendUnavailable, create_renderer
+    from bridge.server import Daemon, DaemonConfig, install_signal_handlers
+
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s neurender serve %(levelname)s %(message)s")
+    log = logging.getLogger("neurender.bridge")
+    runtime = paths.ensure_private_dir(Path(args.runtime_dir) if args.runtime_dir else paths.default_runtime_dir())
+    ipc = None if args.no_ipc else paths.ipc_endpoint(runtime)
+    if ipc:
+        from bridge.daemon import local_daemon_alive
+        alive = local_daemon_alive(ipc)
+        if alive:
+            print(f"neurender serve: a daemon (pid {alive.get('pid')}) already serves {ipc}", file=sys.stderr)
+            return 1
+        sock_path = Path(ipc[len("ipc://"):])
+        if sock_path.exists():
+            sock_path.unlink()  # stale socket of a dead daemon
+
+    server_keys = allowed_dir = None
+    if args.tcp and not args.insecure:
+        from bridge import keys
+        kdir = Path(args.keys_dir) if args.keys_dir else paths.default_keys_dir()
+        server_keys = keys.ensure_server_keys(kdir)
+        allowed_dir = kdir / "allowed"
+        allowed_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not keys.allowed(kdir):
+            log.warning("no client key is allowed yet in %s: run `neurender keys add NAME`", allowed_dir)
+
+    try:
+        renderer = create_renderer(args.backend, steps=args.steps, device=args.device)
+    except BackendUnavailable as e:
+        print(f"neurender serve: {e}", file=sys.stderr)
+        return 2
+    limits = protocol.Limits(max_width=args.max_width, max_height=args.max_height,
+                             max_sessions=args.max_sessions,
+                             **({"max_channels": args.max_channels} if args.max_channels else {}))
+    cfg = DaemonConfig(ipc_endpoint=ipc, tcp=args.tcp, insecure=args.insecure, server_keys=server_keys,
+                       allowed_keys_dir=allowed_dir, limits=limits, heartbeat_ms=args.heartbeat_ms,
+                       session_timeout_ms=args.session_timeout_ms,
+                       shm_dir=Path(args.shm_dir) if args.shm_dir else shm.default_shm_dir())
+    try:
+        daemon = Daemon(renderer, cfg)
+    except (ValueError, OSError) as e:
+        print(f"neurender serve: {e}", file=sys.stderr)
+        return 2
+    install_signal_handlers(daemon)
+    pid_file = runtime / paths.PID_NAME
+    pid_file.write_text(f"{os.getpid()}\n")
+    info = {"pid": os.getpid(), "endpoints": daemon.endpoints, "renderer": renderer.describe(),
+            "server_public_key": server_keys[0].decode() if server_keys else None,
+            "shm_dir": str(cfg.shm_dir), "swept": [str(p) for p in daemon.swept]}
+    for ep in daemon.endpoints:
+        log.info("serving %s", ep)
+    log.info("renderer %s", info["renderer"])
+    # one machine-readable line on stdout: bridge.daemon.spawn_daemon waits for it
+    print("READY " + json.dumps(info), flush=True)
+    try:
+        daemon.serve_forever()
+    finally:
+        try:
+            if pid_file.read_text().strip() == str(os.getpid()):
+                pid_file.unlink()
+        except FileNotFoundError:
+            pass
+    return 0

@@ -1,0 +1,469 @@
+"""The daemon: ROUTER sockets, sessions and their shared-memory files, liveness, replies.
+
+One thread (the socket loop) owns every socket and every session; rendering happens on the render
+worker (bridge.worker), which hands results back through a queue plus an inproc wake-up socket.
+Protocol decoding and validation live in bridge.protocol; this module holds the state checks
+(sessions, slots, seqs, sizes) and the sockets.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import zmq
+
+from bridge import protocol as P
+from bridge import shm
+from bridge.backends import FrameInputs, Renderer, SessionSpec, UnsupportedSpec
+from bridge.layout import SlotLayout
+from bridge.worker import FrameJob, RenderWorker
+
+log = logging.getLogger("neurender.bridge")
+
+HEARTBEAT_MS = 250
+SESSION_TIMEOUT_MS = 1500
+TICK_S = 0.1  # liveness checks: timeout + flock probe (dead client noticed within ~0.1-0.2 s)
+LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+@dataclass
+class DaemonConfig:
+    ipc_endpoint: str | None = None  # ipc://...; None = no local endpoint
+    tcp: str | None = None  # "HOST:PORT"
+    insecure: bool = False
+    server_keys: tuple[bytes, bytes] | None = None  # (public, secret) z85, needed for CURVE
+    allowed_keys_dir: Path | None = None  # directory of allowed client *.key files
+    shm_dir: Path = field(default_factory=shm.default_shm_dir)
+    limits: P.Limits = P.Limits()
+    heartbeat_ms: int = HEARTBEAT_MS
+    session_timeout_ms: int = SESSION_TIMEOUT_MS
+
+
+@dataclass
+class Session:
+    id: str
+    sock: zmq.Socket
+    peer: bytes  # ROUTER identity of the opening connection
+    spec: SessionSpec
+    layout: SlotLayout
+    transport: str
+    lock_enabled: bool
+    segment: shm.Segment | None = None
+    lock_path: Path | None = None
+    lock_fd: int | None = None
+    in_views: list = field(default_factory=list)  # [slot] -> {name: read-only view}
+    out_views: list = field(default_factory=list)  # [slot] -> writable view
+    last_seen: float = 0.0
+    last_seq: int = -1
+    busy: set = field(default_factory=set)  # slots owned by the daemon
+    dropped: list = field(default_factory=list)  # seqs replaced, not yet reported
+    seen_frame: bool = False
+    open_req: int = 0
+    ready: bool = False  # the renderer session exists
+
+    def release_files(self) -> None:
+        if self.segment is not None:
+            self.segment.close()
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)
+            self.lock_fd = None
+        if self.lock_path is not None:
+            try:
+                self.lock_path.unlink()
+            except FileNotFoundError:
+                pass
+
+
+def _tcp_host(hostport: str) -> str:
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"--tcp wants HOST:PORT, got {hostport!r}")
+    return host
+
+
+class Daemon:
+    def __init__(self, renderer: Renderer, config: DaemonConfig):
+        self.renderer, self.cfg = renderer, config
+        self.limits = config.limits
+        self.ctx = zmq.Context()
+        self.sockets: list[zmq.Socket] = []
+        self.sessions: dict[str, Session] = {}
+        self.auth = None
+        self.endpoints: list[str] = []
+        self._stop = threading.Event()
+        self._wake_addr = f"inproc://wake-{id(self)}"
+        self._wake_pull = self.ctx.socket(zmq.PULL)
+        self._wake_pull.bind(self._wake_addr)
+        self._wake_local = threading.local()
+        self.worker = RenderWorker(renderer, self._wake)
+        self.swept = shm.sweep_stale(config.shm_dir)
+        try:
+            self._bind()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- sockets ------------------------------------------------------------------------------------
+    def _router(self) -> zmq.Socket:
+        s = self.ctx.socket(zmq.ROUTER)
+        s.setsockopt(zmq.ROUTER_MANDATORY, 1)  # unknown/gone peers raise instead of silently dropping
+        s.setsockopt(zmq.MAXMSGSIZE, self.limits.max_frame_bytes)
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.HEARTBEAT_IVL, 1000)  # ZMTP pings: a vanished TCP peer's pipe goes away
+        s.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
+        return s
+
+    def _bind(self) -> None:
+        cfg = self.cfg
+        if cfg.ipc_endpoint:
+            s = self._router()
+            s.bind(cfg.ipc_endpoint)
+            self.sockets.append(s)
+            self.endpoints.append(cfg.ipc_endpoint)
+        if cfg.tcp:
+            host = _tcp_host(cfg.tcp)
+            s = self._router()
+            if cfg.insecure:
+                if host not in LOOPBACK:
+                    s.close()
+                    raise ValueError(f"--insecure is only allowed on loopback, not {host!r}")
+            else:
+                if cfg.server_keys is None or cfg.allowed_keys_dir is None:
+                    s.close()
+                    raise ValueError("TCP needs CURVE server keys and an allow-list (or --insecure on loopback)")
+                from zmq.auth.thread import ThreadAuthenticator
+                self.auth = ThreadAuthenticator(self.ctx)
+                self.auth.start()
+                self.auth.configure_curve(domain="*", location=str(cfg.allowed_keys_dir))
+                s.curve_server = True
+                s.curve_publickey, s.curve_secretkey = cfg.server_keys
+                s.zap_domain = b"neurender"
+            s.bind(f"tcp://{cfg.tcp}")
+            self.sockets.append(s)
+            self.endpoints.append(s.getsockopt_string(zmq.LAST_ENDPOINT))
+        if not self.sockets:
+            raise ValueError("no endpoint to serve")
+
+    def reload_allowed_keys(self) -> None:
+        if self.auth is not None:
+            self.auth.configure_curve(domain="*", location=str(self.cfg.allowed_keys_dir))
+
+    def _wake(self) -> None:
+        # called from the worker thread: its own PUSH socket (sockets are not thread-safe)
+        push = getattr(self._wake_local, "push", None)
+        if push is None:
+            push = self._wake_local.push = self.ctx.socket(zmq.PUSH)
+            push.setsockopt(zmq.LINGER, 0)
+            push.connect(self._wake_addr)
+        push.send(b"", zmq.NOBLOCK)
+
+    def _send(self, sock: zmq.Socket, peer: bytes, header: bytes, *extra) -> bool:
+        try:
+            sock.send_multipart([peer, header, *extra], flags=zmq.NOBLOCK, copy=False)
+            return True
+        except zmq.ZMQError as e:  # EHOSTUNREACH: peer gone; EAGAIN: peer not reading
+            log.warning("reply to a peer lost (%s)", e)
+            return False
+
+    def _error(self, sock, peer, err: P.ProtocolError, dropped=None) -> None:
+        self._send(sock, peer, P.encode_error(err, dropped))
+
+    # -- main loop ----------------------------------------------------------------------------------
+    def stop(self) -> None:
+        self._stop.set()
+
+    def serve_forever(self) -> None:
+        poller = zmq.Poller()
+        for s in self.sockets:
+            poller.register(s, zmq.POLLIN)
+        poller.register(self._wake_pull, zmq.POLLIN)
+        next_tick = time.monotonic() + TICK_S
+        try:
+            while not self._stop.is_set():
+                timeout = max(0.0, next_tick - time.monotonic())
+                events = dict(poller.poll(timeout * 1000))
+                if self._wake_pull in events:
+                    while True:
+                        try:
+                            self._wake_pull.recv(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                self._drain_results()
+                for s in self.sockets:
+                    if s in events:
+                        for _ in range(64):  # bounded burst, then results and liveness get a turn
+                            try:
+                                frames = s.recv_multipart(zmq.NOBLOCK, copy=False)
+                            except zmq.Again:
+                                break
+                            self._handle(s, frames)
+                if time.monotonic() >= next_tick:
+                    self._check_liveness()
+                    next_tick = time.monotonic() + TICK_S
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        for sid in list(self.sessions):
+            self._end_session(sid, "daemon shutting down")
+        self.worker.stop()
+        try:
+            self.renderer.close()
+        except Exception:  # noqa: BLE001
+            pass
+        if self.auth is not None:
+            self.auth.stop()
+            self.auth = None
+        for s in self.sockets:
+            s.close(0)
+        self.sockets = []
+        self._wake_pull.close(0)
+        self.ctx.destroy(0)  # also closes the worker's wake-up socket (its thread has ended)
+        if self.cfg.ipc_endpoint:
+            try:
+                os.unlink(self.cfg.ipc_endpoint[len("ipc://"):])
+            except FileNotFoundError:
+                pass
+
+    # -- requests ------------------------------------------------------------------------------------
+    def _handle(self, sock: zmq.Socket, frames: list) -> None:
+        peer = frames[0].bytes
+        body = [f.buffer for f in frames[1:]]
+        try:
+            req = P.decode_request(body, self.limits)
+            if isinstance(req, P.Frame):
+                self._on_frame(sock, peer, req, frames[2:])
+            elif isinstance(req, P.Ping):
+                self._on_ping(sock, peer, req)
+            elif isinstance(req, P.Open):
+                self._on_open(sock, peer, req)
+            elif isinstance(req, P.Close):
+                self._on_close(sock, peer, req)
+            else:
+                self._on_hello(sock, peer, req)
+        except P.ProtocolError as e:
+            self._error(sock, peer, e)
+
+    def _on_hello(self, sock, peer, req: P.Hello) -> None:
+        self._send(sock, peer, P.encode(
+            "welcome", req=req.req, protocol=P.PROTOCOL_VERSION, server="neurender",
+            server_version=_version(), pid=os.getpid(), renderer=self.renderer.describe(),
+            limits=self.limits.as_dict(), heartbeat_ms=self.cfg.heartbeat_ms,
+            session_timeout_ms=self.cfg.session_timeout_ms))
+
+    def _on_ping(self, sock, peer, req: P.Ping) -> None:
+        now = time.monotonic()
+        unknown = []
+        for sid in req.sessions:
+            s = self.sessions.get(sid)
+            if s is None:
+                unknown.append(sid)
+            else:
+                s.last_seen = now
+        self._send(sock, peer, P.encode("pong", req=req.req, unknown=unknown))
+
+    def _on_open(self, sock, peer, req: P.Open) -> None:
+        if len(self.sessions) >= self.limits.max_sessions:
+            raise P.ProtocolError("too_many_sessions", f"this daemon serves at most {self.limits.max_sessions} "
+                                  "sessions", req=req.req)
+        sid = secrets.token_hex(8)
+        spec = SessionSpec(req.width, req.height, dict(req.channels), req.action_dim, req.output_format,
+                           req.prompt, req.steps)
+        layout = SlotLayout.build(req.width, req.height, req.channels, req.output_format, req.slots)
+        s = Session(sid, sock, peer, spec, layout, req.transport, req.lock, last_seen=time.monotonic(),
+                    open_req=req.req)
+        try:
+            if req.transport == "shm":
+                data_path, lock_path = shm.segment_paths(self.cfg.shm_dir, os.getpid(), sid)
+                s.segment = shm.Segment(data_path, layout.size)
+                s.lock_path, s.lock_fd = lock_path, shm.create_lock_file(lock_path)
+                buf = s.segment.buf
+                for k in range(layout.slots):
+                    views = layout.input_views(buf, k)
+                    for v in views.values():
+                        v.flags.writeable = False
+                    s.in_views.append(views)
+                    s.out_views.append(layout.output_view(buf, k))
+        except OSError as e:
+            s.release_files()
+            raise P.ProtocolError("limit_exceeded", f"cannot allocate shared memory: {e}", req=req.req) from None
+        self.sessions[sid] = s
+        self.worker.open(sid, spec)
+
+    def _opened(self, s: Session) -> None:
+        L = s.layout
+        shm_mode = s.segment is not None
+        self._send(s.sock, s.peer, P.encode(
+            "opened", req=s.open_req, session=s.id, transport=s.transport, slots=L.slots, width=L.width,
+            height=L.height, action_dim=s.spec.action_dim, output_format=s.spec.output_format,
+            channels=[c.as_dict() for c in L.channels],
+            output={"format": s.spec.output_format, "dtype": L.output.dtype, "components": L.output.components,
+                    "nbytes": L.output.nbytes},
+            shm_path=str(s.segment.path) if shm_mode else None, shm_size=L.size if shm_mode else 0,
+            lock_path=str(s.lock_path) if shm_mode else None,
+            input_offsets=[list(o) for o in L.input_offsets] if shm_mode else [],
+            output_offsets=list(L.output_offsets) if shm_mode else [],
+            renderer=self.renderer.describe(), heartbeat_ms=self.cfg.heartbeat_ms,
+            session_timeout_ms=self.cfg.session_timeout_ms))
+
+    def _session_of(self, sock, peer, sid: str, **ids) -> Session:
+        s = self.sessions.get(sid)
+        if s is None or s.sock is not sock or s.peer != peer or not s.ready:
+            raise P.ProtocolError("unknown_session", f"no session {sid!r} on this connection", session=sid, **ids)
+        return s
+
+    def _on_close(self, sock, peer, req: P.Close) -> None:
+        s = self._session_of(sock, peer, req.session, req=req.req)
+        dropped = self._end_session(s.id, None)
+        self._send(sock, peer, P.encode("closed", req=req.req, session=s.id, dropped=dropped))
+
+    def _on_frame(self, sock, peer, req: P.Frame, raw_frames: list) -> None:
+        t_recv = time.perf_counter()
+        ids = {"session": req.session, "seq": req.seq}
+        s = self._session_of(sock, peer, req.session, seq=req.seq)
+        s.last_seen = time.monotonic()
+        L, spec = s.layout, s.spec
+        if req.seq <= s.last_seq:
+            raise P.ProtocolError("bad_seq", f"seq {req.seq} not after {s.last_seq}", **ids)
+        action = np.zeros(spec.action_dim, np.float32)
+        if req.action is not None:
+            if len(req.action) != spec.action_dim:
+                raise P.ProtocolError("size_mismatch", f"action has {len(req.action)} floats, session declared "
+                                      f"{spec.action_dim}", **ids)
+            action[:] = req.action
+        keepalive = None
+        if s.transport == "shm":
+            if req.slot is None or not 0 <= req.slot < L.slots:
+                raise P.ProtocolError("bad_slot", f"shm frames need slot in 0..{L.slots - 1}, got {req.slot}", **ids)
+            if req.slot in s.busy:
+                raise P.ProtocolError("bad_slot", f"slot {req.slot} is still owned by the daemon", **ids)
+            if req.pixels:
+                raise P.ProtocolError("size_mismatch", f"shm frames carry no pixel frames, got {len(req.pixels)}",
+                                      **ids)
+            pixels, out = s.in_views[req.slot], s.out_views[req.slot]
+        else:
+            if req.slot is not None:
+                raise P.ProtocolError("bad_slot", "inline frames carry no slot", **ids)
+            if len(req.pixels) != len(L.channels):
+                raise P.ProtocolError("size_mismatch", f"{len(req.pixels)} pixel frames for {len(L.channels)} "
+                                      "declared channels", **ids)
+            pixels = {}
+            for c, buf in zip(L.channels, req.pixels):
+                if len(buf) != c.nbytes:
+                    raise P.ProtocolError("size_mismatch", f"channel {c.name!r}: {len(buf)} bytes, expected "
+                                          f"{c.nbytes} ({L.height}x{L.width}x{c.components} {c.dtype})", **ids)
+                view = np.frombuffer(buf, np.dtype(c.dtype).newbyteorder("<")).reshape(
+                    L.height, L.width, c.components)
+                view.flags.writeable = False
+                pixels[c.name] = view
+            out = np.empty((L.height, L.width, L.output.components), np.dtype(L.output.dtype))
+            keepalive = raw_frames
+        constants = {k: np.asarray(v, np.float32) for k, v in req.constants.items()}
+        if any(not np.isfinite(v).all() for v in constants.values()):  # finite float64 can overflow float32
+            raise P.ProtocolError("non_finite", "constants overflow float32", **ids)
+        if not np.isfinite(action).all():
+            raise P.ProtocolError("non_finite", "action overflows float32", **ids)
+        s.last_seq = req.seq
+        s.seen_frame = True
+        if req.slot is not None:
+            s.busy.add(req.slot)
+        job = FrameJob(s.id, req.slot, FrameInputs(req.seq, pixels, constants, action, req.prompt, req.reset),
+                       out, t_recv, keepalive)
+        replaced = self.worker.submit(job)
+        if replaced is not None:
+            s.dropped.append(replaced.inputs.seq)
+            s.busy.discard(replaced.slot)
+
+    # -- results and liveness ---------------------------------------------------------------------
+    def _drain_results(self) -> None:
+        while True:
+            try:
+                r = self.worker.results.get_nowait()
+            except Exception:  # queue.Empty
+                return
+            s = self.sessions.get(r.session)
+            if r.kind == "opened":
+                self._finish_open(r, s)
+            elif r.kind == "frame" and s is not None:
+                self._finish_frame(r, s)
+
+    def _finish_open(self, r, s: Session | None) -> None:
+        if s is None:  # gone while opening
+            if r.error is None:
+                self.worker.close(r.session)
+            return
+        if r.error is not None:
+            del self.sessions[s.id]
+            s.release_files()
+            code = "unsupported" if isinstance(r.error, UnsupportedSpec) else "renderer_error"
+            self._error(s.sock, s.peer, P.ProtocolError(code, f"{type(r.error).__name__}: {r.error}",
+                                                        req=s.open_req))
+            return
+        s.ready = True
+        s.last_seen = time.monotonic()
+        self._opened(s)
+
+    def _finish_frame(self, r, s: Session) -> None:
+        job: FrameJob = r.value
+        if job.slot is not None:
+            s.busy.discard(job.slot)
+        dropped, s.dropped = s.dropped, []
+        if r.error is not None:
+            err = P.ProtocolError("renderer_error", f"{type(r.error).__name__}: {r.error}", session=s.id,
+                                  seq=job.inputs.seq)
+            self._error(s.sock, s.peer, err, dropped)
+            return
+        timings = dict(r.timings, daemon_ms=(time.perf_counter() - job.t_recv) * 1e3)
+        header = P.encode("frame_done", session=s.id, seq=job.inputs.seq, slot=job.slot, dropped=dropped,
+                          timings=timings)
+        if s.transport == "inline":
+            self._send(s.sock, s.peer, header, job.out)
+        else:
+            self._send(s.sock, s.peer, header)
+
+    def _check_liveness(self) -> None:
+        now = time.monotonic()
+        timeout = self.cfg.session_timeout_ms / 1e3
+        for sid, s in list(self.sessions.items()):
+            if not s.ready:
+                continue
+            if now - s.last_seen > timeout:
+                self._end_session(sid, f"no message for {timeout:.1f} s")
+            elif s.lock_enabled and s.seen_frame and s.lock_fd is not None and not shm.holder_alive(s.lock_fd):
+                self._end_session(sid, "client released its lock (process gone)")
+
+    def _end_session(self, sid: str, why: str | None) -> list[int]:
+        """Forget a session: its waiting frame is dropped, its files unlinked, its renderer session
+        closed on the worker (after any frame it is rendering). Returns the unreported dropped seqs."""
+        s = self.sessions.pop(sid, None)
+        if s is None:
+            return []
+        if why:
+            log.info("session %s ended: %s", sid, why)
+        pending = self.worker.cancel(sid)
+        dropped = s.dropped + ([pending.inputs.seq] if pending is not None else [])
+        self.worker.close(sid)
+        s.release_files()
+        return dropped
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+        return version("neurender")
+    except Exception:  # noqa: BLE001
+        return "0+unknown"
+
+
+def install_signal_handlers(daemon: Daemon) -> None:
+    def handler(signum, frame):
+        daemon.stop()
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
