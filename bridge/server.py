@@ -30,6 +30,7 @@ log = logging.getLogger("neurender.bridge")
 HEARTBEAT_MS = 250
 SESSION_TIMEOUT_MS = 1500
 TICK_S = 0.1  # liveness checks: timeout + flock probe (dead client noticed within ~0.1-0.2 s)
+ZAP_DOMAIN = "neurender"
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
@@ -83,8 +84,8 @@ class Session:
 
 def _tcp_host(hostport: str) -> str:
     host, sep, port = hostport.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"--tcp wants HOST:PORT, got {hostport!r}")
+    if not sep or not (port.isdigit() or port == "*"):
+        raise ValueError(f"--tcp wants HOST:PORT (PORT may be * for any free port), got {hostport!r}")
     return host
 
 
@@ -141,10 +142,10 @@ class Daemon:
                 from zmq.auth.thread import ThreadAuthenticator
                 self.auth = ThreadAuthenticator(self.ctx)
                 self.auth.start()
-                self.auth.configure_curve(domain="*", location=str(cfg.allowed_keys_dir))
+                self.auth.configure_curve(domain=ZAP_DOMAIN, location=str(cfg.allowed_keys_dir))
                 s.curve_server = True
                 s.curve_publickey, s.curve_secretkey = cfg.server_keys
-                s.zap_domain = b"neurender"
+                s.zap_domain = ZAP_DOMAIN.encode()
             s.bind(f"tcp://{cfg.tcp}")
             self.sockets.append(s)
             self.endpoints.append(s.getsockopt_string(zmq.LAST_ENDPOINT))
@@ -153,7 +154,7 @@ class Daemon:
 
     def reload_allowed_keys(self) -> None:
         if self.auth is not None:
-            self.auth.configure_curve(domain="*", location=str(self.cfg.allowed_keys_dir))
+            self.auth.configure_curve(domain=ZAP_DOMAIN, location=str(self.cfg.allowed_keys_dir))
 
     def _wake(self) -> None:
         # called from the worker thread: its own PUSH socket (sockets are not thread-safe)
