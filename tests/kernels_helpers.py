@@ -1,0 +1,44 @@
+"""Shared by tests/test_kernels_*.py: interpreter switch, the tolerance rule, a randomised tiny model.
+
+TRITON_INTERPRET must be set before triton is imported (the kernels run on CPU tensors through the
+interpreter in CI); the test modules import this file first.
+"""
+import os
+
+os.environ["TRITON_INTERPRET"] = "1"
+
+import torch  # noqa: E402
+
+
+def assert_rule(name, out, ref32, ref_same, rel_atol):
+    """flash-attention rule: max|kernel - fp32_ref| <= 2 * max|torch_same_dtype - fp32_ref| + atol."""
+    assert torch.isfinite(out).all(), f"{name}: non-finite output"
+    scale = max(1.0, ref32.abs().max().item())
+    err_k = (out.float() - ref32).abs().max().item()
+    err_t = (ref_same.float() - ref32).abs().max().item()
+    bound = 2 * err_t + rel_atol * scale
+    assert err_k <= bound, f"{name}: kernel err {err_k:.3g} > bound {bound:.3g} (torch same-dtype err {err_t:.3g})"
+
+
+def atol_for(dtype):
+    return 1e-5 if dtype == torch.float32 else 2e-3
+
+
+def randomize_(model, seed=0):
+    """The model zero-inits its adaLN and final layers; give every weight a value so every path counts."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            v = torch.randn(p.shape, generator=g) * (0.5 / max(1, p.shape[-1]) ** 0.5 if p.dim() > 1 else 0.1)
+            if name.endswith("norm.weight"):
+                v = 1.0 + v
+            p.copy_(v)
+    return model
+
+
+def tiny_cfg(**kw):
+    from neural_renderer.model import GeneratorConfig
+
+    base = dict(name="ktest", resolution=32, patch=8, dim=128, depth=2, heads=2, window=1, sinks=1)
+    base.update(kw)
+    return GeneratorConfig(**base)
