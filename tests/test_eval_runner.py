@@ -56,7 +56,7 @@ def test_noise_scores_worse_than_engine_pass_and_passthrough_equals_engine(cache
     assert eng["drift"]["windows"] == 4
     # events: prompt switches at 12 and 24 in the first run; the synthetic cut at 6 in both runs
     assert [e["frame"] for e in eng["prompt_switch"]["events"]] == [12, 24]
-    assert [e["frame"] for e in eng["reset"]["events"]] == [6, 6]
+    assert [e["frame"] for e in eng["reset"]["events"]] == [6, 6, 12]  # + the suite's own reset at 12
     # this synthetic scene pans by whole pixels: the reference (and the flat engine colour) warp exactly
     assert ref["warp_error"] == 0.0 and eng["warp_error"] == 0.0
     # drift compares windows of the same look: [0, 8) and [24, 32) are both "sunny"
@@ -98,3 +98,19 @@ def test_bad_arguments(cache):
     from bridge.backends import BackendUnavailable
     with pytest.raises(BackendUnavailable):
         run_eval("nonsense", "quick", cache_dir=cache, progress=False)
+
+
+def test_through_a_real_daemon_reports_what_the_bridge_delivers(cache):
+    """--endpoint: the same passthrough, hosted by `neurender serve` over ZeroMQ + shared memory,
+    scores exactly what the in-process engine baseline scores, with round-trip latency recorded."""
+    from bridge.daemon import spawn_daemon
+
+    with spawn_daemon(backend="passthrough", runtime_dir="private") as d:
+        res = run_eval("passthrough", "quick", endpoint=d.endpoint, cache_dir=cache, progress=False)
+        assert d.alive()
+    name = f"passthrough"
+    s, eng = res["systems"][name]["summary"], res["systems"]["engine"]["summary"]
+    for k in ("psnr", "ssim", "warp_error"):
+        assert s[k] == eng[k]
+    assert s["latency"]["frames"] == (36 - 2) + (24 - 2) and s["latency"]["p50_ms"] > 0
+    assert res["hosts"][name]["host"].startswith("daemon at ipc://") and res["hosts"][name]["dropped_frames"] == 0

@@ -70,18 +70,18 @@ class InProcessHost:
 
 
 class DaemonRun:
-    def __init__(self, client, width, height, channels, output_format, prompt, steps):
-        self.session = client.open_session(width=width, height=height, channels=dict(channels),
-                                           action_dim=ACTION_DIM, output_format=output_format,
-                                           prompt=prompt, steps=steps)
+    def __init__(self, host, width, height, channels, output_format, prompt, steps):
+        self.host = host
+        self.session = host.client.open_session(width=width, height=height, channels=dict(channels),
+                                                action_dim=ACTION_DIM, output_format=output_format,
+                                                prompt=prompt, steps=steps)
 
     def render(self, pixels, constants, action, prompt, reset) -> tuple[np.ndarray, float]:
         t0 = time.perf_counter()
         result = self.session.render(pixels, constants=constants, action=action, prompt=prompt, reset=reset)
         dt = time.perf_counter() - t0
-        if getattr(result, "dropped", False):
-            raise RuntimeError(f"the daemon dropped frame {result.seq}: evaluation needs every frame")
-        return _to_rgb(result.image), dt
+        self.host.dropped += len(result.dropped)
+        return _to_rgb(result.image), dt  # _to_rgb copies: the shm view is reused by later frames
 
     def close(self) -> None:
         self.session.close()
@@ -90,20 +90,21 @@ class DaemonRun:
 class DaemonHost:
     """Sessions on a running `neurender serve` at `endpoint`: the numbers a bridge user sees."""
 
-    def __init__(self, endpoint: str, spec: str | None = None, steps: int | None = None):
+    def __init__(self, endpoint: str, spec: str | None = None, steps: int | None = None, timeout: float = 120.0):
         from bridge.client import Client
 
-        self.client = Client(endpoint)
+        # generous timeout: a GPU backend may compile on its first frame
+        self.client = Client(endpoint, timeout=timeout, name="neurender-eval")
         self.name = f"{spec or 'daemon'}@{endpoint}"
         self.steps = steps
+        self.dropped = 0
 
     def describe(self) -> dict:
-        info = getattr(self.client, "describe", None) or getattr(self.client, "info", None)
-        d = dict(info()) if callable(info) else {}
-        return dict(d, host=f"daemon {self.name}")
+        welcome = {k: v for k, v in getattr(self.client, "welcome", {}).items() if k not in ("type", "req")}
+        return dict(welcome, host=f"daemon at {self.client.endpoint}", dropped_frames=self.dropped)
 
     def open(self, width, height, channels, output_format, prompt) -> DaemonRun:
-        return DaemonRun(self.client, width, height, channels, output_format, prompt, self.steps)
+        return DaemonRun(self, width, height, channels, output_format, prompt, self.steps)
 
     def close(self) -> None:
         self.client.close()

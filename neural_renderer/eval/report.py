@@ -63,7 +63,8 @@ def plot_per_frame(result: dict, key: str, ylabel: str, path: Path) -> None:
             y = np.asarray(sysres["per_frame"][i][key], np.float64)
             if name == "reference" and key == "psnr":
                 continue  # infinite by definition
-            ax.plot(np.arange(len(y)), y, label=name, lw=1)
+            base = name in ("engine", "reference")  # drawn wide and pale so a renderer equal to one stays visible
+            ax.plot(np.arange(len(y)), y, label=name, lw=3 if base else 1, alpha=0.45 if base else 1.0)
         for t, style in seq["schedule"][1:]:
             ax.axvline(t, color="k", ls="--", lw=0.7)
             ax.text(t, ax.get_ylim()[1], f" {style}", va="top", fontsize=7)

@@ -40,7 +40,7 @@ def _score_run(seq, clip, produce, samples: list[int], bar) -> dict:
     for t in range(n):
         style = seq.style_at(t)
         prompt = style if style != prev_style else None
-        reset = bool(clip.reset[t])
+        reset = bool(clip.reset[t]) or t in seq.resets
         img, seconds = produce(t, style, prompt, reset or t == 0)
         ref = np.asarray(clip.reference[style][t], np.float32)
         run["psnr"].append(metrics.psnr(img, ref))
@@ -58,7 +58,7 @@ def _score_run(seq, clip, produce, samples: list[int], bar) -> dict:
         prev, prev_style = img, style
         bar.update(1)
     switches = [t for t, _ in seq.schedule]
-    resets = [t for t in range(n) if clip.reset[t]]
+    resets = [t for t in range(n) if clip.reset[t] or t in seq.resets]
     run["switch_events"], run["reset_events"] = events(switches, resets, n)
     run["switches"], run["resets"] = switches, resets
     return run

@@ -20,6 +20,9 @@ class EvalSequence:
     styles: tuple[str, ...]                 # reference looks rendered for this sequence
     schedule: tuple[tuple[int, str], ...]   # (first frame, style) prompt switches; the first at frame 0
     script: str = "mixed"
+    # Frames where eval itself tells the renderer to reset (as a game does on a level load), on top
+    # of the world's own cuts: short runs rarely contain a cut, and responsiveness needs one.
+    resets: tuple[int, ...] = ()
 
     def style_at(self, t: int) -> str:
         style = self.schedule[0][1]
@@ -53,15 +56,15 @@ def quick() -> Suite:
     s = ("sunny", "night")
     return Suite("quick", 64, 64, (
         EvalSequence(EVAL_SEED_BASE + 0, 36, s, ((0, "sunny"), (12, "night"), (24, "sunny"))),
-        EvalSequence(EVAL_SEED_BASE + 1, 24, s, ((0, "night"),)),
+        EvalSequence(EVAL_SEED_BASE + 1, 24, s, ((0, "night"),), resets=(12,)),
     ), drift_window=8)
 
 
 def standard() -> Suite:
     """GPU machine: eight runs of 300 frames at 128x128, a prompt switch every 100 frames."""
     s = ("sunny", "sunset", "night", "winter", "foggy", "cartoon")
-    seqs = tuple(EvalSequence(EVAL_SEED_BASE + 100 + i, 300, s, _cycle(s[i % 6:] + s[:i % 6], 300, 100))
-                 for i in range(8))
+    seqs = tuple(EvalSequence(EVAL_SEED_BASE + 100 + i, 300, s, _cycle(s[i % 6:] + s[:i % 6], 300, 100),
+                              resets=(150,)) for i in range(8))
     return Suite("standard", 128, 128, seqs, drift_window=50)
 
 

@@ -1,0 +1,38 @@
+"""The `quick` suite end to end on CPU, as CI runs it: frames rendered by the world renderer from eval
+seeds (llvmpipe), the passthrough renderer hosted in-process, JSON + report, and the cache reused."""
+import json
+import math
+import subprocess
+import sys
+
+from neural_renderer.data import SequenceDataset
+from neural_renderer.eval.suites import get_suite
+
+
+def test_quick_suite_end_to_end(tmp_path):
+    cache = tmp_path / "cache"
+    cmd = [sys.executable, "-m", "neural_renderer.cli", "eval", "--renderer", "passthrough", "--suite", "quick",
+           "--json", str(tmp_path / "r.json"), "--report", str(tmp_path / "rep"), "--cache-dir", str(cache)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    res = json.loads((tmp_path / "r.json").read_text())
+    s = {k: v["summary"] for k, v in res["systems"].items()}
+    assert set(s) == {"engine", "reference", "passthrough"}
+    # passthrough returns the engine colour: the same code must give it exactly the engine's figures
+    for k in ("psnr", "ssim", "warp_error"):
+        assert s["passthrough"][k] == s["engine"][k]
+    assert 5 < s["engine"]["psnr"] < 40 and 0 < s["engine"]["ssim"] < 1
+    assert s["reference"]["psnr"] == math.inf and s["reference"]["warp_error"] > 0
+    assert s["passthrough"]["latency"]["frames"] > 0 and s["passthrough"]["latency"]["fps"] > 0
+    assert s["engine"]["prompt_switch"]["events"] and s["engine"]["reset"]["events"]
+    assert "| passthrough |" in (tmp_path / "rep" / "README.md").read_text()
+    assert "| passthrough |" in r.stdout
+    # frames were cached as eval-split datasets of evaluation seeds; a second run renders nothing
+    suite = get_suite("quick")
+    roots = [cache / q.cache_key(suite.width, suite.height) for q in suite.sequences]
+    assert all(SequenceDataset(p, split="eval").sequences[0].seed >= 1_000_000 for p in roots)
+    stamps = [(p / "index.json").stat().st_mtime_ns for p in roots]
+    r2 = subprocess.run(cmd + ["--no-progress"], capture_output=True, text=True, timeout=120)
+    assert r2.returncode == 0, r2.stderr
+    assert [(p / "index.json").stat().st_mtime_ns for p in roots] == stamps
+    assert json.loads((tmp_path / "r.json").read_text())["systems"]["passthrough"]["summary"]["psnr"] == s["passthrough"]["psnr"]
