@@ -1,0 +1,52 @@
+"""Finding the daemon the demo talks to: the one already serving at the endpoint, or a fresh one the
+demo starts (and stops) itself with bridge.daemon.spawn_daemon."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def serve_default(option: str):
+    """The default of a `neurender serve` option, read from its own parser (never restated here)."""
+    from bridge import serve_cmd
+
+    p = argparse.ArgumentParser()
+    serve_cmd.configure(p)
+    return p.get_default(option)
+
+
+class DaemonLink:
+    """Opens a Client on an existing daemon or on one it spawns. `close()` stops what it started."""
+
+    def __init__(self, backend: str | None = None, steps: int | None = None, runtime_dir: str | None = None,
+                 endpoint: str | None = None, device: str | None = None, log=print):
+        from bridge import paths
+        from bridge.client import Client
+        from bridge.daemon import local_daemon_alive, spawn_daemon
+
+        self.handle = None
+        if endpoint is None:
+            rd = Path(runtime_dir) if runtime_dir else paths.default_runtime_dir()
+            endpoint = paths.ipc_endpoint(rd)
+            welcome = local_daemon_alive(endpoint)
+            if welcome is not None:
+                log(f"using the daemon already serving {endpoint} (pid {welcome.get('pid')})")
+                if backend:
+                    log("  (--backend applies only to a daemon the demo starts itself)")
+            else:
+                backend = backend or serve_default("backend")
+                log(f"starting a daemon: --backend {backend}" + (f" --steps {steps}" if steps else ""))
+                self.handle = spawn_daemon(backend=backend, runtime_dir=str(rd) if runtime_dir else None,
+                                           steps=steps, device=device, stderr=sys.stderr, timeout=180.0)
+                endpoint = self.handle.endpoint
+        self.endpoint = endpoint
+        self.client = Client(endpoint, name="neurender-demo", timeout=60.0)
+
+    def close(self) -> None:
+        try:
+            self.client.close()
+        finally:
+            if self.handle is not None:
+                self.handle.stop()
+                self.handle = None

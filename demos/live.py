@@ -1,0 +1,159 @@
+"""The demo's frame loop, shared by the window and the headless run: the player moves, the engine pass
+renders straight into the bridge's shared-memory slot, the daemon renders the neural frame, and (when
+asked) the reference look of the current style is rendered beside it."""
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from bridge.channels import ACTION_DIM
+
+# What the demo declares to the daemon: every channel, in compact dtypes.
+DEMO_CHANNELS: dict[str, str] = {
+    "color": "float16", "depth": "float32", "normals": "float16", "motion": "float16",
+    "albedo": "float16", "material_id": "uint8", "disocclusion": "uint8",
+}
+
+
+@dataclass
+class LiveFrame:
+    index: int
+    engine_color: np.ndarray  # (H, W, 3) linear, copy
+    neural: np.ndarray  # (H, W, 3) linear float32 (copied out of the output slot)
+    reference: np.ndarray | None  # (H, W, 3) linear, when asked
+    action: np.ndarray
+    reset: bool
+    roundtrip_ms: float
+
+
+class LatencyStats:
+    def __init__(self, window: int = 300):
+        self.roundtrip = deque(maxlen=window)
+        self.frame_times = deque(maxlen=window)
+
+    def add(self, roundtrip_ms: float, frame_s: float) -> None:
+        self.roundtrip.append(roundtrip_ms)
+        self.frame_times.append(frame_s)
+
+    def summary(self) -> dict:
+        rt = np.asarray(self.roundtrip, np.float64)
+        ft = np.asarray(self.frame_times, np.float64)
+        return {
+            "fps": float(1.0 / ft.mean()) if len(ft) else 0.0,
+            "roundtrip_p50_ms": float(np.percentile(rt, 50)) if len(rt) else 0.0,
+            "roundtrip_p99_ms": float(np.percentile(rt, 99)) if len(rt) else 0.0,
+        }
+
+
+class LiveScene:
+    def __init__(self, ctx, client, seed: int, width: int, height: int, style: str, steps: int | None = None,
+                 ssaa: int = 2):
+        from demos.engine_pass import EngineRenderer
+        from demos.player import Player, ScriptedController
+        from demos.styles import STYLES
+        from demos.world import World
+
+        self.ctx, self.client = ctx, client
+        self.width, self.height, self.seed, self.ssaa = int(width), int(height), int(seed), ssaa
+        self.world = World(self.seed)
+        self.spawner = ScriptedController("still", self.seed)
+        self.player = Player(self.world, *self.spawner.spawn(self.world))
+        self.engine = EngineRenderer(ctx, self.world, self.width, self.height)
+        self.references: dict = {}
+        self.style, self.prompt = style, STYLES[style]
+        self._prompt_to_send: str | None = None
+        try:
+            self.session = client.open_session(self.width, self.height, DEMO_CHANNELS, output_format="rgb16f",
+                                               prompt=self.prompt, steps=steps)
+        except Exception as e:  # a backend that only writes 8-bit output
+            from bridge.client import BridgeError
+
+            if not isinstance(e, BridgeError):
+                raise
+            self.session = client.open_session(self.width, self.height, DEMO_CHANNELS, output_format="rgb8",
+                                               prompt=self.prompt, steps=steps)
+        self.renderer_info = self.session.info.get("renderer", {})
+        self.stats = LatencyStats()
+        self.index, self.t = 0, 0.0
+        self.prev_cam = self.prev_models = None
+        self._reset_next = True
+        self._last = time.perf_counter()
+
+    def set_style(self, style: str) -> None:
+        from demos.styles import STYLES
+
+        self.style = style
+        self.set_prompt(STYLES[style])
+
+    def set_prompt(self, prompt: str) -> None:
+        self.prompt = prompt
+        self._prompt_to_send = prompt
+
+    def reset(self, teleport: bool = True) -> None:
+        if teleport:
+            self.player.teleport(*self.spawner.spawn(self.world))
+        self._reset_next = True
+
+    def reference(self, style: str) -> np.ndarray:
+        from demos.reference import ReferenceRenderer
+
+        if style not in self.references:
+            self.references[style] = ReferenceRenderer(self.ctx, self.world, self.width, self.height, style,
+                                                       ssaa=self.ssaa)
+        r = self.references[style]
+        r.render(self.cam, self.models, self.t)
+        return r.read()
+
+    def step(self, action: np.ndarray, dt: float, with_reference: bool = False) -> LiveFrame:
+        from demos.camera import frame_constants
+
+        action = np.asarray(action, np.float32).reshape(ACTION_DIM)
+        self.player.step(action, dt)
+        self.t += dt
+        reset = self._reset_next
+        self._reset_next = False
+        cam = self.player.camera(self.width / self.height)
+        models = self.world.models(self.t)
+        prev_cam = cam if reset or self.prev_cam is None else self.prev_cam
+        prev_models = models if reset or self.prev_models is None else self.prev_models
+        self.engine.render(cam, prev_cam, models, prev_models, reset)
+        slot = self.session.acquire_slot()
+        views = self.session.input_views(slot)
+        self.engine.read(out=views)  # straight into the shared-memory slot (a copy only for inline transport)
+        engine_color = views["color"].astype(np.float32)
+        prompt, self._prompt_to_send = self._prompt_to_send, None
+        result = self.session.render(constants=frame_constants(cam, prev_cam, dt), action=action, prompt=prompt,
+                                     reset=reset, slot=slot)
+        neural = result.image[..., :3].astype(np.float32)
+        if result.image.dtype == np.uint8:
+            neural /= 255.0
+        self.cam, self.models = cam, models
+        self.prev_cam, self.prev_models = cam, models
+        ref = self.reference(self.style) if with_reference else None
+        now = time.perf_counter()
+        rt = float(result.timings.get("roundtrip_ms", 0.0))
+        self.stats.add(rt, now - self._last)
+        self._last = now
+        frame = LiveFrame(self.index, engine_color, neural, ref, action, reset, rt)
+        self.index += 1
+        return frame
+
+    def hud_lines(self) -> list[str]:
+        s = self.stats.summary()
+        info = self.renderer_info
+        return [
+            f"{s['fps']:.1f} frames/s   round trip p50 {s['roundtrip_p50_ms']:.1f} ms  p99 {s['roundtrip_p99_ms']:.1f} ms",
+            f"backend {info.get('backend', '?')}  model {info.get('model', '-')}  steps {info.get('steps', '-')}",
+            f"style {self.style}: {self.prompt[:60]}",
+        ]
+
+    def close(self) -> None:
+        try:
+            self.session.close()
+        finally:
+            self.engine.release()
+            for r in self.references.values():
+                r.release()
