@@ -254,6 +254,7 @@ class Session:
         (inline: sent straight from the given arrays when they already have the declared dtype)."""
         if self._closed:
             raise RuntimeError("session is closed")
+        t0 = time.perf_counter()
         if slot is None:
             slot = self.acquire_slot()
         elif slot not in self._acquired:
@@ -271,7 +272,7 @@ class Session:
         seq = self._seq
         self._seq += 1
         self._acquired.discard(slot)
-        self._inflight[seq] = [slot, time.perf_counter(), False]
+        self._inflight[seq] = [slot, t0, False]
         if self.transport == "shm":
             self._client._sock.send(header)
         else:

@@ -36,7 +36,7 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 @dataclass
 class DaemonConfig:
-    ipc_endpoint: str | None = None  # ipc://...; None = no local endpoint
+    ipc_endpoint: str | None = None  # local endpoint: ipc://... (or inproc://... in tests); None = none
     tcp: str | None = None  # "HOST:PORT"
     insecure: bool = False
     server_keys: tuple[bytes, bytes] | None = None  # (public, secret) z85, needed for CURVE
@@ -90,10 +90,12 @@ def _tcp_host(hostport: str) -> str:
 
 
 class Daemon:
-    def __init__(self, renderer: Renderer, config: DaemonConfig):
+    def __init__(self, renderer: Renderer, config: DaemonConfig, context: zmq.Context | None = None):
+        """`context`: share one (tests talking over inproc://); by default the daemon makes its own."""
         self.renderer, self.cfg = renderer, config
         self.limits = config.limits
-        self.ctx = zmq.Context()
+        self._own_ctx = context is None
+        self.ctx = context or zmq.Context()
         self.sockets: list[zmq.Socket] = []
         self.sessions: dict[str, Session] = {}
         self.auth = None
@@ -102,7 +104,7 @@ class Daemon:
         self._wake_addr = f"inproc://wake-{id(self)}"
         self._wake_pull = self.ctx.socket(zmq.PULL)
         self._wake_pull.bind(self._wake_addr)
-        self._wake_local = threading.local()
+        self._wake_push: zmq.Socket | None = None  # created and used by the worker thread only
         self.worker = RenderWorker(renderer, self._wake)
         self.swept = shm.sweep_stale(config.shm_dir)
         try:
@@ -158,12 +160,14 @@ class Daemon:
 
     def _wake(self) -> None:
         # called from the worker thread: its own PUSH socket (sockets are not thread-safe)
-        push = getattr(self._wake_local, "push", None)
-        if push is None:
-            push = self._wake_local.push = self.ctx.socket(zmq.PUSH)
-            push.setsockopt(zmq.LINGER, 0)
-            push.connect(self._wake_addr)
-        push.send(b"", zmq.NOBLOCK)
+        if self._wake_push is None:
+            self._wake_push = self.ctx.socket(zmq.PUSH)
+            self._wake_push.setsockopt(zmq.LINGER, 0)
+            self._wake_push.connect(self._wake_addr)
+        try:
+            self._wake_push.send(b"", zmq.NOBLOCK)
+        except zmq.Again:  # the loop has wake-ups queued already
+            pass
 
     def _send(self, sock: zmq.Socket, peer: bytes, header: bytes, *extra) -> bool:
         try:
@@ -226,8 +230,11 @@ class Daemon:
             s.close(0)
         self.sockets = []
         self._wake_pull.close(0)
-        self.ctx.destroy(0)  # also closes the worker's wake-up socket (its thread has ended)
-        if self.cfg.ipc_endpoint:
+        if self._wake_push is not None:
+            self._wake_push.close(0)  # the worker's; its thread has ended
+        if self._own_ctx:
+            self.ctx.destroy(0)
+        if self.cfg.ipc_endpoint and self.cfg.ipc_endpoint.startswith("ipc://"):
             try:
                 os.unlink(self.cfg.ipc_endpoint[len("ipc://"):])
             except FileNotFoundError:
