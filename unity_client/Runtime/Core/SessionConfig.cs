@@ -1,0 +1,50 @@
+// What a client asks for when it opens a session, and the action vector layout it sends.
+using System;
+using System.Collections.Generic;
+
+namespace Neurender.Core
+{
+    /// <summary>The player's action vector, one float per entry. This mirrors
+    /// bridge/channels.py ACTION_LAYOUT (a C# build cannot import Python); tests/test_unity_core.py
+    /// fails if the two ever differ.</summary>
+    public static class ActionLayout
+    {
+        public static readonly string[] Names = { "forward", "back", "left", "right", "jump", "crouch", "run", "mouse_dx", "mouse_dy" };
+        public static int Dim => Names.Length;
+
+        public static int Index(string name)
+        {
+            int i = Array.IndexOf(Names, name);
+            if (i < 0) throw new ArgumentException($"'{name}' is not in the action layout");
+            return i;
+        }
+    }
+
+    public sealed class SessionConfig
+    {
+        public int Width = 512, Height = 288;
+        /// <summary>Declared input channels, name -> dtype, in the order their pixels are laid out
+        /// (names and allowed dtypes: bridge/channels.py CHANNELS).</summary>
+        public List<KeyValuePair<string, string>> Channels = new List<KeyValuePair<string, string>>();
+        public int ActionDim = ActionLayout.Dim;
+        public string OutputFormat = "rgba8";
+        public string Transport = "shm";
+        public string Prompt;
+        /// <summary>Sampler steps; 0 leaves the daemon's default.</summary>
+        public int Steps;
+        public int Slots = 3;
+
+        public SessionConfig Channel(string name, string dtype)
+        {
+            Channels.Add(new KeyValuePair<string, string>(name, dtype));
+            return this;
+        }
+
+        public SessionConfig Clone()
+        {
+            var c = (SessionConfig)MemberwiseClone();
+            c.Channels = new List<KeyValuePair<string, string>>(Channels);
+            return c;
+        }
+    }
+}
