@@ -28,7 +28,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     from demos.styles import STYLES
 
     p.add_argument("--headless", action="store_true", help="no window: scripted player, writes an mp4 and a contact sheet")
-    p.add_argument("--frames", type=int, default=None, help=f"frames to run headless (default {HEADLESS_FRAMES})")
+    p.add_argument("--frames", type=int, default=None, help=f"frames to run (headless default {HEADLESS_FRAMES}; window: until closed)")
     p.add_argument("--out", default=None, help=f"output folder of a headless run (default ./{HEADLESS_OUT})")
     p.add_argument("--backend", default=None,
                    help="backend of a daemon the demo starts (default: the default of `neurender serve`)")
@@ -49,11 +49,11 @@ def configure(p: argparse.ArgumentParser) -> None:
 def resolve_mode(args: argparse.Namespace, has_display: bool) -> argparse.Namespace:
     """Fills the headless defaults; with no display the demo is headless whatever was asked."""
     args.headless = bool(args.headless or not has_display)
-    if args.frames is None:
+    if args.headless and args.frames is None:
         args.frames = HEADLESS_FRAMES
     if args.out is None:
         args.out = HEADLESS_OUT
-    if args.frames < 1:
+    if args.frames is not None and args.frames < 1:
         raise ValueError("--frames must be at least 1")
     return args
 

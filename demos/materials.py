@@ -13,7 +13,7 @@ MATERIAL_ID: dict[str, int] = {name: i for i, name in enumerate(MATERIALS)}
 ENGINE_ALBEDO = np.array([
     (0.45, 0.62, 0.90),  # sky
     (0.10, 0.10, 0.11),  # asphalt
-    (0.50, 0.49, 0.47),  # concrete
+    (0.42, 0.41, 0.40),  # concrete
     (0.48, 0.20, 0.13),  # brick
     (0.75, 0.72, 0.65),  # plaster
     (0.45, 0.30, 0.15),  # wood

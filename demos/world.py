@@ -78,6 +78,7 @@ class World:
         rng = np.random.default_rng([self.seed, 17])
         b = _Builder()
         self.kinds: list[str] = []
+        self.blocks: list[tuple[str, float, float]] = []  # (kind, x0, z0) of every city block
         self.lamps: list[tuple[float, float, float]] = []
         spawn: list[tuple[float, float]] = []
         dyn_specs: list[tuple] = []
@@ -99,6 +100,7 @@ class World:
                 x0, z0 = street + i * pitch, street + j * pitch
                 kind = rng.choice(["buildings", "buildings", "park", "plaza", "room"])
                 self.kinds.append(str(kind))
+                self.blocks.append((str(kind), x0, z0))
                 b.box([x0, 0, z0], [x0 + block, 0.15, z0 + block], "concrete")  # sidewalk
                 for cx, cz in ((x0 + 0.6, z0 + 0.6), (x0 + block - 0.6, z0 + 0.6),
                                (x0 + 0.6, z0 + block - 0.6), (x0 + block - 0.6, z0 + block - 0.6)):

@@ -37,7 +37,7 @@ vec3 concrete(vec3 p, vec3 n) {
     vec2 uv = wall_uv(p, n) / 1.5;
     vec2 f = fract(uv);
     float joint = (abs(n.y) > 0.7) ? (step(f.x, 0.015) + step(f.y, 0.015)) : 0.0;
-    vec3 c = vec3(0.52, 0.51, 0.49) * (0.8 + 0.35 * fbm(p * 2.5)) * (0.95 + 0.1 * vnoise(p * 30.0));
+    vec3 c = vec3(0.42, 0.41, 0.40) * (0.8 + 0.35 * fbm(p * 2.5)) * (0.95 + 0.1 * vnoise(p * 30.0));
     return c * (1.0 - 0.4 * clamp(joint, 0.0, 1.0));
 }
 

@@ -76,8 +76,9 @@ void main() {
     float sp = spec.x * pow(max(dot(n, h), 0.0), spec.y) * shadow * step(0.0, ndl);
     float ao = ambient_occlusion();
     vec3 sky_up = mix(u_sky_horizon, u_sky_zenith, 0.5);
-    vec3 ground = albedo * 0.3 * u_sun_color * 0.2 + u_sky_horizon * 0.1;
-    vec3 hemi = mix(ground, sky_up, 0.5 + 0.5 * n.y) * u_ambient * 2.0;
+    sky_up = mix(vec3(dot(sky_up, vec3(0.2126, 0.7152, 0.0722))), sky_up, 0.45);  // sky light is mostly white
+    vec3 ground = (0.25 * u_sun_color * max(u_sun_dir.y, 0.0) + 0.2 * sky_up) * 0.35;  // bounce off the street
+    vec3 hemi = mix(ground, sky_up, 0.5 + 0.5 * n.y) * u_ambient;
     vec3 color = albedo * (direct * u_sun_color + hemi * ao) + sp * u_sun_color * (1.0 - u_cartoon);
     for (int i = 0; i < 12; ++i) {   // street lamps (night)
         vec3 l = u_lamps[i] - v_world;
