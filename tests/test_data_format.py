@@ -143,6 +143,8 @@ def _corrupt(root, how):
         del index["width"]
     elif how == "action layout":
         index["action_layout"] = ["forward"]
+    elif how == "array dtype in index":
+        index["arrays"]["color"]["dtype"] = "float64"
     elif how == "sequence out of shard":
         index["sequences"][0]["frames"] = 100
     elif how == "missing shard dir":
@@ -157,7 +159,8 @@ def _corrupt(root, how):
         p.write_bytes(p.read_bytes()[:-100])
     elif how == "wrong dtype":
         np.save(root / "shard_00000" / "depth.npy", np.zeros((3, 8, 12, 1), np.float64))
-    if how in ("wrong format", "future version", "missing field", "action layout", "sequence out of shard"):
+    if how in ("wrong format", "future version", "missing field", "action layout", "sequence out of shard",
+               "array dtype in index"):
         idx_path.write_text(json.dumps(index))
 
 
@@ -169,6 +172,7 @@ def _corrupt(root, how):
     ("missing field", "'width' missing"),
     ("action layout", "action layout"),
     ("sequence out of shard", "fall outside shard 0"),
+    ("array dtype in index", "do not match format 1"),
     ("missing shard dir", "shard 0 directory 'shard_00000' is missing"),
     ("missing array", "motion.npy: missing"),
     ("truncated array", "color.npy: unreadable"),
@@ -192,3 +196,38 @@ def test_missing_and_non_directories(tmp_path):
     allocate(tmp_path / "half", plan_index([SequencePlan(1, 2)], width=8, height=8, styles=STYLES, split="train"))
     with pytest.raises(DatasetError, match="did not finish"):
         SequenceDataset(tmp_path / "half")
+
+
+def test_docs_describe_the_bytes_on_disk(tmp_path):
+    """docs/dataset.md's table and byte layout, checked against files the writer produced, read raw."""
+    import re
+    import struct
+    from pathlib import Path
+
+    from bridge.channels import CONSTANTS_LAYOUT
+
+    frames = _write(tmp_path / "ds", [SequencePlan(2, 3), SequencePlan(3, 2)])
+    doc = (Path(__file__).parent.parent / "docs" / "dataset.md").read_text()
+    rows = dict(re.findall(r"^\| `([\w<>]+)\.npy` \| (\w+) \(", doc, re.M))
+    index = json.loads((tmp_path / "ds" / "index.json").read_text())
+    for name, spec in index["arrays"].items():
+        documented = rows["ref_<style>" if name.startswith("ref_") else name]
+        assert documented == spec["dtype"], name
+        raw = (tmp_path / "ds" / "shard_00000" / f"{name}.npy").read_bytes()
+        assert raw[:8] == b"\x93NUMPY\x01\x00"
+        hlen = struct.unpack("<H", raw[8:10])[0]
+        assert (10 + hlen) % 64 == 0 and raw[10 + hlen - 1:10 + hlen] == b"\n"
+        dt = np.dtype(spec["dtype"]).newbyteorder("<")
+        per = int(np.prod(spec["shape"], dtype=np.int64)) * dt.itemsize
+        f = 3 + 1  # row 4 = frame 1 of the second sequence
+        row = np.frombuffer(raw, dt, count=per // dt.itemsize, offset=10 + hlen + f * per).reshape(spec["shape"])
+        src = frames[(1, 1)]
+        want = {"action": src.action, "reset": np.uint8(src.reset), "constants": flatten_constants(src.constants)}.get(
+            name, src.engine.get(name) if not name.startswith("ref_") else src.reference.get(name[4:]))
+        np.testing.assert_array_equal(row, np.asarray(want).astype(dt).reshape(spec["shape"]))
+    # the constants column table
+    cols = dict(re.findall(r"`(\w+)` (\d+)(?:-\d+)?", doc.split("`constants.npy` columns")[1].split("###")[0]))
+    start = 0
+    for name, n in CONSTANTS_LAYOUT.items():
+        assert int(cols[name]) == start, name
+        start += n

@@ -138,6 +138,17 @@ def read_index(root: Path) -> dict:
                       ("shards", list), ("sequences", list), ("action_layout", list)):
         if not isinstance(index.get(key), kind):
             raise DatasetError(f"{path}: field {key!r} missing or not a {kind.__name__}")
+    if not isinstance(index.get("arrays"), dict) or not isinstance(index.get("channels"), list):
+        raise DatasetError(f"{path}: field 'arrays' or 'channels' missing")
+    try:
+        styles = [check_style_name(st["name"]) for st in index["styles"]]
+        want = array_specs(int(index["width"]), int(index["height"]), styles)
+    except (KeyError, TypeError, ValueError) as e:
+        raise DatasetError(f"{path}: malformed styles ({e!r})") from None
+    got = {k: (v.get("dtype"), tuple(v.get("shape", ()))) for k, v in index["arrays"].items() if isinstance(v, dict)}
+    if got != want:
+        raise DatasetError(f"{path}: arrays {sorted(got)} do not match format {FORMAT_VERSION} for these "
+                           f"styles and resolution (expected {sorted(want)} with their dtypes and shapes)")
     if index["split"] not in SPLITS:
         raise DatasetError(f"{path}: split {index['split']!r} is not one of {SPLITS}")
     if tuple(index["action_layout"]) != ACTION_LAYOUT:
