@@ -84,7 +84,7 @@ void main() {
         vec3 l = u_lamps[i] - v_world;
         float d2 = dot(l, l);
         vec3 ld = l * inversesqrt(d2);
-        float fall = u_lamp_intensity * 18.0 / (d2 + 1.0);
+        float fall = u_lamp_intensity * 10.0 / (d2 + 1.0);
         color += albedo * vec3(1.0, 0.75, 0.45) * fall * max(dot(n, ld), 0.0);
         color += vec3(1.0, 0.75, 0.45) * fall * spec.x * pow(max(dot(n, normalize(ld + v)), 0.0), spec.y);
     }

@@ -1,0 +1,70 @@
+"""`neurender demo`: the headless run end to end through a real daemon (passthrough backend), and the
+choice of mode and defaults."""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import imageio.v2 as imageio
+import numpy as np
+import pytest
+
+from neural_renderer.cli import build_parser, main
+
+W, H, N = 64, 48, 8
+
+
+@pytest.fixture
+def runtime_dir():
+    d = tempfile.mkdtemp(prefix="nrd-")  # short: ipc socket paths are limited to 107 characters
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def test_headless_demo_through_a_real_daemon(tmp_path, runtime_dir):
+    out = tmp_path / "demo"
+    rc = main(["demo", "--headless", "--frames", str(N), "--out", str(out), "--resolution", f"{W}x{H}",
+               "--backend", "passthrough", "--runtime-dir", runtime_dir, "--style", "night", "--ssaa", "1"])
+    assert rc == 0
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["frames"] == N and stats["renderer"]["backend"] == "passthrough"
+    assert 0 < stats["roundtrip_p50_ms"] <= stats["roundtrip_p99_ms"]
+    frames = imageio.mimread(out / "demo.mp4")
+    assert len(frames) == N
+    assert frames[0].shape[:2] == (H, 3 * W + 4)  # engine | neural | reference, 2-pixel gaps
+    for f in frames[1:]:
+        engine, neural, ref = (f[16:, k * (W + 2): k * (W + 2) + W].astype(np.float32) for k in range(3))
+        # passthrough hands the engine colour back: the neural panel is the engine panel (up to the codec)
+        assert np.abs(engine - neural).mean() < 4.0
+        assert np.abs(engine - ref).mean() > 8.0  # the night reference look is another picture
+    sheet = imageio.imread(out / "contact_sheet.png")
+    assert sheet.shape[0] == 3 * H + 4 and sheet.shape[1] >= 6 * W
+    assert not list(Path(runtime_dir).glob("daemon.sock")), "the demo stops the daemon it started"
+
+
+def test_no_display_means_headless_with_defaults():
+    from demos.demo_cmd import HEADLESS_FRAMES, HEADLESS_OUT, resolve_mode
+
+    args = build_parser().parse_args(["demo"])
+    resolved = resolve_mode(args, has_display=False)
+    assert resolved.headless and resolved.frames == HEADLESS_FRAMES and resolved.out == HEADLESS_OUT
+    windowed = resolve_mode(build_parser().parse_args(["demo"]), has_display=True)
+    assert not windowed.headless and windowed.frames is None
+    with pytest.raises(ValueError):
+        resolve_mode(build_parser().parse_args(["demo", "--frames", "0"]), has_display=False)
+
+
+def test_default_backend_is_the_one_serve_defaults_to():
+    from demos.daemon_link import serve_default
+
+    assert build_parser().parse_args(["demo"]).backend is None  # the demo defers to serve
+    assert serve_default("backend") == build_parser().parse_args(["serve"]).backend
+
+
+@pytest.mark.parametrize("bad", ["64", "64x", "axb", "8x8", "64x99999"])
+def test_bad_resolution_is_refused(bad, capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["demo", "--resolution", bad])
+    assert "resolution" in capsys.readouterr().err
