@@ -162,3 +162,19 @@ class LaggingOracle(OracleRenderer):
         s = _LaggingSession(spec, self.clips[self.opened], self.lag)
         self.opened += 1
         return s
+
+
+class _NaNSession(RendererSession):
+    def render(self, frame, out):
+        out[...] = np.nan
+
+
+class NaNRenderer(Renderer):
+    """Outputs NaN everywhere: must be counted and scored as the black frame a display would show."""
+    name = "nan"
+
+    def describe(self):
+        return {"backend": "nan (test)"}
+
+    def open_session(self, spec):
+        return _NaNSession()

@@ -114,3 +114,34 @@ def test_through_a_real_daemon_reports_what_the_bridge_delivers(cache):
         assert s[k] == eng[k]
     assert s["latency"]["frames"] == (36 - 2) + (24 - 2) and s["latency"]["p50_ms"] > 0
     assert res["hosts"][name]["host"].startswith("daemon at ipc://") and res["hosts"][name]["dropped_frames"] == 0
+
+
+def test_nonfinite_output_is_counted_and_scored_as_black(cache):
+    from _eval_synthetic import NaNRenderer
+
+    res = run_eval(NaNRenderer(), "quick", cache_dir=cache, progress=False)
+    s = res["systems"]["nan"]["summary"]
+    assert s["nonfinite_frames"] == 36 + 24 and res["systems"]["engine"]["summary"]["nonfinite_frames"] == 0
+    clip = _clips(cache)[1]  # seed 1000001, "night" throughout
+    black = np.zeros((64, 64, 3), np.float32)
+    want = metrics.psnr(black, np.asarray(clip.reference["night"][5], np.float32))
+    assert res["systems"]["nan"]["per_frame"][1]["psnr"][5] == pytest.approx(want, rel=1e-12)
+    assert s["warp_error"] == 0.0  # a constant black output is perfectly stable, and that is what is reported
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--renderer", "nonsense"], "unknown backend 'nonsense'"),
+    (["--renderer", "generator:/nonexistent/ckpt.safetensors"], "error:"),
+    (["--renderer", "passthrough", "--endpoint", "ipc:///nonexistent/nr.sock"], "no neurender daemon answered"),
+    (["--renderer", "passthrough", "--channels", "colour"], "unknown channel 'colour'"),
+    (["--renderer", "passthrough", "--output-format", "rgb32"], "unknown output format 'rgb32'"),
+    (["--renderer", "passthrough", "--resolution", "64by64"], "resolution must look like"),
+])
+def test_cli_bad_arguments_exit_2_with_a_message(cache, argv, message):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "neural_renderer.cli", "eval", "--suite", "quick", "--no-progress",
+                        "--cache-dir", str(cache), *argv], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr

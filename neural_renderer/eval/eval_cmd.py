@@ -38,9 +38,19 @@ def run(args) -> int:
     except argparse.ArgumentTypeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    result = run_eval(args.renderer, args.suite, vs=args.vs, endpoint=args.endpoint, steps=args.steps,
-                      device=args.device, cache_dir=args.cache_dir, json_path=args.json_path,
-                      report_dir=args.report_dir, resolution=resolution, channels=args.channels,
-                      output_format=args.output_format, progress=not args.no_progress)
+    from bridge.backends import RendererError
+    from bridge.client import BridgeError
+
+    from ..data import DatasetError
+
+    try:
+        result = run_eval(args.renderer, args.suite, vs=args.vs, endpoint=args.endpoint, steps=args.steps,
+                          device=args.device, cache_dir=args.cache_dir, json_path=args.json_path,
+                          report_dir=args.report_dir, resolution=resolution, channels=args.channels,
+                          output_format=args.output_format, progress=not args.no_progress)
+    except (RendererError, BridgeError, DatasetError, ConnectionError, FileNotFoundError, ValueError) as e:
+        # bad spec, missing checkpoint, no daemon at --endpoint, unusable cache, unknown channel/format
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
     print(table(result))
     return 0

@@ -90,11 +90,12 @@ class DaemonRun:
 class DaemonHost:
     """Sessions on a running `neurender serve` at `endpoint`: the numbers a bridge user sees."""
 
-    def __init__(self, endpoint: str, spec: str | None = None, steps: int | None = None, timeout: float = 120.0):
+    def __init__(self, endpoint: str, spec: str | None = None, steps: int | None = None,
+                 connect_timeout: float = 5.0, frame_timeout: float = 120.0):
         from bridge.client import Client
 
-        # generous timeout: a GPU backend may compile on its first frame
-        self.client = Client(endpoint, timeout=timeout, name="neurender-eval")
+        self.client = Client(endpoint, timeout=connect_timeout, name="neurender-eval")  # DaemonUnavailable
+        self.client.timeout = frame_timeout  # generous: a GPU backend may compile on its first frame
         self.name = f"{spec or 'daemon'}@{endpoint}"
         self.steps = steps
         self.dropped = 0

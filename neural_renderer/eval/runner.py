@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bridge.channels import CHANNELS
+from bridge.channels import CHANNELS, OUTPUT_FORMATS
 from ..data.format import CHANNEL_DTYPES, unflatten_constants
 from . import metrics
 from .scores import events, summarize
@@ -35,13 +35,18 @@ def _reference_system(clip, t, style):
 def _score_run(seq, clip, produce, samples: list[int], bar) -> dict:
     """Feed one sequence through `produce(t, style, prompt, reset) -> (image, seconds|None)`."""
     n = len(clip)
-    run = {"seed": seq.seed, "psnr": [], "ssim": [], "warp": [], "latency_s": [], "samples": {}, "styles": []}
+    run = {"seed": seq.seed, "psnr": [], "ssim": [], "warp": [], "latency_s": [], "samples": {}, "styles": [],
+           "nonfinite_frames": 0}
     prev, prev_style = None, None
     for t in range(n):
         style = seq.style_at(t)
         prompt = style if style != prev_style else None
         reset = bool(clip.reset[t]) or t in seq.resets
         img, seconds = produce(t, style, prompt, reset or t == 0)
+        if not np.isfinite(img).all():
+            run["nonfinite_frames"] += 1
+        # scored as displayed: NaN -> 0, clipped to [0, 1] (what the bridge's rgb8 conversion does)
+        img = np.clip(np.nan_to_num(img, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
         ref = np.asarray(clip.reference[style][t], np.float32)
         run["psnr"].append(metrics.psnr(img, ref))
         run["ssim"].append(metrics.ssim(img, ref))
@@ -111,41 +116,46 @@ def run_eval(renderer, suite: str | Suite = "quick", *, vs=None, endpoint: str |
     declared = {c: CHANNEL_DTYPES[c] for c in channels}
     w, h = suite.width, suite.height
 
-    datasets = [sequence_dataset(s, w, h, cache_dir, progress=progress) for s in suite.sequences]
+    if output_format not in OUTPUT_FORMATS:
+        raise ValueError(f"unknown output format {output_format!r}; known: {list(OUTPUT_FORMATS)}")
+
+    # Renderers first: a bad spec or an absent daemon fails before minutes of rendering eval frames.
     hosts = {}
     label = renderer if isinstance(renderer, str) else getattr(renderer, "name", type(renderer).__name__)
-    hosts[label] = _make_host(renderer, endpoint, steps, device)
-    if vs is not None:
-        vs_label = vs if isinstance(vs, str) else getattr(vs, "name", type(vs).__name__)
-        if vs_label in hosts or vs_label in (ENGINE, REFERENCE):
-            vs_label = f"vs:{vs_label}"
-        hosts[vs_label] = _make_host(vs, None, steps, device)
-    systems = [ENGINE, REFERENCE, *hosts]
-    total = sum(len(ds.clip(0)) for ds in datasets) * len(systems)
-    bar = tqdm(total=total, desc=f"eval {suite.name}", unit="frame", disable=not progress, dynamic_ncols=True)
-    runs: dict[str, list[dict]] = {s: [] for s in systems}
-    t_start = time.perf_counter()
+    vs_label = None
+    descriptions = {}
     try:
-        for k, (seq, ds) in enumerate(zip(suite.sequences, datasets)):
-            clip = ds.clip(0)
-            n = len(clip)
-            samples = sorted(set(np.linspace(0, n - 1, suite.samples).round().astype(int).tolist())) if k == 0 else []
-            runs[ENGINE].append(_score_run(seq, clip, lambda t, s, p, r: (_engine_system(clip, t, s), None),
-                                           samples, bar))
-            runs[REFERENCE].append(_score_run(seq, clip, lambda t, s, p, r: (_reference_system(clip, t, s), None),
-                                              samples, bar))
-            for name, host in hosts.items():
-                produce, handle = _host_producer(host, seq, clip, w, h, declared, output_format)
-                try:
-                    run = _score_run(seq, clip, produce, samples, bar)
-                finally:
-                    if handle["run"] is not None:
-                        handle["run"].close()
-                run["warmup"] = min(suite.warmup_frames, n - 1)
-                runs[name].append(run)
+        hosts[label] = _make_host(renderer, endpoint, steps, device)
+        if vs is not None:
+            vs_label = vs if isinstance(vs, str) else getattr(vs, "name", type(vs).__name__)
+            if vs_label in hosts or vs_label in (ENGINE, REFERENCE):
+                vs_label = f"vs:{vs_label}"
+            hosts[vs_label] = _make_host(vs, None, steps, device)
+        datasets = [sequence_dataset(s, w, h, cache_dir, progress=progress) for s in suite.sequences]
+        systems = [ENGINE, REFERENCE, *hosts]
+        runs: dict[str, list[dict]] = {s: [] for s in systems}
+        total = sum(len(ds.clip(0)) for ds in datasets) * len(systems)
+        t_start = time.perf_counter()
+        with tqdm(total=total, desc=f"eval {suite.name}", unit="frame", disable=not progress,
+                  dynamic_ncols=True) as bar:
+            for k, (seq, ds) in enumerate(zip(suite.sequences, datasets)):
+                clip = ds.clip(0)
+                n = len(clip)
+                samples = sorted(set(np.linspace(0, n - 1, suite.samples).round().astype(int).tolist())) if k == 0 else []
+                runs[ENGINE].append(_score_run(seq, clip, lambda t, s, p, r: (_engine_system(clip, t, s), None),
+                                               samples, bar))
+                runs[REFERENCE].append(_score_run(seq, clip, lambda t, s, p, r: (_reference_system(clip, t, s), None),
+                                                  samples, bar))
+                for name, host in hosts.items():
+                    produce, handle = _host_producer(host, seq, clip, w, h, declared, output_format)
+                    try:
+                        run = _score_run(seq, clip, produce, samples, bar)
+                    finally:
+                        if handle["run"] is not None:
+                            handle["run"].close()
+                    run["warmup"] = min(suite.warmup_frames, n - 1)
+                    runs[name].append(run)
     finally:
-        bar.close()
-        descriptions = {}
         for name, host in hosts.items():
             try:
                 descriptions[name] = host.describe()
@@ -158,7 +168,7 @@ def run_eval(renderer, suite: str | Suite = "quick", *, vs=None, endpoint: str |
         "suite": suite.name,
         "resolution": [w, h],
         "renderer": label,
-        "vs": vs_label if vs is not None else None,
+        "vs": vs_label,
         "endpoint": endpoint,
         "steps": steps,
         "output_format": output_format,

@@ -85,6 +85,7 @@ def summarize(runs: list[dict], drift_window: int, timed: bool) -> dict:
     agg = lambda rec, k, f: (f([x[k] for x in rec]) if rec else math.nan)
     out = {
         "frames": int(psnr.size),
+        "nonfinite_frames": int(sum(r.get("nonfinite_frames", 0) for r in runs)),
         "psnr": finite_mean(psnr),
         "psnr_min": float(np.min(psnr)),
         "ssim": finite_mean(np.concatenate([r["ssim"] for r in runs])),
