@@ -62,7 +62,9 @@ def _to_bytes(key) -> bytes:
 
 class Client:
     def __init__(self, endpoint: str | None = None, *, server_public_key=None, client_keys=None,
-                 timeout: float = 10.0, heartbeat: bool = True, name: str = "python"):
+                 timeout: float = 10.0, heartbeat: bool = True, name: str = "python",
+                 context: zmq.Context | None = None):
+        """context: share one (inproc:// endpoints in tests); by default the client has its own."""
         from bridge import paths
         self.endpoint = endpoint or paths.ipc_endpoint()
         self.timeout = timeout
@@ -72,7 +74,8 @@ class Client:
             if server_public_key is None or client_keys is None:
                 raise ValueError("CURVE needs both server_public_key and client_keys")
             self._curve = (keys.load_public(server_public_key), *keys.load_pair(client_keys))
-        self._ctx = zmq.Context()
+        self._own_ctx = context is None
+        self._ctx = context or zmq.Context()
         self._sock = self._socket()
         self._req = itertools.count(1)
         self._replies: deque = deque()  # replies to requests (hello/open/close) waiting to be claimed
@@ -175,7 +178,8 @@ class Client:
         if self._hb_thread is not None:
             self._hb_thread.join()
         self._sock.close(0)
-        self._ctx.term()
+        if self._own_ctx:
+            self._ctx.term()
 
     def __enter__(self) -> "Client":
         return self
@@ -385,11 +389,7 @@ class Session:
             if self._lock_fd is not None:
                 os.close(self._lock_fd)  # releases the flock
                 self._lock_fd = None
-            if self.transport == "shm":
-                try:
-                    self._buf.close()
-                except BufferError:  # caller still holds views: the mapping dies with them
-                    pass
+            self._buf = None  # unmapped when the caller's last image view is gone (never mmap.close())
 
     def __enter__(self) -> "Session":
         return self

@@ -373,7 +373,8 @@ class Daemon:
                 pixels[c.name] = view
             out = np.empty((L.height, L.width, L.output.components), np.dtype(L.output.dtype))
             keepalive = raw_frames
-        constants = {k: np.asarray(v, np.float32) for k, v in req.constants.items()}
+        with np.errstate(over="ignore"):  # overflow becomes inf, refused just below
+            constants = {k: np.asarray(v, np.float32) for k, v in req.constants.items()}
         if any(not np.isfinite(v).all() for v in constants.values()):  # finite float64 can overflow float32
             raise P.ProtocolError("non_finite", "constants overflow float32", **ids)
         if not np.isfinite(action).all():

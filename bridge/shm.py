@@ -44,12 +44,11 @@ class Segment:
             pass
 
     def close(self) -> None:
-        """Unlink the name; the mapping itself goes when the last view of it is garbage."""
+        """Unlink the name and drop our reference. Never mmap.close(): numpy arrays made over the map keep
+        only a reference to it, not a buffer export, so closing it under a frame that is still rendering
+        would unmap memory in use (a segfault). The mapping goes when its last view is garbage."""
         self.unlink()
-        try:
-            self.buf.close()
-        except BufferError:  # numpy views still exported: the mapping dies with them
-            pass
+        self.buf = None
 
 
 def attach(path: str | os.PathLike, size: int) -> mmap.mmap:

@@ -95,9 +95,9 @@ class Raw:
         self.send_msg(extra, **fields)
         return self.recv()[0]
 
-    def open(self, width=8, height=4, channels=None, transport="shm", **more) -> dict:
+    def open(self, width=8, height=4, channels=None, transport="shm", output_format="rgb8", **more) -> dict:
         return self.request(type="open", req=1, width=width, height=height,
-                            channels=channels or {"color": "float16"}, action_dim=9, output_format="rgb8",
+                            channels=channels or {"color": "float16"}, action_dim=9, output_format=output_format,
                             transport=transport, **more)
 
     def close(self) -> None:
