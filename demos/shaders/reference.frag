@@ -63,7 +63,11 @@ void main() {
         vec3 flat_c = material_albedo(v_mat, vec3(0.5), vec3(0.0, 1.0, 0.0), v_obj, s2);
         albedo = mix(albedo, flat_c, 0.75 * u_flat);
     }
-    float snow = u_snow * smoothstep(0.45, 0.75, n.y + 0.35 * (fbm(v_world * 1.7) - 0.5));
+    vec2 wcell;
+    float glass = (v_obj == 0 && (v_mat == 2 || v_mat == 3 || v_mat == 4)) ? window_mask(p, n, wcell) : 0.0;
+    albedo = mix(albedo, vec3(0.05, 0.06, 0.08), glass);
+    spec = mix(spec, vec2(0.9, 200.0), glass);
+    float snow = (1.0 - glass) * u_snow * smoothstep(0.45, 0.75, n.y + 0.35 * (fbm(v_world * 1.7) - 0.5));
     albedo = mix(albedo, vec3(0.88, 0.9, 0.95), snow);
     spec = mix(spec, vec2(0.15, 30.0), snow);
 
@@ -88,6 +92,11 @@ void main() {
         color += albedo * vec3(1.0, 0.75, 0.45) * fall * max(dot(n, ld), 0.0);
         color += vec3(1.0, 0.75, 0.45) * fall * spec.x * pow(max(dot(n, normalize(ld + v)), 0.0), spec.y);
     }
+    // glass reflects the sky; at night some windows are lit from inside
+    vec3 r = reflect(-v, n);
+    color += glass * (0.25 * mix(u_sky_horizon, u_sky_zenith, clamp(r.y, 0.0, 1.0)) * (1.0 - u_cartoon));
+    float lit = step(0.55, hash12(wcell + vec2(float(v_mat) * 13.0, floor(v_world.x + v_world.z) * 0.0)));
+    color += glass * lit * u_lamp_intensity * vec3(1.0, 0.7, 0.35) * 0.9;
     if (v_mat == 13) color = vec3(1.0, 0.9, 0.7) * (1.0 + 6.0 * u_lamp_intensity);  // glowing lamp heads
     // height fog, coloured towards the sun
     float dist = length(u_camera - v_world);
