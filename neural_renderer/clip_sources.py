@@ -43,18 +43,26 @@ class ClipBatch:
 # -- sources ------------------------------------------------------------------------------------
 
 
-def world_clips(seeds: Iterator[int], length: int, resolution: int, styles: list[str], ctx=None) -> Iterator[RawClip]:
-    """Render clips with the world renderer; each seed gives one sequence cut into clips."""
+def world_clips(seeds: Iterator[int], length: int, resolution: int, styles: list[str], clips_per_seed: int = 4) -> Iterator[RawClip]:
+    """Render clips with the world renderer (one GL context for all): each seed gives a sequence of
+    clips_per_seed * length frames cut into clips; a clip with a camera cut inside is skipped."""
+    from demos.gl import create_context
     from demos.seeds import check_train_seed
     from demos.sequence import render_sequence
 
+    ctx = create_context(headless=True)
     for seed in seeds:
-        frames = list(render_sequence(check_train_seed(seed), length, resolution, resolution, styles=tuple(styles), ctx=ctx))
-        yield RawClip(
-            engine={c: np.stack([f.engine[c] for f in frames]) for c in GENERATOR_CHANNELS if c in frames[0].engine},
-            reference={s: np.stack([f.reference[s] for f in frames]) for s in styles},
-            action=np.stack([np.asarray(f.action, np.float32) for f in frames]),
-        )
+        frames = list(render_sequence(check_train_seed(seed), length * clips_per_seed, resolution, resolution,
+                                      styles=tuple(styles), ctx=ctx))
+        for k in range(clips_per_seed):
+            fr = frames[k * length : (k + 1) * length]
+            if any(f.reset for f in fr[1:]):
+                continue
+            yield RawClip(
+                engine={c: np.stack([f.engine[c] for f in fr]) for c in GENERATOR_CHANNELS if c in fr[0].engine},
+                reference={s: np.stack([f.reference[s] for f in fr]) for s in styles},
+                action=np.stack([np.asarray(f.action, np.float32) for f in fr]),
+            )
 
 
 def dataset_clips(root: str, length: int, seed: int = 0) -> Iterator[RawClip]:

@@ -64,6 +64,10 @@ class GeneratorConfig:
         return cls(**known)
 
 
+def micro() -> GeneratorConfig:  # tests and smoke runs only
+    return GeneratorConfig("micro", resolution=32, patch=8, dim=64, depth=2, heads=1, window=2, sinks=1)
+
+
 def tiny() -> GeneratorConfig:
     return GeneratorConfig("tiny", resolution=128, patch=8, dim=128, depth=6, heads=2, window=2, sinks=1)
 
@@ -76,7 +80,7 @@ def base() -> GeneratorConfig:
     return GeneratorConfig("base", resolution=512, patch=16, dim=256, depth=8, heads=4, window=3, sinks=1)
 
 
-MODELS = {"tiny": tiny, "small": small, "base": base}
+MODELS = {"micro": micro, "tiny": tiny, "small": small, "base": base}
 
 
 # ---------------------------------------------------------------------------------------------

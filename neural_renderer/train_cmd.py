@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-MODEL_CHOICES = ("tiny", "small", "base")  # neural_renderer.model.MODELS (kept light: no torch import here)
+MODEL_CHOICES = ("micro", "tiny", "small", "base")  # neural_renderer.model.MODELS (kept light: no torch import here)
 
 
 def configure(p: argparse.ArgumentParser) -> None:

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# One device call: train tiny and base (on-the-fly world clips through EGL, or synthetic clips when
+# the world renderer is not importable), then time both per step count. Everything worth keeping
+# lands under $OUT: checkpoints (each file < 16 MiB) and report.tar.gz (loss plots, logs, JSON).
+# Usage (repo root, device machine): bash neural_renderer/scripts/gpu_train.sh TINY_S BASE_S [init]
+set -uo pipefail
+TINY_S=${1:-150}; BASE_S=${2:-240}; INIT=${3:-}
+export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1
+R=$OUT/report; mkdir -p $R $OUT/ckpt
+nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv | tee $R/gpu.txt
+DATA=world
+python3 -c "import demos.sequence, moderngl; c = moderngl.create_standalone_context(backend='egl'); print(c.info['GL_RENDERER'])" 2>&1 | tee $R/gl.txt || DATA=synthetic
+grep -qi nvidia $R/gl.txt || DATA=synthetic
+echo "data source: $DATA" | tee $R/data.txt
+init_tiny=""; init_base=""
+if [ -n "$INIT" ]; then init_tiny="--init neural_renderer/checkpoints/tiny.json"; init_base="--init neural_renderer/checkpoints/base.json"; fi
+python3 -m neural_renderer.cli train --model tiny --out runs/tiny --data $DATA --steps 20000 --batch 16 --clip-len 6 \
+  --pool 96 --refresh-every 4 --time-budget $TINY_S --ckpt-every 1000000 --log-every 50 --lr 5e-4 $init_tiny 2>&1 \
+  | tr '\r' '\n' | grep -v "it/s\]$" | tee $R/train_tiny.log | tail -3
+python3 -m neural_renderer.cli train --model base --out runs/base --data $DATA --steps 20000 --batch 4 --clip-len 5 \
+  --pool 48 --refresh-every 8 --time-budget $BASE_S --ckpt-every 1000000 --log-every 50 --lr 4e-4 $init_base 2>&1 \
+  | tr '\r' '\n' | grep -v "it/s\]$" | tee $R/train_base.log | tail -3
+cp runs/tiny/tiny.json runs/tiny/tiny*.safetensors runs/base/base.json runs/base/base*.safetensors $OUT/ckpt/
+cp runs/tiny/loss.png $R/loss_tiny.png; cp runs/base/loss.png $R/loss_base.png
+cp runs/tiny/train_result.json $R/train_tiny.json; cp runs/base/train_result.json $R/train_base.json
+for m in tiny base; do for dt in fp32 bf16; do
+  python3 -m neural_renderer.bench_generator --model runs/$m/$m.json --device ${DEV:-cuda} --dtype $dt --frames ${FRAMES:-100} --steps 1 2 4 --json $R/fps_${m}_${dt}.json
+done; done
+tar czf $OUT/report.tar.gz -C $OUT report && rm -rf $R
+ls -la $OUT $OUT/ckpt
