@@ -74,8 +74,8 @@ def _linear_kernel(
     qknorm_ptr, cos_ptr, sin_ptr, stride_cs_t, stride_qb, stride_qh, stride_qt,
     k_dst_ptr, v_dst_ptr, stride_kb, stride_kh, stride_kt,
     img_ptr, s_ib, s_ic, s_ih, s_iw, cond_ptr, s_cb, s_cc, s_ch, s_cw, C0, C_REST, MAT_AT, NB, NMAT, mat_ptr,
-    TOK_W, eps,
-    A_MODE: tl.constexpr, EPI: tl.constexpr, P: tl.constexpr,
+    TOK_W, eps, P,
+    A_MODE: tl.constexpr, EPI: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DOT_UPCAST: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
@@ -87,8 +87,8 @@ def _linear_kernel(
         qknorm_ptr, cos_ptr, sin_ptr, stride_cs_t, stride_qb, stride_qh, stride_qt,
         k_dst_ptr, v_dst_ptr, stride_kb, stride_kh, stride_kt,
         img_ptr, s_ib, s_ic, s_ih, s_iw, cond_ptr, s_cb, s_cc, s_ch, s_cw, C0, C_REST, MAT_AT, NB, NMAT, mat_ptr,
-        TOK_W, eps,
-        A_MODE, EPI, P, BLOCK_M, BLOCK_N, BLOCK_K, "", DOT_UPCAST)
+        TOK_W, eps, P,
+        A_MODE, EPI, BLOCK_M, BLOCK_N, BLOCK_K, "", DOT_UPCAST)
 
 
 def _check(cond: bool, msg: str) -> None:
@@ -123,8 +123,8 @@ def launch_linear(*, M, N, K, a=None, a_strides=(0, 0), w, bias, bias_b_stride=0
         res if res is not None else dummy, res_strides[0], res_strides[1], T,
         qknorm, cos, sin, cs, *q_s, k_dst, v_dst, *kv_s,
         img if img is not None else dummy, *img_s, cond if cond is not None else dummy, *cond_s,
-        *patch_geom, mat if mat is not None else dummy, tok_w, eps,
-        A_MODE=a_mode, EPI=epi, P=p, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
+        *patch_geom, mat if mat is not None else dummy, tok_w, eps, p,
+        A_MODE=a_mode, EPI=epi, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
         DOT_UPCAST=tiles.DOT_UPCAST, num_warps=num_warps)
 
 

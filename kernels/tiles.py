@@ -82,8 +82,8 @@ def linear_tile(
     img_ptr, s_ib, s_ic, s_ih, s_iw,
     cond_ptr, s_cb, s_cc, s_ch, s_cw,
     C0, C_REST, MAT_AT, NB, NMAT, mat_ptr, TOK_W,
-    eps,
-    A_MODE: tl.constexpr, EPI: tl.constexpr, P: tl.constexpr,
+    eps, P,
+    A_MODE: tl.constexpr, EPI: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     CACHE: tl.constexpr, DOT_UPCAST: tl.constexpr,
 ):
