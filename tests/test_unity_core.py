@@ -26,7 +26,8 @@ from tests._unity_build import build, parse_lines
 OFFLINE_TESTS = ("msgpack_roundtrip", "msgpack_rejects_malformed", "half_vectors_written", "repack_flip")
 DAEMON_TESTS = ("connect", "open_session", "frames_200_changing_actions", "pipelined_frames_each_seq_answered_once",
                 "prompt_change", "reset", "malformed_requests_typed_errors", "open_refused_typed_errors",
-                "heartbeat_keeps_idle_session", "inline_transport", "daemon_restart_recovery", "close")
+                "heartbeat_keeps_idle_session", "inline_transport", "daemon_restart_recovery", "daemon_down_reconnect",
+                "close")
 W, H = 64, 48  # CoreTests.cs
 
 
@@ -86,7 +87,7 @@ def test_unity_core_against_real_daemon(core_exe, tmp_path):
         with open(stderr_path, "w") as err:
             proc = subprocess.Popen(["mono", str(core_exe), "--endpoint", daemon.endpoint, "--out", str(out)],
                                     stdout=subprocess.PIPE, stderr=err, text=True, cwd=core_exe.parent)
-            killer = threading.Timer(150, proc.kill)  # a hung client fails the test instead of CI
+            killer = threading.Timer(120, proc.kill)  # a hung client fails the test instead of CI
             killer.start()
             try:
                 for line in proc.stdout:
@@ -94,10 +95,11 @@ def test_unity_core_against_real_daemon(core_exe, tmp_path):
                     if line.startswith("RESTART "):
                         # Kill the daemon the client is talking to, then start a new one on the same
                         # runtime dir; the client must notice and recover by itself.
-                        assert line.split("pid=")[1].strip() == str(daemon.pid)
+                        fields = dict(kv.split("=") for kv in line.split()[1:])
+                        assert fields["pid"] == str(daemon.pid)
                         daemon.proc.kill()
                         daemon.proc.wait(10)
-                        time.sleep(0.3)
+                        time.sleep(int(fields["down_ms"]) / 1000)
                         daemon = spawn_daemon("passthrough", runtime_dir=runtime, shm_dir=shm_dir)
                         restarted.append(daemon.pid)
                 rc = proc.wait(30)
@@ -111,8 +113,9 @@ def test_unity_core_against_real_daemon(core_exe, tmp_path):
     missing = [t for t in DAEMON_TESTS if t not in passed]
     assert not missing, log
     assert rc == 0, log
-    assert restarted and restarted[0] != first_pid
+    assert len(restarted) == 2 and first_pid not in restarted
     assert "recovered after" in passed["daemon_restart_recovery"]
+    assert "silence -> reconnect" in passed["daemon_down_reconnect"]
     assert "pixels exact" in passed["frames_200_changing_actions"]
     assert "typed: bad_msgpack,bad_msgpack,bad_msgpack,bad_version,unknown_type,bad_field,too_large,unknown_session," \
            "size_mismatch,non_finite,size_mismatch,bad_field,bad_seq,bad_slot" in passed["malformed_requests_typed_errors"]

@@ -51,6 +51,8 @@ namespace Neurender.Core
         /// <summary>False from the moment the daemon is considered gone until a new welcome.</summary>
         public bool Connected { get; private set; }
         public int Reconnects { get; private set; }
+        /// <summary>Times a welcome came from a different daemon process than the one before.</summary>
+        public int Restarts { get; private set; }
 
         ZmqContext _ctx;
         ZmqDealer _socket;
@@ -71,6 +73,7 @@ namespace Neurender.Core
         }
 
         internal long NowMs => _clock.ElapsedMilliseconds;
+        internal double PreciseMs => _clock.Elapsed.TotalMilliseconds;
         internal long NextReq() => _nextReq++;
         int HeartbeatMs => Welcome != null ? Math.Max(50, Welcome.HeartbeatMs) : 1000;
         int LostAfterMs => Options.LostAfterMs > 0 ? Options.LostAfterMs : 3 * HeartbeatMs;
@@ -192,8 +195,24 @@ namespace Neurender.Core
                 else if (now - _lastPingMs >= HeartbeatMs / 2) SendPing();
             }
             if (!Connected && now >= _nextAttemptMs) StartReconnect();
+            if (Connected && _sessions.Exists(x => x.NeedsReopen && x.ReopenDue)) ReopenLostSessions();
+        }
+
+        // The daemon forgot sessions while the connection looked fine: it restarted and libzmq
+        // reconnected underneath us, or it timed them out. A fresh welcome says which (pid), then
+        // each session is opened again.
+        void ReopenLostSessions()
+        {
+            try
+            {
+                long req = NextReq();
+                var w = (Welcome)Request(Protocol.Hello(req, Options.ClientName), req, Options.RequestTimeoutMs);
+                if (Welcome != null && w.Pid != Welcome.Pid) Restarts++;
+                Welcome = w;
+            }
+            catch (DaemonTimeoutException) { OnDaemonLost(); return; }
             foreach (var s in _sessions.ToArray())
-                if (s.NeedsReopen && Connected) s.Reopen();
+                if (s.NeedsReopen) s.Reopen();
         }
 
         void SendPing()
@@ -228,6 +247,7 @@ namespace Neurender.Core
                 var w = (Welcome)r;
                 if (!Connected && w.Req == _helloReq)
                 {
+                    if (Welcome != null && w.Pid != Welcome.Pid) Restarts++;
                     Welcome = w;
                     Connected = true;
                     Reconnects++;

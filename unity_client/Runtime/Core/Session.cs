@@ -31,7 +31,7 @@ namespace Neurender.Core
         bool _pendingReset;
         long _nextReopenMs;
 
-        struct InFlight { public int Slot; public long SentMs; }
+        struct InFlight { public int Slot; public double SentMs; }
 
         internal bool NeedsReopen { get; private set; }
 
@@ -169,6 +169,7 @@ namespace Neurender.Core
             string prompt = _pendingPrompt;
             var frames = new List<byte[]> { Protocol.Frame(Info.Session, seq, slot >= 0 ? slot : (int?)null, action, prompt, _pendingReset, constants) };
             if (pixels != null) frames.AddRange(pixels);
+            double sentMs = _client.PreciseMs; // before the send: the reply can beat the next line
             if (!_client.Send(frames))
             {
                 Stats.SendFailures++;
@@ -178,7 +179,7 @@ namespace Neurender.Core
             _nextSeq++;
             if (prompt != null) { Config.Prompt = prompt; _pendingPrompt = null; } // a reopen restores it
             _pendingReset = false;
-            _inFlight[seq] = new InFlight { Slot = slot, SentMs = _client.NowMs };
+            _inFlight[seq] = new InFlight { Slot = slot, SentMs = sentMs };
             Stats.Submitted++;
             return seq;
         }
@@ -231,7 +232,7 @@ namespace Neurender.Core
             if (!_inFlight.TryGetValue(seq, out f)) return null; // not ours, or answered already
             _inFlight.Remove(seq);
             if (f.Slot >= 0) _freeSlots.AddLast(f.Slot);
-            var r = new FrameResult { Seq = seq, Slot = f.Slot, Status = status, LatencyMs = _client.NowMs - f.SentMs };
+            var r = new FrameResult { Seq = seq, Slot = f.Slot, Status = status, LatencyMs = _client.PreciseMs - f.SentMs };
             _results.Enqueue(r);
             return r;
         }
@@ -279,9 +280,11 @@ namespace Neurender.Core
             ReleaseMappings();
         }
 
+        internal bool ReopenDue => _client.NowMs >= _nextReopenMs;
+
         internal void Reopen()
         {
-            if (_client.NowMs < _nextReopenMs) return;
+            if (!ReopenDue) return;
             _nextReopenMs = _client.NowMs + _client.Options.ReconnectIntervalMs;
             try { OpenOnDaemon(); }
             catch (DaemonErrorException) { return; } // e.g. too_many_sessions for now: retry later

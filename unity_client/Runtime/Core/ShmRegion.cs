@@ -31,15 +31,16 @@ namespace Neurender.Core
             _base = handle.DangerousGetHandle() + (int)_view.PointerOffset;
         }
 
-        /// <summary>Maps an existing region of at least `size` bytes. `name` is a file path on
-        /// Linux/macOS (e.g. /dev/shm/neurender-...) and a mapping name on Windows.</summary>
+        /// <summary>Maps an existing region of at least `size` bytes: a file (the daemon's
+        /// /dev/shm/neurender-*.shm; any OS) or, on Windows, a named mapping.</summary>
         public static ShmRegion Open(string name, long size)
         {
             if (size <= 0) throw new ArgumentOutOfRangeException(nameof(size));
-            if (IsWindows) return new ShmRegion(name, size, MemoryMappedFile.OpenExisting(name, MemoryMappedFileRights.ReadWrite));
+            if (IsWindows && !File.Exists(name))
+                return new ShmRegion(name, size, MemoryMappedFile.OpenExisting(name, MemoryMappedFileRights.ReadWrite));
             long actual = new FileInfo(name).Length; // throws FileNotFoundException when it is gone
             if (actual < size) throw new IOException($"shared memory {name} holds {actual} bytes, {size} expected");
-            var fs = new FileStream(name, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite);
+            var fs = new FileStream(name, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete);
             return new ShmRegion(name, size, MemoryMappedFile.CreateFromFile(fs, null, 0, MemoryMappedFileAccess.ReadWrite, HandleInheritability.None, false));
         }
 

@@ -84,7 +84,10 @@ static class CoreTests
                 return $"idle {idle} ms, still generation 0";
             });
             Test("inline_transport", () => Inline(client));
-            Test("daemon_restart_recovery", () => Restart(client, session));
+            // Back at once: libzmq reconnects the socket, the pong names our session unknown.
+            Test("daemon_restart_recovery", () => Restart(client, session, 0));
+            // Gone longer than LostAfterMs: the client notices the silence, reconnects with a new socket.
+            Test("daemon_down_reconnect", () => Restart(client, session, 2500));
             Test("close", () =>
             {
                 string path = session.Info.ShmPath;
@@ -335,14 +338,19 @@ static class CoreTests
     {
         _scratch = new byte[W * H * 6];
         var lat = new List<double>();
+        var daemon = new List<double>();
         for (int i = 0; i < 200; i++)
         {
             var r = RenderOne(s, i, Action(i), dump: i == 199);
+            // The client's round trip contains the daemon's receipt-to-reply time.
+            Check(r.LatencyMs >= r.DaemonMs && r.DaemonMs >= r.RenderMs && r.RenderMs >= 0, $"timings of seq {r.Seq}: latency {r.LatencyMs} daemon {r.DaemonMs} render {r.RenderMs} queue {r.QueueMs}");
             lat.Add(r.LatencyMs);
+            daemon.Add(r.DaemonMs);
         }
         lat.Sort();
-        Check(s.Stats.Done >= 200, "done count");
-        return $"200 frames, pixels exact; latency p50={lat[100]:F1} ms max={lat[199]:F1} ms";
+        daemon.Sort();
+        Check(s.Stats.Done >= 200 && s.Stats.LatencyQuantile(0.5) > 0, "stats");
+        return $"200 frames, pixels exact; round trip p50={lat[100]:F2} ms max={lat[199]:F2} ms, daemon p50={daemon[100]:F2} ms";
     }
 
     // Submits as fast as slots allow: the daemon drops waiting frames when newer ones arrive, and
@@ -499,14 +507,15 @@ static class CoreTests
 
     // pytest watches for the RESTART line, kills the daemon (SIGKILL) and starts a new one on the
     // same runtime dir. The client keeps submitting and must come back by itself.
-    static string Restart(NeurenderClient client, Session s)
+    static string Restart(NeurenderClient client, Session s, int downMs)
     {
         long oldPid = client.Welcome.Pid;
         string oldShm = s.Info.ShmPath;
         int gen0 = s.Generation;
-        Console.WriteLine($"RESTART pid={oldPid}");
+        int reconnects0 = client.Reconnects, restarts0 = client.Restarts;
+        Console.WriteLine($"RESTART pid={oldPid} down_ms={downMs}");
         Console.Out.Flush();
-        var until = DateTime.UtcNow.AddSeconds(60);
+        var until = DateTime.UtcNow.AddSeconds(40);
         int frame = 500, attempts = 0;
         long lost0 = s.Stats.Lost;
         bool sawDisconnect = false;
@@ -521,8 +530,10 @@ static class CoreTests
                 // Recovered: frames render again, pixels exact.
                 for (int i = 0; i < 5; i++) RenderOne(s, frame++, Action(frame));
                 string how = sawDisconnect ? "silence -> reconnect" : "pong unknown -> reopen";
+                Check(client.Welcome.Pid != oldPid && client.Restarts == restarts0 + 1, "the new daemon's welcome");
+                Check(downMs == 0 || (sawDisconnect && client.Reconnects > reconnects0), "a long outage must be noticed as silence");
                 return $"recovered after {attempts} frame attempts ({how}); reconnects={client.Reconnects} " +
-                       $"generation={s.Generation} lost={s.Stats.Lost - lost0} new shm={Path.GetFileName(s.Info.ShmPath)}";
+                       $"generation={s.Generation} pid {oldPid}->{client.Welcome.Pid} lost={s.Stats.Lost - lost0} new shm={Path.GetFileName(s.Info.ShmPath)}";
             }
             int slot = s.AcquireSlot();
             if (slot >= 0)
@@ -533,6 +544,6 @@ static class CoreTests
             }
             System.Threading.Thread.Sleep(10);
         }
-        throw new Exception($"no recovery within 60 s (connected={client.Connected}, generation={s.Generation})");
+        throw new Exception($"no recovery within 40 s (connected={client.Connected}, generation={s.Generation})");
     }
 }
