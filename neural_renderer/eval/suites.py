@@ -6,11 +6,28 @@ everything that determines them, so `standard` and `full` never re-render a sequ
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 from demos.seeds import EVAL_SEED_BASE
 
-CACHE_VERSION = 1  # bump when the world renderer changes what a seed renders
+CACHE_VERSION = 1  # bump when the cache layout changes; world changes are caught by world_fingerprint
+
+
+@functools.lru_cache(maxsize=1)
+def world_fingerprint() -> str:
+    """Hash of the world renderer's sources (demos/*.py and its shaders): any edit to what a seed
+    renders gives new cache keys, so a stale cache is never scored against."""
+    import demos
+
+    root = Path(demos.__file__).parent
+    h = hashlib.sha256()
+    for f in sorted(list(root.glob("*.py")) + list(root.glob("shaders/*"))):
+        if f.is_file() and f.name not in ("demo_cmd.py",):
+            h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:12]
 
 
 @dataclass(frozen=True)
@@ -32,7 +49,8 @@ class EvalSequence:
         return style
 
     def cache_key(self, width: int, height: int) -> str:
-        return f"v{CACHE_VERSION}-{width}x{height}-seed{self.seed}-{self.frames}f-{self.script}-{'+'.join(self.styles)}"
+        return (f"v{CACHE_VERSION}-{world_fingerprint()}-{width}x{height}-seed{self.seed}-{self.frames}f-"
+                f"{self.script}-{'+'.join(self.styles)}")
 
 
 @dataclass(frozen=True)
