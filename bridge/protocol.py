@@ -48,7 +48,8 @@ ping   {v, type:"ping", req?:int, sessions?:[str,...]}
 Daemon -> client
 ~~~~~~~~~~~~~~~~
 welcome    {v, type:"welcome", req, protocol:1, server:"neurender", server_version:str, pid:int,
-            renderer:{backend, model, steps, device}, limits:{...}, heartbeat_ms:int, session_timeout_ms:int}
+            renderer:{backend, model, steps, device}, limits:{...}, heartbeat_ms:int, session_timeout_ms:int,
+            sessions:int (sessions open now, all clients)}
 opened     {v, type:"opened", req, session:str, transport, slots:int, width, height, action_dim,
             output_format, channels:[{name, dtype, components, nbytes}, ...],
             output:{format, dtype, components, nbytes},

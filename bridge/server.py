@@ -264,7 +264,7 @@ class Daemon:
             "welcome", req=req.req, protocol=P.PROTOCOL_VERSION, server="neurender",
             server_version=_version(), pid=os.getpid(), renderer=self.renderer.describe(),
             limits=self.limits.as_dict(), heartbeat_ms=self.cfg.heartbeat_ms,
-            session_timeout_ms=self.cfg.session_timeout_ms))
+            session_timeout_ms=self.cfg.session_timeout_ms, sessions=len(self.sessions)))
 
     def _on_ping(self, sock, peer, req: P.Ping) -> None:
         now = time.monotonic()
