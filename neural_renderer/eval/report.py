@@ -44,6 +44,13 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _colors(result: dict) -> dict[str, str]:
+    """One colour per system in every plot: baselines grey and black, renderers from tab10."""
+    fixed = {"engine": "tab:gray", "reference": "black"}
+    others = [n for n in result["systems"] if n not in fixed]
+    return {**fixed, **{n: f"C{i}" for i, n in enumerate(others)}}
+
+
 def _plt():
     import matplotlib
 
@@ -57,6 +64,7 @@ def plot_per_frame(result: dict, key: str, ylabel: str, path: Path) -> None:
     plt = _plt()
     seqs = result["sequences"]
     fig, axes = plt.subplots(len(seqs), 1, squeeze=False, figsize=(8, 2.4 * len(seqs)))
+    colors = _colors(result)
     for i, seq in enumerate(seqs):
         ax = axes[i][0]
         for name, sysres in result["systems"].items():
@@ -64,7 +72,8 @@ def plot_per_frame(result: dict, key: str, ylabel: str, path: Path) -> None:
             if name == "reference" and key == "psnr":
                 continue  # infinite by definition
             base = name in ("engine", "reference")  # drawn wide and pale so a renderer equal to one stays visible
-            ax.plot(np.arange(len(y)), y, label=name, lw=3 if base else 1, alpha=0.45 if base else 1.0)
+            ax.plot(np.arange(len(y)), y, label=name, color=colors[name], lw=3 if base else 1,
+                    alpha=0.45 if base else 1.0)
         for t, style in seq["schedule"][1:]:
             ax.axvline(t, color="k", ls="--", lw=0.7)
             ax.text(t, ax.get_ylim()[1], f" {style}", va="top", fontsize=7)
@@ -85,16 +94,24 @@ def plot_per_frame(result: dict, key: str, ylabel: str, path: Path) -> None:
 def plot_drift(result: dict, path: Path) -> None:
     plt = _plt()
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3))
+    colors = _colors(result)
     for name, sysres in result["systems"].items():
         d = sysres["summary"]["drift"]
         x = np.arange(len(d["psnr_windows"])) * d["window"]
         if name != "reference":
-            a.plot(x, d["psnr_windows"], marker="o", label=name)
-        b.plot(x, d["warp_windows"], marker="o", label=name)
+            a.plot(x, d["psnr_windows"], marker="o", label=name, color=colors[name])
+        b.plot(x, d["warp_windows"], marker="o", label=name, color=colors[name])
+    last = result["systems"]["engine"]["summary"]["drift"].get("last_window")
+    if last is not None:  # the two windows the headline compares
+        w = result["systems"]["engine"]["summary"]["drift"]["window"]
+        for ax in (a, b):
+            ax.axvline(0, color="k", ls=":", lw=0.8)
+            ax.axvline(last * w, color="k", ls=":", lw=0.8)
     a.set_title(f"PSNR per window ({result['systems']['engine']['summary']['drift']['window']} frames)", fontsize=9)
     b.set_title("warping error per window", fontsize=9)
     a.set_xlabel("window start frame"), b.set_xlabel("window start frame")
     a.legend(fontsize=7)
+    b.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

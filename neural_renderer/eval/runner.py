@@ -75,8 +75,9 @@ def _host_producer(host, seq, clip, width, height, channels, output_format):
     handle = {"run": None}
 
     def produce(t, style, prompt, reset):
-        if handle["run"] is None:
+        if handle["run"] is None:  # the session opens with the first look, so frame 0 repeats no prompt
             handle["run"] = host.open(width, height, channels, output_format, STYLES[style])
+            prompt = None
         pixels = {c: np.ascontiguousarray(clip.engine[c][t]) for c in channels}
         return handle["run"].render(pixels, unflatten_constants(clip.constants[t]),
                                     np.asarray(clip.action[t], np.float32),
