@@ -58,12 +58,17 @@ class Schedule:
     n_counters: int
     block_m: int
     block_n: int
+    att_split: int
 
 
-def build_tasks(cfg, B: int, block_m: int = 64, block_n: int = 64) -> Schedule:
+def build_tasks(cfg, B: int, block_m: int = 64, block_n: int = 64, att_split: int = 1) -> Schedule:
+    """att_split: attention query tiles per row block (block_m // att_split rows each), for more tasks
+    than SMs when heads x row blocks is small."""
     D, L, H, T = cfg.dim, cfg.depth, cfg.heads, cfg.tokens
     if T % block_m or D % block_n or block_n != HEAD_DIM:
         raise ValueError(f"tokens {T} must be a multiple of block_m {block_m}, dim {D} of block_n {block_n} == 64")
+    if block_m % att_split or block_m // att_split < 16:
+        raise ValueError(f"att_split {att_split} must divide block_m {block_m} into tiles of >= 16 rows")
     MB = B * T // block_m
     ND, NH = D // block_n, cfg.mlp_ratio * D // block_n
     n_final = triton.cdiv(3 * cfg.patch * cfg.patch, block_n)
@@ -108,10 +113,11 @@ def build_tasks(cfg, B: int, block_m: int = 64, block_n: int = 64) -> Schedule:
         # fc2(l, mb) <- fc1 <- oproj(l, mb) <- attn(l, mb, all heads), the only readers of those rows.
         for mb in range(MB):
             for h in range(H):
-                add(T_ATTN, l, mb, h, c_qkv + l * H + h, 3 * MB, sig=c_att + l * MB + mb)
+                for sub in range(att_split):
+                    add(T_ATTN, l, mb * att_split + sub, h, c_qkv + l * H + h, 3 * MB, sig=c_att + l * MB + mb)
         for mb in range(MB):
             for n in range(ND):
-                add(T_OPROJ, l, mb, n, c_att + l * MB + mb, H, sig=c_o + l * MB + mb)
+                add(T_OPROJ, l, mb, n, c_att + l * MB + mb, H * att_split, sig=c_o + l * MB + mb)
         for mb in range(MB):
             for n in range(NH):
                 add(T_FC1, l, mb, n, c_o + l * MB + mb, ND, sig=c_h + l * MB + mb)
@@ -121,7 +127,7 @@ def build_tasks(cfg, B: int, block_m: int = 64, block_n: int = 64) -> Schedule:
     for mb in range(MB):
         for n in range(n_final):
             add(T_FINAL, L, mb, n, c_x + L * MB + mb, ND, c_mod + L, mod_tiles_final)
-    return Schedule(torch.tensor(rows, dtype=torch.int32), nxt[0], block_m, block_n)
+    return Schedule(torch.tensor(rows, dtype=torch.int32), nxt[0], block_m, block_n, att_split)
 
 
 def check_schedule(s: Schedule) -> None:
@@ -162,7 +168,7 @@ def _prefetch_l2(base_ptr, n_elems, BLOCK: tl.constexpr):
     # one prefetch per 128-byte line of a contiguous weight tile (2-byte elements: 64 per line)
     for off in range(0, n_elems, BLOCK * 64):
         o = off + tl.arange(0, BLOCK) * 64
-        tl.inline_asm_elementwise("prefetch.global.L2 [$1]; mov.u32 $0, 0;", "=r,l", [base_ptr + o],
+        tl.inline_asm_elementwise("prefetch.global.L2 [$1]; mov.u32 $0, 0;", "=r,l", [(base_ptr + o).to(tl.int64)],
                                   dtype=tl.int32, is_pure=False, pack=1)
 
 
@@ -178,7 +184,7 @@ def _megakernel(
     x_ptr, q_ptr, a_ptr, h_ptr, mod_ptr,
     B, NMOD, sm_scale, eps,
     D, HEADS, T, SLOTS, P, TOK_W, C_REST, MAT_AT, NB, NMAT, HID, NFIN, NPROG,
-    BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, ATT_BN: tl.constexpr, MOD_BM: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, ATT_BM: tl.constexpr, ATT_BN: tl.constexpr, MOD_BM: tl.constexpr,
     MAX_SPIN: tl.constexpr, PREFETCH: tl.constexpr, DOT_UPCAST: tl.constexpr,
 ):
     BN: tl.constexpr = 64
@@ -241,12 +247,12 @@ def _megakernel(
                 xin_ptr, 0, 0, 0, 0, cond_ptr, 0, 0, 0, 0, 3, C_REST, MAT_AT, NB, NMAT, mat_ptr, TOK_W, eps, P,
                 1, 3, BLOCK_M, BN, BLOCK_K, CG, DOT_UPCAST)
         elif typ == 3:
-            r0 = a0 * BLOCK_M
+            r0 = a0 * ATT_BM
             kl = layer.to(tl.int64) * s_kl
             tiles.attention_tile(
                 r0 // T, a1, r0 % T, T, SLOTS, q_ptr, HEADS * T * HD, T * HD, HD,
                 kc_ptr + kl, vc_ptr + kl, s_kb, s_kh, s_ks, s_kt, valid_ptr, scos_ptr, ssin_ptr,
-                a_ptr, T * D, D, sm_scale, HD, BLOCK_M, ATT_BN, CG, DOT_UPCAST)
+                a_ptr, T * D, D, sm_scale, HD, ATT_BM, ATT_BN, CG, DOT_UPCAST)
         elif typ == 4:
             tiles.linear_tile(
                 a0 * BLOCK_M, a1 * BN, M, D, D, a_ptr, D, 1, wo_ptr + layer.to(tl.int64) * D * D, D, 1,
@@ -282,18 +288,20 @@ def _megakernel(
 
 
 # ----------------------------------------------------------------------------------------------- launcher
-def co_resident_programs(compiled, device) -> int:
-    """How many programs of this compiled kernel fit on one SM (registers, shared memory, threads)."""
-    props = torch.cuda.get_device_properties(device)
-    num_warps = compiled.metadata.num_warps
+def programs_per_sm(n_regs: int, num_warps: int, shared_bytes: int, regs_per_sm: int = 65536,
+                    smem_per_sm: int = 228 * 1024, threads_per_sm: int = 2048) -> int:
+    """How many programs of a compiled kernel can be resident on one SM at once."""
     threads = 32 * num_warps
-    regs = max(1, compiled.n_regs) * threads
-    regs_per_sm = getattr(props, "regs_per_multiprocessor", 65536)
-    smem_per_sm = getattr(props, "shared_memory_per_multiprocessor", 228 * 1024)
-    threads_per_sm = getattr(props, "max_threads_per_multi_processor", 2048)
-    shared = compiled.metadata.shared
-    by_smem = smem_per_sm // shared if shared else 1 << 30
-    return min(regs_per_sm // regs, by_smem, threads_per_sm // threads)
+    by_regs = regs_per_sm // (max(1, n_regs) * threads)
+    by_smem = smem_per_sm // shared_bytes if shared_bytes else 1 << 30
+    return min(by_regs, by_smem, threads_per_sm // threads)
+
+
+def require_co_residency(n_programs: int, per_sm: int, n_sm: int) -> None:
+    """Refuse a launch whose programs could not all be resident: a spin-wait would then hang."""
+    if per_sm < 1 or n_programs > per_sm * n_sm:
+        raise RuntimeError(f"megakernel: {n_programs} programs cannot all be resident ({per_sm} per SM x {n_sm} SMs)"
+                           " - refusing to launch")
 
 
 class MegakernelStep:
@@ -302,7 +310,8 @@ class MegakernelStep:
     the whole step (conditioning MLPs + one launch) can be captured in a CUDA graph."""
 
     def __init__(self, model, batch: int = 1, block_m: int = 64, block_k: int = 64, attn_block_n: int = 64,
-                 num_warps: int = 4, n_programs: int | None = None, max_spin: int = 1 << 22, prefetch=None):
+                 att_split: int = 2, num_warps: int = 4, n_programs: int | None = None, max_spin: int = 1 << 22,
+                 prefetch=None):
         from neural_renderer.engine_inputs import COND_CHANNELS, MATERIAL_CHANNEL
 
         self.model, self.cfg = model, model.cfg
@@ -310,7 +319,7 @@ class MegakernelStep:
         self.w = PackedWeights(model)
         dev = self.w.wqkv.device
         self.device, self.B = dev, batch
-        self.sched = build_tasks(c, batch, block_m)
+        self.sched = build_tasks(c, batch, block_m, att_split=att_split)
         self.tasks = self.sched.tasks.to(dev)
         self.counters = torch.zeros(self.sched.n_counters, dtype=torch.int64, device=dev)
         self.queue = torch.zeros(1, dtype=torch.int64, device=dev)
@@ -332,8 +341,8 @@ class MegakernelStep:
         interp = tiles.DOT_UPCAST
         self.n_programs = 1 if interp else (n_programs or torch.cuda.get_device_properties(dev).multi_processor_count)
         self.prefetch = (not interp) if prefetch is None else prefetch
-        self.meta = dict(block_m=block_m, block_k=block_k, attn_block_n=attn_block_n, num_warps=num_warps,
-                         max_spin=max_spin)
+        self.meta = dict(block_m=block_m, block_k=block_k, attn_block_n=attn_block_n, att_bm=block_m // att_split,
+                         num_warps=num_warps, max_spin=max_spin)
         self.cooperative = False
         self._checked = interp  # on the GPU the first launch checks co-residency first
 
@@ -356,7 +365,7 @@ class MegakernelStep:
 
     def _constexprs(self):
         m = self.meta
-        return dict(BLOCK_M=m["block_m"], BLOCK_K=m["block_k"], ATT_BN=m["attn_block_n"],
+        return dict(BLOCK_M=m["block_m"], BLOCK_K=m["block_k"], ATT_BM=m["att_bm"], ATT_BN=m["attn_block_n"],
                     MOD_BM=16, MAX_SPIN=m["max_spin"], PREFETCH=self.prefetch, DOT_UPCAST=tiles.DOT_UPCAST)
 
     def check_co_residency(self, cache) -> int:
@@ -365,12 +374,12 @@ class MegakernelStep:
                                       **self._constexprs())
         if hasattr(compiled, "_init_handles"):
             compiled._init_handles()  # loads the binary: n_regs / n_spills are known only after this
-        per_sm = co_resident_programs(compiled, self.device)
-        n_sm = torch.cuda.get_device_properties(self.device).multi_processor_count
-        if per_sm < 1 or self.n_programs > per_sm * n_sm:
-            raise RuntimeError(f"megakernel: {self.n_programs} programs cannot all be resident "
-                               f"({per_sm} per SM x {n_sm} SMs; regs {compiled.n_regs}, "
-                               f"shared {compiled.metadata.shared} B) - refusing to launch")
+        props = torch.cuda.get_device_properties(self.device)
+        per_sm = programs_per_sm(compiled.n_regs, compiled.metadata.num_warps, compiled.metadata.shared,
+                                 getattr(props, "regs_per_multiprocessor", 65536),
+                                 getattr(props, "shared_memory_per_multiprocessor", 228 * 1024),
+                                 getattr(props, "max_threads_per_multi_processor", 2048))
+        require_co_residency(self.n_programs, per_sm, props.multi_processor_count)
         self.compiled_info = dict(n_regs=compiled.n_regs, n_spills=compiled.n_spills,
                                   shared=compiled.metadata.shared, per_sm=per_sm)
         self._checked = True

@@ -1,0 +1,107 @@
+"""The megakernel: schedule soundness (topological, exact counts), one launch == the model's
+forward_frame (CPU interpreter, one program runs the task list in order), generation counters across
+launches without any reset, a missing arrive ends in the error flag rather than a hang, the
+co-residency refusal, and backend selection on CPU."""
+import tests.kernels_helpers as H  # noqa: F401  (sets TRITON_INTERPRET before triton is imported)
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from kernels.backend import build_step, select_backend  # noqa: E402
+from kernels.fused_model import export_keys, import_cache  # noqa: E402
+from kernels.megakernel import (MegakernelStep, Schedule, build_tasks, check_schedule, programs_per_sm,  # noqa: E402
+                                require_co_residency)
+from kernels.selfcheck import filled_cache, random_inputs  # noqa: E402
+from neural_renderer.model import MODELS, CausalDiT  # noqa: E402
+
+
+@pytest.mark.parametrize("cfg,B,bm,split", [(MODELS["base"](), 1, 64, 2), (MODELS["tiny"](), 2, 32, 1),
+                                            (H.tiny_cfg(depth=3), 1, 16, 1)])
+def test_schedule_is_topological_with_exact_counts(cfg, B, bm, split):
+    s = build_tasks(cfg, B, bm, att_split=split)
+    check_schedule(s)
+    n_attn = (s.tasks[:, 0] == 3).sum().item()
+    assert n_attn == cfg.depth * cfg.heads * B * cfg.tokens // bm * split
+
+
+def test_schedule_checker_catches_a_missing_or_late_producer():
+    s = build_tasks(H.tiny_cfg(), 1, 16)
+    dropped = Schedule(torch.cat([s.tasks[:5], s.tasks[6:]]), s.n_counters, 16, 64, 1)  # one mod tile gone
+    with pytest.raises(AssertionError, match="waits for"):
+        check_schedule(dropped)
+    swapped = s.tasks.clone()
+    i = int((s.tasks[:, 0] == 3).nonzero()[0])  # first attention task moved before the qkv it needs
+    swapped = torch.cat([swapped[i:i + 1], swapped[:i], swapped[i + 1:]])
+    with pytest.raises(AssertionError, match="waits for"):
+        check_schedule(Schedule(swapped, s.n_counters, 16, 64, 1))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_megakernel_matches_forward_frame_across_launches(dtype):
+    cfg = H.tiny_cfg()
+    m32 = H.randomize_(CausalDiT(cfg).eval(), seed=5)
+    model = H.randomize_(CausalDiT(cfg).eval(), seed=5).to(dtype)
+    inp = random_inputs(cfg, 1, "cpu", dtype, seed=3)
+    with torch.no_grad():
+        ref32 = m32.forward_frame(*(t.float() for t in inp), filled_cache(m32, 1, "cpu", torch.float32, 2))
+        cache_same = filled_cache(model, 1, "cpu", dtype, 2)
+        ref_same = model.forward_frame(*inp, cache_same)
+    mk = MegakernelStep(model, batch=1, block_m=16, block_k=32, attn_block_n=16, att_split=1)
+    kcache = import_cache(filled_cache(model, 1, "cpu", dtype, 2))
+    n_tasks = mk.tasks.shape[0]
+    for launch in (1, 2):  # the second launch waits for gen 2 targets on counters never reset
+        mk.out.fill_(float("nan"))
+        out = mk(*inp, kcache)
+        H.assert_rule(f"megakernel launch {launch}", out, ref32, ref_same, H.atol_for(dtype))
+        assert mk.err.item() == 0
+        assert mk.queue.item() == launch * (n_tasks + 1)
+        assert mk.counters[2:].min().item() > 0 and mk.gen.item() == launch
+    H.assert_rule("megakernel current-slot keys", export_keys(kcache.k[:, :, :, -1]),
+                  filled_and_written(m32, inp), cache_same.k[:, :, :, -1], H.atol_for(dtype))
+
+
+def filled_and_written(m32, inp):
+    cache = filled_cache(m32, 1, "cpu", torch.float32, 2)
+    with torch.no_grad():
+        m32.forward_frame(*(t.float() for t in inp), cache)
+    return cache.k[:, :, :, -1]
+
+
+def test_missing_arrive_sets_the_flag_instead_of_hanging():
+    cfg = H.tiny_cfg(depth=1)
+    model = H.randomize_(CausalDiT(cfg).eval())
+    mk = MegakernelStep(model, batch=1, block_m=16, block_k=32, attn_block_n=16, att_split=1, max_spin=8)
+    mk.tasks[0, 4] = mk.sched.n_counters - 1  # first task waits on a counter...
+    mk.tasks[0, 5] = 1000                      # ...for more arrivals than there are producers
+    inp = random_inputs(cfg, 1, "cpu", torch.float32)
+    mk(*inp, import_cache(filled_cache(model, 1, "cpu", torch.float32)))
+    assert mk.err.item() == 1
+
+
+def test_co_residency_refusal():
+    # 128 threads at 168 registers: 3 per SM by registers; 100 KiB shared: 2 per SM by shared memory
+    assert programs_per_sm(168, 4, 100 * 1024) == 2
+    assert programs_per_sm(255, 8, 0) == 1
+    assert programs_per_sm(64, 4, 300 * 1024) == 0
+    require_co_residency(132, 1, 132)
+    with pytest.raises(RuntimeError, match="refusing to launch"):
+        require_co_residency(133, 1, 132)
+    with pytest.raises(RuntimeError, match="refusing to launch"):
+        require_co_residency(1, 0, 132)
+
+
+def test_bad_inputs_and_backend_on_cpu():
+    """Tried: wrong image size, cache of another dtype, unknown backend name."""
+    cfg = H.tiny_cfg(depth=1)
+    model = H.randomize_(CausalDiT(cfg).eval())
+    mk = MegakernelStep(model, batch=1, block_m=16, att_split=1)
+    x, cond, t, d, a, p = random_inputs(cfg, 1, "cpu", torch.float32)
+    cache = import_cache(filled_cache(model, 1, "cpu", torch.float32))
+    with pytest.raises(ValueError, match="megakernel built for"):
+        mk(x[:, :, :16, :16], cond, t, d, a, p, cache)
+    with pytest.raises(ValueError, match="cache"):
+        mk(x, cond, t, d, a, p, import_cache(filled_cache(model, 1, "cpu", torch.float64)))
+    assert select_backend("cpu") == "eager"
+    assert build_step(model, "eager") == model.forward_frame
+    with pytest.raises(ValueError, match="unknown backend"):
+        build_step(model, "tensorrt")
