@@ -108,6 +108,9 @@ def test_through_a_real_daemon_reports_what_the_bridge_delivers(cache):
     with spawn_daemon(backend="passthrough", runtime_dir="private") as d:
         res = run_eval("passthrough", "quick", endpoint=d.endpoint, cache_dir=cache, progress=False)
         assert d.alive()
+        with pytest.raises(ValueError, match="hosts backend 'passthrough', not 'generator:tiny'"):
+            run_eval("generator:tiny", "quick", endpoint=d.endpoint, cache_dir=cache, progress=False)
+        assert d.alive()
     name = f"passthrough"
     s, eng = res["systems"][name]["summary"], res["systems"]["engine"]["summary"]
     for k in ("psnr", "ssim", "warp_error"):

@@ -35,3 +35,27 @@ def test_cache_keys_differ_by_everything_that_changes_frames():
     q = get_suite("quick").sequences[0]
     assert q.cache_key(64, 64) != q.cache_key(96, 96)
     assert q.cache_key(64, 64) != get_suite("quick").sequences[1].cache_key(64, 64)
+
+
+def test_cache_key_follows_the_world_renderer_sources(tmp_path, monkeypatch):
+    """Editing anything the world renders with (a shader here) gives new cache keys: no stale frames."""
+    import shutil
+    from pathlib import Path
+
+    import demos
+    from neural_renderer.eval import suites
+
+    copy = tmp_path / "demos"
+    shutil.copytree(Path(demos.__file__).parent, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    q = get_suite("quick").sequences[0]
+    suites.world_fingerprint.cache_clear()
+    monkeypatch.setattr(demos, "__file__", str(copy / "__init__.py"))
+    try:
+        before = q.cache_key(64, 64)
+        shader = sorted((copy / "shaders").iterdir())[0]
+        shader.write_bytes(shader.read_bytes() + b"\n// edited\n")
+        suites.world_fingerprint.cache_clear()
+        after = q.cache_key(64, 64)
+    finally:
+        suites.world_fingerprint.cache_clear()
+    assert before != after and before.split("-")[2:] == after.split("-")[2:]

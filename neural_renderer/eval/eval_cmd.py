@@ -14,7 +14,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report", dest="report_dir", default=None, help="write README.md + PNG plots here")
     p.add_argument("--vs", default=None, help="a second renderer spec scored side by side (in-process)")
     p.add_argument("--endpoint", default=None,
-                   help="run --renderer through the daemon at this endpoint instead of in-process")
+                   help="score the renderer hosted by the running daemon at this endpoint (its backend "
+                   "must be the one --renderer names) instead of loading it in-process")
     p.add_argument("--steps", type=int, default=None, help="denoising steps (renderer default if omitted)")
     p.add_argument("--device", default=None, help="torch device for in-process renderers")
     p.add_argument("--resolution", default=None, help="WxH overriding the suite's resolution")

@@ -96,6 +96,11 @@ class DaemonHost:
 
         self.client = Client(endpoint, timeout=connect_timeout, name="neurender-eval")  # DaemonUnavailable
         self.client.timeout = frame_timeout  # generous: a GPU backend may compile on its first frame
+        hosted = (self.client.welcome.get("renderer") or {}).get("backend")
+        if spec and hosted and spec.partition(":")[0] != hosted:
+            self.client.close()
+            raise ValueError(f"the daemon at {endpoint} hosts backend {hosted!r}, not {spec!r}: "
+                             f"its numbers would be reported under the wrong name")
         self.name = f"{spec or 'daemon'}@{endpoint}"
         self.steps = steps
         self.dropped = 0
