@@ -103,7 +103,14 @@ def _replay_returning(replay, out):
     return fn
 
 
-def bench_config(name, cfg, args, ceilings, deadline, log):
+def _dump(results, path):
+    if path:  # partial results survive a later timeout or hang
+        with open(path, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+def bench_config(name, cfg, args, ceilings, deadline, log, res, dump=lambda: None):
+    """Fills `res` (already in the results tree, so a partial dump holds every arm done so far)."""
     import copy
 
     import torch
@@ -123,7 +130,7 @@ def bench_config(name, cfg, args, ceilings, deadline, log):
         ref32 = m32.forward_frame(*(t.float() for t in inp), filled_cache(m32, B, dev, torch.float32))
     del m32
     scale = max(1.0, ref32.abs().max().item())
-    res = {"config": cfg.to_dict(), "arms": {}, "steps": cfg.steps, "forwards_per_frame": cfg.steps + 1}
+    res.update({"config": cfg.to_dict(), "arms": {}, "steps": cfg.steps, "forwards_per_frame": cfg.steps + 1})
     w_bytes, kv_bytes, flops = step_cost(model)
     bw, rate = ceilings
     res.update(weight_bytes=w_bytes, kv_bytes=kv_bytes, flops=flops,
@@ -156,6 +163,7 @@ def bench_config(name, cfg, args, ceilings, deadline, log):
         except Exception as e:  # one arm failing must not hide the others
             entry = {"pass": False, "error": f"{type(e).__name__}: {str(e)[:400]}", "setup_s": round(time.time() - t0, 1)}
         res["arms"][label] = entry
+        dump()
         log(f"  {name:8s} {label:26s} {entry.get('ms', float('nan')):8.3f} ms  err {entry.get('max_err', float('nan')):.3g}"
             f"  setup {entry['setup_s']}s {entry.get('error', entry.get('note', ''))}")
         return entry
@@ -211,6 +219,7 @@ def bench_config(name, cfg, args, ceilings, deadline, log):
         arm("megakernel cooperative", mega(True, True), kernel_layout=True)
 
     ms = {k: v["ms"] for k, v in res["arms"].items() if "ms" in v}
+    res["config_name"] = name
     for k in ms:
         res["arms"][k]["ms_per_frame"] = ms[k] * res["forwards_per_frame"]
     best_compile = min([ms[k] for k in ms if k.startswith("compile")], default=None)
@@ -263,9 +272,6 @@ def run(args) -> int:
                "triton": triton.__version__, "sms": props.multi_processor_count, "copy_bytes_per_s": bw,
                "bf16_flops_per_s": rate, "timing": "triton.testing.do_bench median, L2 flushed before each rep",
                "configs": {}}
-    ok, why = megakernel_self_check(dev)
-    results["backend"] = {"select_backend": select_backend(dev), "self_check": why}
-    log(f"select_backend: {results['backend']['select_backend']} ({why})")
     cfgs = bench_configs()
     for name in [c.strip() for c in args.configs.split(",") if c.strip()]:
         if name not in cfgs:
@@ -273,11 +279,15 @@ def run(args) -> int:
         if time.time() > deadline:
             results["configs"][name] = {"skipped": "call budget exhausted"}
             continue
-        results["configs"][name] = bench_config(name, cfgs[name], args, (bw, rate), deadline, log)
+        results["configs"][name] = {}
+        bench_config(name, cfgs[name], args, (bw, rate), deadline, log, results["configs"][name],
+                     lambda: _dump(results, args.json))
         torch.cuda.empty_cache()
-        if args.json:  # partial results survive a later timeout
-            with open(args.json, "w") as f:
-                json.dump(results, f, indent=1)
+        _dump(results, args.json)
+    # last: the backend self-check (a small megakernel run) - after the numbers are safe on disk
+    ok, why = megakernel_self_check(dev)
+    results["backend"] = {"select_backend": select_backend(dev), "self_check": why}
+    log(f"select_backend: {results['backend']['select_backend']} ({why})")
     results["wall_s"] = round(time.time() - t_start, 1)
     print_table({"configs": {k: v for k, v in results["configs"].items() if "arms" in v}}, log)
     if args.json:

@@ -159,6 +159,9 @@ def _wait(ctr_ptr, idx, count, gen, err_ptr, MAX_SPIN: tl.constexpr):
     while (cur < target) & (spins < MAX_SPIN):
         cur = tl.atomic_add(ctr_ptr + idx, 0, sem="acquire")
         spins += 1
+        if spins % 4096 == 0:  # once any wait has timed out, the others give up fast: seconds, not hours
+            if tl.atomic_add(err_ptr, 0) != 0:
+                spins = MAX_SPIN
     if cur < target:
         tl.atomic_or(err_ptr, 1)  # never a hang: flag it, the self-check fails
 
@@ -310,7 +313,7 @@ class MegakernelStep:
     the whole step (conditioning MLPs + one launch) can be captured in a CUDA graph."""
 
     def __init__(self, model, batch: int = 1, block_m: int = 64, block_k: int = 64, attn_block_n: int = 64,
-                 att_split: int = 2, num_warps: int = 4, n_programs: int | None = None, max_spin: int = 1 << 22,
+                 att_split: int = 2, num_warps: int = 4, n_programs: int | None = None, max_spin: int = 1 << 20,
                  prefetch=None):
         from neural_renderer.engine_inputs import COND_CHANNELS, MATERIAL_CHANNEL
 
