@@ -100,6 +100,20 @@ def test_split_guard_on_read(tmp_path):
     assert SequenceDataset(tmp_path / "ev", split="eval").sequences[0].seed == 1_000_003
 
 
+def test_allocate_refuses_a_dataset_larger_than_the_free_disk(tmp_path):
+    from neural_renderer.data.writer import dataset_bytes
+
+    huge = plan_index([SequencePlan(1, 10**6)], width=4096, height=4096, styles=STYLES, split="train",
+                      frames_per_shard=10**6)
+    assert dataset_bytes(huge) > 10**14  # hundreds of TB: more than any test machine has
+    with pytest.raises(OSError, match="GiB are free"):
+        allocate(tmp_path / "big", huge)
+    assert not any((tmp_path / "big").iterdir())
+    small = plan_index([SequencePlan(1, 2)], width=12, height=8, styles=STYLES, split="train")
+    # 7 channels (33 B/px) + 2 styles (6 B/px each) per pixel, action 36 B, constants 332 B, reset 1 B per frame
+    assert dataset_bytes(small) == 2 * (12 * 8 * (33 + 12) + 36 + 332 + 1)
+
+
 def test_writer_rejects_bad_frames_and_existing_dirs(tmp_path):
     index = plan_index([SequencePlan(1, 2)], width=12, height=8, styles=STYLES, split="train")
     allocate(tmp_path / "ds", index)

@@ -81,6 +81,13 @@ def plan_index(plan: list[SequencePlan], *, width: int, height: int, styles: dic
     }
 
 
+def dataset_bytes(index: dict) -> int:
+    """Bytes the shard files of `index` take once written (headers aside)."""
+    per_row = sum(np.dtype(a["dtype"]).itemsize * int(np.prod(a["shape"], dtype=np.int64))
+                  for a in index["arrays"].values())
+    return per_row * sum(s["frames"] for s in index["shards"])
+
+
 def allocate(root: Path, index: dict, overwrite: bool = False) -> None:
     """Create the directory and every shard file at its final size (zero-filled, sparse on disk)."""
     root = Path(root)
@@ -91,6 +98,9 @@ def allocate(root: Path, index: dict, overwrite: bool = False) -> None:
             raise FileExistsError(f"{root} is not a dataset directory; refusing to delete it")
         shutil.rmtree(root)
     root.mkdir(parents=True, exist_ok=True)
+    need, free = dataset_bytes(index), shutil.disk_usage(root).free
+    if need > free:  # the files are sparse until filled: without this check the disk fills mid-render
+        raise OSError(f"{root}: the dataset needs {need / 2**30:.2f} GiB, only {free / 2**30:.2f} GiB are free")
     for shard in index["shards"]:
         d = root / shard["dir"]
         d.mkdir()
