@@ -144,8 +144,8 @@ def bench_config(name, cfg, args, ceilings, deadline, log, res, dump=lambda: Non
             cache = filled_cache(model, B, dev, torch.bfloat16)
             if kernel_layout:
                 cache = import_cache(cache)
-            fn = make(cache)
             with torch.no_grad():
+                fn = make(cache)
                 out = fn().clone()
             torch.cuda.synchronize()
             setup_s = time.time() - t0
