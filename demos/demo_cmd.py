@@ -43,6 +43,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-reference", action="store_true", help="headless: skip the reference-look panel")
     p.add_argument("--endpoint", default=None, help="connect to this daemon endpoint instead of the local one")
     p.add_argument("--runtime-dir", default=None, help="runtime dir of the local daemon (see `neurender serve`)")
+    p.add_argument("--view", choices=("neural", "engine pass", "reference look", "side by side"), default="neural",
+                   help="window: the view shown first (Tab cycles)")
+    p.add_argument("--screenshot", default=None, help="window: save what the window shows when --frames is reached")
     p.add_argument("--window-size", type=_resolution, default=(1280, 720), help="window size WxH")
 
 

@@ -48,6 +48,17 @@ def draw_text(img: np.ndarray, lines: Sequence[str], xy: tuple[int, int] = (4, 4
     return img
 
 
+def text_overlay(lines: Sequence[str], scale: int = 1) -> np.ndarray:
+    """White text on a translucent black box as an RGBA uint8 image (the window's HUD, drawn at screen size)."""
+    probe = draw_text(np.zeros((1024, 2048, 3), np.uint8), lines, (0, 0), scale=scale, box=False)
+    ys, xs = np.nonzero(probe.max(-1))
+    h, w = (ys.max() + 4, xs.max() + 4) if len(ys) else (1, 1)
+    rgba = np.zeros((h, w, 4), np.uint8)
+    rgba[..., :3] = probe[:h, :w]
+    rgba[..., 3] = np.maximum(140, probe[:h, :w].max(-1))
+    return rgba
+
+
 def side_by_side(panels: Sequence[np.ndarray], labels: Sequence[str] | None = None, gap: int = 2) -> np.ndarray:
     """sRGB uint8 panels of one height -> one image, each panel labelled in its corner."""
     h = panels[0].shape[0]

@@ -27,25 +27,21 @@ _BLIT_FS = """#version 330
 uniform sampler2D u_image;
 in vec2 v_uv;
 out vec4 o_color;
-void main() { o_color = vec4(texture(u_image, v_uv).rgb, 1.0); }"""
+void main() { o_color = texture(u_image, v_uv); }"""
 
 
-class InputState:
-    """Keyboard and mouse -> the action vector of one frame, plus the demo's own keys."""
+class KeyHandler:
+    """The demo's own keys (not movement) -> events; pure logic, testable without a window."""
 
-    def __init__(self, window, styles: list[str]):
-        import glfw
-
-        self.glfw, self.window, self.styles = glfw, window, styles
-        self.typing: str | None = None
+    def __init__(self, styles: list[str]):
+        self.styles = styles
+        self.typing: str | None = None  # the prompt being typed after T, None when not typing
         self.events: list[tuple[str, object]] = []
-        self.last_cursor = None
-        glfw.set_input_mode(window, glfw.CURSOR, glfw.CURSOR_DISABLED)
-        glfw.set_key_callback(window, self._on_key)
-        glfw.set_char_callback(window, self._on_char)
+        self.quit = False
 
-    def _on_key(self, window, key, scancode, action, mods):
-        g = self.glfw
+    def key(self, key: int, action: int) -> None:
+        import glfw as g
+
         if action != g.PRESS and not (action == g.REPEAT and key == g.KEY_BACKSPACE):
             return
         if self.typing is not None:
@@ -59,9 +55,10 @@ class InputState:
                 self.typing = self.typing[:-1]
             return
         if key == g.KEY_ESCAPE:
-            g.set_window_should_close(window, True)
+            self.quit = True
         elif key == g.KEY_T:
             self.typing = ""
+            self._swallow_t = True
         elif key == g.KEY_TAB:
             self.events.append(("view", None))
         elif key == g.KEY_H:
@@ -71,16 +68,39 @@ class InputState:
         elif g.KEY_1 <= key <= g.KEY_9 and key - g.KEY_1 < len(self.styles):
             self.events.append(("style", self.styles[key - g.KEY_1]))
 
-    def _on_char(self, window, codepoint):
-        if self.typing is not None and len(self.typing) < 200:
-            ch = chr(codepoint)
-            if ch.isprintable() and not (self.typing == "" and ch in "tT"):  # the T that opened the prompt
-                self.typing += ch
+    def char(self, codepoint: int) -> None:
+        if self.typing is None:
+            return
+        ch = chr(codepoint)
+        if getattr(self, "_swallow_t", False):  # the character event of the T that opened the prompt
+            self._swallow_t = False
+            if ch in "tT":
+                return
+        if ch.isprintable() and len(self.typing) < 200:
+            self.typing += ch
+
+    def take_events(self) -> list[tuple[str, object]]:
+        ev, self.events = self.events, []
+        return ev
+
+
+class InputState:
+    """Keyboard and mouse of a glfw window -> the action vector of one frame, plus KeyHandler events."""
+
+    def __init__(self, window, styles: list[str]):
+        import glfw
+
+        self.glfw, self.window = glfw, window
+        self.keys = KeyHandler(styles)
+        self.last_cursor = None
+        glfw.set_input_mode(window, glfw.CURSOR, glfw.CURSOR_DISABLED)
+        glfw.set_key_callback(window, lambda w, key, sc, action, mods: self.keys.key(key, action))
+        glfw.set_char_callback(window, lambda w, cp: self.keys.char(cp))
 
     def action(self) -> np.ndarray:
         g, w = self.glfw, self.window
         a = np.zeros(ACTION_DIM, np.float32)
-        if self.typing is None:
+        if self.keys.typing is None:
             pressed = lambda *keys: float(any(g.get_key(w, k) == g.PRESS for k in keys))  # noqa: E731
             a[A["forward"]] = pressed(g.KEY_W, g.KEY_UP)
             a[A["back"]] = pressed(g.KEY_S, g.KEY_DOWN)
@@ -117,7 +137,7 @@ def run_window(args, log=print) -> int:
     from demos.daemon_link import DaemonLink
     from demos.gl import create_context, release_context
     from demos.live import LiveScene
-    from demos.present import draw_text
+    from demos.present import text_overlay
     from demos.styles import STYLES
 
     width, height = args.resolution
@@ -131,14 +151,25 @@ def run_window(args, log=print) -> int:
         inputs = InputState(window, styles)
         prog = ctx.program(vertex_shader=_BLIT_VS, fragment_shader=_BLIT_FS)
         vao = ctx.vertex_array(prog, [])
-        tex = None
-        view, hud = 0, True
+        frame_tex = hud_tex = None
+
+        def upload(tex, image: np.ndarray):
+            h, w, c = image.shape
+            if tex is None or tex.size != (w, h) or tex.components != c:
+                if tex is not None:
+                    tex.release()
+                tex = ctx.texture((w, h), c, dtype="f1")
+                tex.filter = (moderngl.LINEAR, moderngl.LINEAR)
+            tex.write(np.ascontiguousarray(image).tobytes())
+            return tex
+
+        view, hud = VIEWS.index(args.view), True
         last = time.perf_counter()
         log("keys: WASD + mouse, Space jump, C crouch, Shift run, 1-%d styles, T prompt, Tab view, H HUD, R reset, Esc quit"
             % len(styles))
-        while not glfw.window_should_close(window):
+        while not glfw.window_should_close(window) and not inputs.keys.quit:
             glfw.poll_events()
-            for kind, value in inputs.events:
+            for kind, value in inputs.keys.take_events():
                 if kind == "style":
                     scene.set_style(value)
                 elif kind == "prompt":
@@ -149,34 +180,43 @@ def run_window(args, log=print) -> int:
                     hud = not hud
                 elif kind == "reset":
                     scene.reset()
-            inputs.events.clear()
             now = time.perf_counter()
             dt, last = min(now - last, 0.1), now
             need_ref = VIEWS[view] in ("reference look", "side by side")
             frame = scene.step(inputs.action(), dt, with_reference=need_ref)
             img = np.ascontiguousarray(compose(VIEWS[view], frame, scene))
             lines = scene.hud_lines() + [f"view: {VIEWS[view]} (Tab)"] if hud else []
-            if inputs.typing is not None:
-                lines = lines + [f"prompt> {inputs.typing}_"]
-            draw_text(img, lines)
-            h, w = img.shape[:2]
-            if tex is None or tex.size != (w, h):
-                if tex is not None:
-                    tex.release()
-                tex = ctx.texture((w, h), 3, dtype="f1")
-                tex.filter = (moderngl.LINEAR, moderngl.LINEAR)
-            tex.write(img.tobytes())
+            if inputs.keys.typing is not None:
+                lines = lines + [f"prompt> {inputs.keys.typing}_"]
             fw, fh = glfw.get_framebuffer_size(window)
             ctx.screen.use()
             ctx.clear(0.0, 0.0, 0.0)
+            h, w = img.shape[:2]
             s = min(fw / w, fh / h)  # letterbox, keep the aspect
             vw, vh = int(w * s), int(h * s)
             ctx.viewport = ((fw - vw) // 2, (fh - vh) // 2, vw, vh)
-            tex.use(0)
+            frame_tex = upload(frame_tex, img)
+            frame_tex.use(0)
             vao.render(moderngl.TRIANGLES, vertices=3)
-            glfw.swap_buffers(window)
+            if lines:  # the HUD at screen resolution, blended over the top-left corner
+                overlay = text_overlay(lines)
+                hud_tex = upload(hud_tex, overlay)
+                oh, ow = overlay.shape[:2]
+                ctx.viewport = (8, fh - oh - 8, ow, oh)
+                ctx.enable(moderngl.BLEND)
+                ctx.blend_func = moderngl.SRC_ALPHA, moderngl.ONE_MINUS_SRC_ALPHA
+                hud_tex.use(0)
+                vao.render(moderngl.TRIANGLES, vertices=3)
+                ctx.disable(moderngl.BLEND)
             if args.frames is not None and scene.index >= args.frames:
+                if args.screenshot:  # what the window shows, read back from its framebuffer
+                    import imageio.v2 as imageio
+
+                    shot = np.frombuffer(ctx.screen.read(components=3), np.uint8).reshape(fh, fw, 3)[::-1]
+                    imageio.imwrite(args.screenshot, shot)
+                glfw.swap_buffers(window)
                 break
+            glfw.swap_buffers(window)
         return 0
     finally:
         if scene is not None:
