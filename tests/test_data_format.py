@@ -245,3 +245,26 @@ def test_docs_describe_the_bytes_on_disk(tmp_path):
     for name, n in CONSTANTS_LAYOUT.items():
         assert int(cols[name]) == start, name
         start += n
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--seed-offset", "1000000"], "evaluation seed"),
+    (["--seed-offset", "999"], "not a training seed"),  # 999 is, 1000 (its neighbour) is not
+    (["--styles", "sunny", "vaporwave"], "unknown style(s) ['vaporwave']"),
+    (["--resolution", "128"], "resolution must look like 128x128"),
+    (["--resolution", "0x64"], "resolution must be positive"),
+    (["--frames", "0"], "must be positive"),
+    (["--out-exists"], "exists and is not empty"),
+])
+def test_dataset_make_cli_refuses_bad_arguments_before_rendering(tmp_path, argv, message):
+    out = tmp_path / "out"
+    if argv == ["--out-exists"]:
+        out.mkdir()
+        (out / "keep.txt").write_text("mine")
+        argv = []
+    base = ["--out", str(out), "--sequences", "2", "--frames", "2", "--resolution", "8x8"]
+    r = subprocess.run([sys.executable, "-m", "neural_renderer.cli", "dataset", "make", *base, *argv],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    assert not out.exists() or [p.name for p in out.iterdir()] == ["keep.txt"]

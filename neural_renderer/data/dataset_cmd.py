@@ -52,7 +52,7 @@ def run(args) -> int:
                              styles={s: STYLES[s] for s in names}, seed_offset=args.seed_offset,
                              script=args.script, fps=args.fps, workers=args.workers,
                              overwrite=args.overwrite, report=not args.no_report)
-    except (EvalSeedError, FileExistsError) as e:
+    except (EvalSeedError, OSError) as e:  # eval seed, existing --out, not enough disk
         print(f"error: {e}", file=sys.stderr)
         return 2
     m = index["meta"]
