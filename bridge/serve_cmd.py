@@ -24,6 +24,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-channels", type=int, default=None, help="default: every known channel")
     p.add_argument("--heartbeat-ms", type=int, default=250)
     p.add_argument("--session-timeout-ms", type=int, default=1500)
+    p.add_argument("--switch-interval-ms", type=float, default=0.5,
+                   help="Python GIL switch interval in the daemon (default 0.5; Python's own is 5)")
     p.add_argument("--log-level", default="INFO")
 
 
@@ -81,6 +83,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"neurender serve: {e}", file=sys.stderr)
         return 2
     install_signal_handlers(daemon)
+    # The socket loop and the render worker share the GIL: with the default 5 ms switch interval a
+    # reply can wait that long for the worker's Python code to yield. 0.5 ms bounds that wait.
+    sys.setswitchinterval(args.switch_interval_ms / 1e3)
     pid_file = runtime / paths.PID_NAME
     pid_file.write_text(f"{os.getpid()}\n")
     info = {"pid": os.getpid(), "endpoints": daemon.endpoints, "renderer": renderer.describe(),

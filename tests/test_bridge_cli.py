@@ -65,6 +65,9 @@ def test_passthrough_conversions_match_fp32_reference():
     ref = (np.clip(np.nan_to_num(c.astype(np.float32), nan=0.0), 0, 1) * 255 + 0.5).astype(np.uint8)
     np.testing.assert_array_equal(out[..., :3], ref)
     assert (out[..., 3] == 255).all() and list(out[0, 0, :3]) == [0, 255, 0]
+    out3 = np.empty((5, 7, 3), np.uint8)  # the contiguous rgb8 path (table lookup straight into out)
+    to_output(c, out3)
+    np.testing.assert_array_equal(out3, ref)
     f = np.empty((5, 7, 3), np.float16)
     to_output(c[..., :3].astype(np.float32), f)
     np.testing.assert_array_equal(f, c.astype(np.float32).astype(np.float16))
