@@ -111,7 +111,7 @@ def drop_groups(cond: torch.Tensor, keep: Mapping[str, torch.Tensor]) -> torch.T
     """Zero whole groups per sample: keep[g] is a (B,) bool/float tensor; cond (B, ..., C, H, W)."""
     cond = cond.clone()
     for g, k in keep.items():
-        m = k.to(cond.dtype).view(-1, *([1] * (cond.dim() - 1)))
+        m = k.to(cond.device, cond.dtype).view(-1, *([1] * (cond.dim() - 1)))
         idx = GROUP_PLANES[g] + [GROUP_FLAG[g]]
         cond[..., idx, :, :] = cond[..., idx, :, :] * m
     return cond

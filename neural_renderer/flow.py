@@ -12,7 +12,7 @@ import torch
 
 def add_noise(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """x0, noise (B, L, C, H, W) or (B, C, H, W); t broadcastable from (B, L) / (B,)."""
-    t = t.reshape(*t.shape, *([1] * (x0.dim() - t.dim())))
+    t = t.to(x0.dtype).reshape(*t.shape, *([1] * (x0.dim() - t.dim())))
     return (1.0 - t) * x0 + t * noise
 
 

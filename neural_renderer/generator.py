@@ -41,7 +41,7 @@ class Generator:
         self.reset()
 
     def _prompt_batch(self, prompt: torch.Tensor) -> torch.Tensor:
-        prompt = prompt.to(self.device, torch.float32).reshape(-1, prompt.shape[-1])
+        prompt = prompt.to(self.device, self.dtype).reshape(-1, prompt.shape[-1])
         return prompt.expand(self.batch, -1).contiguous()
 
     def reset(self) -> None:

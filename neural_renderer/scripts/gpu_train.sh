@@ -12,6 +12,10 @@ DATA=world
 python3 -c "import demos.sequence, moderngl; c = moderngl.create_standalone_context(backend='egl'); print(c.info['GL_RENDERER'])" 2>&1 | tee $R/gl.txt || DATA=synthetic
 grep -qi nvidia $R/gl.txt || DATA=synthetic
 echo "data source: $DATA" | tee $R/data.txt
+# smoke: a few steps of the micro model on the GPU, and a bf16 stream; stop here if anything breaks
+python3 -m neural_renderer.cli train --model micro --out runs/micro --data synthetic --steps 6 --batch 2 --clip-len 4 --pool 4 --no-progress 2>&1 | tail -4 || exit 1
+[ -f runs/micro/micro.json ] || { echo "smoke training failed"; exit 1; }
+python3 -m neural_renderer.bench_generator --model runs/micro/micro.json --device cuda --dtype bf16 --steps 2 --frames 5 || exit 1
 init_tiny=""; init_base=""
 if [ -n "$INIT" ]; then init_tiny="--init neural_renderer/checkpoints/tiny.json"; init_base="--init neural_renderer/checkpoints/base.json"; fi
 python3 -m neural_renderer.cli train --model tiny --out runs/tiny --data $DATA --steps 20000 --batch 16 --clip-len 6 \
