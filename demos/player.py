@@ -13,6 +13,8 @@ from demos.world import World
 
 A = {name: i for i, name in enumerate(ACTION_LAYOUT)}
 SCRIPTS = ("walk", "turn", "strafe", "look", "still", "cuts", "mixed")
+# How often each behaviour is picked for a segment of the "mixed" script (mostly walking, as players do).
+MIXED_WEIGHTS = {"walk": 0.45, "turn": 0.12, "strafe": 0.13, "look": 0.15, "still": 0.15}
 
 
 @dataclass
@@ -94,7 +96,7 @@ class ScriptedController:
 
     def _new_segment(self) -> None:
         if self.script == "mixed":
-            self.segment = str(self.rng.choice(["walk", "walk", "walk", "turn", "strafe", "look", "still"],))
+            self.segment = str(self.rng.choice(list(MIXED_WEIGHTS), p=list(MIXED_WEIGHTS.values())))
         self.left = int(self.rng.integers(int(1.0 * self.fps), int(3.5 * self.fps)))
         self.params = {"dir": float(self.rng.choice([-1.0, 1.0])), "rate": float(self.rng.uniform(1.0, 3.5)),
                        "run": bool(self.rng.random() < 0.25), "jump_at": int(self.rng.integers(0, 200)),

@@ -67,7 +67,9 @@ void main() {
     float glass = (v_obj == 0 && (v_mat == 2 || v_mat == 3 || v_mat == 4)) ? window_mask(p, n, wcell) : 0.0;
     albedo = mix(albedo, vec3(0.05, 0.06, 0.08), glass);
     spec = mix(spec, vec2(0.9, 200.0), glass);
-    float snow = (1.0 - glass) * u_snow * smoothstep(0.45, 0.75, n.y + 0.35 * (fbm(v_world * 1.7) - 0.5));
+    float snow = 0.0;
+    if (u_snow > 0.0)
+        snow = (1.0 - glass) * u_snow * smoothstep(0.45, 0.75, n.y + 0.35 * (fbm(v_world * 1.7) - 0.5));
     albedo = mix(albedo, vec3(0.88, 0.9, 0.95), snow);
     spec = mix(spec, vec2(0.15, 30.0), snow);
 
@@ -84,7 +86,7 @@ void main() {
     vec3 ground = (0.25 * u_sun_color * max(u_sun_dir.y, 0.0) + 0.2 * sky_up) * 0.35;  // bounce off the street
     vec3 hemi = mix(ground, sky_up, 0.5 + 0.5 * n.y) * u_ambient;
     vec3 color = albedo * (direct * u_sun_color + hemi * ao) + sp * u_sun_color * (1.0 - u_cartoon);
-    for (int i = 0; i < 12; ++i) {   // street lamps (night)
+    for (int i = 0; i < (u_lamp_intensity > 0.0 ? 12 : 0); ++i) {   // street lamps (night)
         vec3 l = u_lamps[i] - v_world;
         float d2 = dot(l, l);
         vec3 ld = l * inversesqrt(d2);
