@@ -4,6 +4,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 from neural_renderer.data import SequenceDataset
 from neural_renderer.eval.suites import get_suite
@@ -28,8 +29,8 @@ def test_quick_suite_end_to_end(tmp_path):
     assert "| passthrough |" in (tmp_path / "rep" / "README.md").read_text()
     assert "| passthrough |" in r.stdout
     # frames were cached as eval-split datasets of evaluation seeds; a second run renders nothing
-    suite = get_suite("quick")
-    roots = [cache / q.cache_key(suite.width, suite.height) for q in suite.sequences]
+    roots = [Path(q["cache"]) for q in res["sequences"]]
+    assert all(p.parent == cache for p in roots) and len(roots) == len(get_suite("quick").sequences)
     assert all(SequenceDataset(p, split="eval").sequences[0].seed >= 1_000_000 for p in roots)
     stamps = [(p / "index.json").stat().st_mtime_ns for p in roots]
     r2 = subprocess.run(cmd + ["--no-progress"], capture_output=True, text=True, timeout=120)

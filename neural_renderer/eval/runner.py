@@ -177,6 +177,7 @@ def run_eval(renderer, suite: str | Suite = "quick", *, vs=None, endpoint: str |
         "hosts": descriptions,
         "seconds": seconds,
         "sequences": [{"seed": s.seed, "frames": len(runs[ENGINE][i]["psnr"]), "styles": list(s.styles),
+                       "cache": str(datasets[i].root),
                        "schedule": [list(x) for x in s.schedule], "resets": runs[ENGINE][i]["resets"]}
                       for i, s in enumerate(suite.sequences)],
         "systems": {},
