@@ -38,7 +38,7 @@ static class CoreTests
         if (offline) return _failures;
 
         Console.WriteLine("INFO libzmq " + ZmqContext.Version + " curve=" + ZmqContext.HasCurve);
-        var options = new ClientOptions { Endpoint = endpoint, ClientName = "unity-core-tests", RequestTimeoutMs = 10000, LostAfterMs = 1500, ReconnectIntervalMs = 300 };
+        var options = new ClientOptions { Endpoint = endpoint, ClientName = "unity-core-tests", RequestTimeoutMs = 10000, LostAfterMs = 3000, ReconnectIntervalMs = 300 };
         using (var client = new NeurenderClient(options))
         {
             Session session = null;
@@ -87,7 +87,7 @@ static class CoreTests
             // Back at once: libzmq reconnects the socket, the pong names our session unknown.
             Test("daemon_restart_recovery", () => Restart(client, session, 0));
             // Gone longer than LostAfterMs: the client notices the silence, reconnects with a new socket.
-            Test("daemon_down_reconnect", () => Restart(client, session, 2500));
+            Test("daemon_down_reconnect", () => Restart(client, session, 4500));
             Test("close", () =>
             {
                 string path = session.Info.ShmPath;
