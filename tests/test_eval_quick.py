@@ -37,3 +37,21 @@ def test_quick_suite_end_to_end(tmp_path):
     assert r2.returncode == 0, r2.stderr
     assert [(p / "index.json").stat().st_mtime_ns for p in roots] == stamps
     assert json.loads((tmp_path / "r.json").read_text())["systems"]["passthrough"]["summary"]["psnr"] == s["passthrough"]["psnr"]
+
+
+def test_on_world_frames_noise_is_worse_than_the_engine_pass_and_the_reference_is_the_floor(tmp_path):
+    """The same checks as the synthetic runner tests, on frames of the real world renderer."""
+    from _eval_synthetic import NoiseRenderer, OracleRenderer
+
+    from neural_renderer.eval import run_eval
+
+    res = run_eval(NoiseRenderer(), "quick", vs="passthrough", cache_dir=tmp_path, progress=False)
+    s = {k: v["summary"] for k, v in res["systems"].items()}
+    assert s["noise"]["psnr"] < s["engine"]["psnr"] - 2
+    assert s["noise"]["ssim"] < s["engine"]["ssim"] - 0.1
+    assert s["noise"]["warp_error"] > 10 * s["engine"]["warp_error"]
+    assert s["passthrough"]["psnr"] == s["engine"]["psnr"]
+    clips = [SequenceDataset(q["cache"], split="eval").clip(0) for q in res["sequences"]]
+    oracle = run_eval(OracleRenderer(clips), "quick", cache_dir=tmp_path, progress=False)
+    o = oracle["systems"]["oracle"]["summary"]
+    assert o["psnr"] == math.inf and o["warp_error"] == s["reference"]["warp_error"] > 0
