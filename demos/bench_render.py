@@ -4,7 +4,8 @@
 
 Engine pass: render + synchronous readback of all seven channels; render + PBO readback collected one
 frame later (side by side with the synchronous one, the ratio is printed); render alone. Reference look:
-render + readback per style at the default supersampling. Frames follow a scripted walk of one seed.
+render + readback per style at the default supersampling, and all styles of each frame through one
+renderer sharing the style-independent passes vs one renderer per style (ratio printed). Frames follow a scripted walk of one seed.
 """
 from __future__ import annotations
 
@@ -76,6 +77,16 @@ def bench_size(ctx, world, size: int, frames: int, styles, ssaa: int) -> dict:
         r.release()
     out["reference_fps"] = ref
     out["reference_fps_mean"] = float(np.mean(list(ref.values()))) if ref else 0.0
+    if len(styles) > 1:  # every style of each frame: one renderer sharing prepass + AO vs one renderer per style
+        r = ReferenceRenderer(ctx, world, size, size, styles[0], ssaa=ssaa)
+        r.render_styles(cams[0], models[0], 0.0, styles)
+        t0 = time.perf_counter()
+        for i in range(1, n_ref + 1):
+            r.render_styles(cams[i], models[i], i / 30, styles)
+        out["all_styles_shared_fps"] = n_ref / (time.perf_counter() - t0)
+        out["all_styles_separate_fps"] = 1.0 / sum(1.0 / v for v in ref.values())
+        out["shared_over_separate"] = out["all_styles_shared_fps"] / out["all_styles_separate_fps"]
+        r.release()
     return out
 
 
@@ -107,6 +118,10 @@ def main(argv=None) -> int:
               f"{r['engine_pbo_fps']:.1f} (PBO, x{r['pbo_over_sync']:.2f} vs sync), "
               f"{r['engine_render_only_fps']:.1f} (render only); reference look {r['reference_fps_mean']:.2f} frames/s "
               f"(mean of {len(r['reference_fps'])} styles, ssaa {args.ssaa})", flush=True)
+        if "all_styles_shared_fps" in r:
+            print(f"{size}x{size}: all {len(args.styles)} styles of a frame: {r['all_styles_shared_fps']:.2f} frames/s "
+                  f"sharing prepass + AO vs {r['all_styles_separate_fps']:.2f} one renderer per style "
+                  f"(x{r['shared_over_separate']:.2f})", flush=True)
     ctx.release()
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w") as f:

@@ -1,6 +1,6 @@
 """The reference look: a slow, high-quality rendering of the same frame in one named style.
 
-Passes (all deterministic for a given seed, frame and style):
+Passes (all deterministic for a given seed, frame and style; `render_styles` shares 2 and 3 between styles):
   1. sun shadow map (orthographic, centred on the camera and snapped to whole texels so shadows do
      not crawl as the player moves)
   2. prepass at `ssaa` x the output size: view normal + linear depth (and the depth buffer pass 4 reuses)
@@ -127,57 +127,91 @@ class ReferenceRenderer:
         snap[1, 3] = np.round(c[1] / texel) * texel - c[1]
         return orthographic(self.shadow_radius, self.shadow_radius, 1.0, 400.0) @ snap @ light_view
 
+    def set_style(self, style: str) -> None:
+        """Switches the look; the programs are the same for every style, only their uniforms change."""
+        if style not in STYLES:
+            raise ValueError(f"unknown style {style!r}; choose from {sorted(STYLES)}")
+        self.style, self.look = style, LOOKS[style]
+        self._static_uniforms()
+
     def render(self, cam: Camera, models: np.ndarray, t: float) -> None:
+        """Renders the current style; `read()` returns it."""
+        frame = self._frame(cam, models)
+        self._geometry_passes(frame)
+        self._style_passes(frame, t)
+
+    def render_styles(self, cam: Camera, models: np.ndarray, t: float, styles) -> dict[str, np.ndarray]:
+        """Several styles of one frame: the prepass and ambient occlusion (style independent) run once.
+        Same pixels as render() + read() per style. Leaves the renderer in the last style."""
+        frame = self._frame(cam, models)
+        self._geometry_passes(frame)
+        out = {}
+        for style in styles:
+            self.set_style(style)
+            self._style_passes(frame, t)
+            out[style] = self.read()
+        return out
+
+    def _frame(self, cam: Camera, models: np.ndarray) -> dict:
+        view = cam.world_to_view()
+        tan_y = np.tan(np.radians(cam.fov_y_deg) / 2)
+        inv_rot = np.eye(4)
+        inv_rot[:3, :3] = view[:3, :3].T
+        return {"cam": cam, "models": b"".join(gl_bytes(m) for m in models[: MAX_DYNAMIC + 1]),
+                "view": view, "proj": cam.view_to_clip(), "tan_half": (tan_y * cam.aspect, tan_y),
+                "inv_rot": inv_rot}
+
+    def _geometry_passes(self, f: dict) -> None:
+        """2. prepass (normal + depth, and the depth buffer the shading reuses), 3. ambient occlusion."""
         import moderngl
 
         ctx = self.ctx
-        model_bytes = b"".join(gl_bytes(m) for m in models[: MAX_DYNAMIC + 1])
-        view, proj = cam.world_to_view(), cam.view_to_clip()
-        tan_y = np.tan(np.radians(cam.fov_y_deg) / 2)
-        tan_half = (tan_y * cam.aspect, tan_y)
         W, H = self.width * self.ssaa, self.height * self.ssaa
-        # 1. shadow map
-        light_vp = self._shadow_matrix(cam)
-        self.shadow_fbo.use()
-        self.shadow_fbo.clear(depth=1.0)
-        ctx.viewport = (0, 0, self.shadow_size, self.shadow_size)
-        ctx.enable(moderngl.DEPTH_TEST)
-        ctx.disable(moderngl.CULL_FACE)  # both faces: thin walls and open stairs cast full shadows
-        set_uniform(self.shadow_prog, "u_models", model_bytes)
-        set_uniform(self.shadow_prog, "u_light_viewproj", gl_bytes(light_vp))
-        self.shadow_vao.render(moderngl.TRIANGLES)
-        # 2. prepass
         ctx.enable(moderngl.DEPTH_TEST | moderngl.CULL_FACE)
         ctx.depth_func = "<"
         self.pre_fbo.use()
         self.pre_fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
         ctx.viewport = (0, 0, W, H)
         for p in (self.pre_prog, self.shade_prog):
-            set_uniform(p, "u_models", model_bytes)
-            set_uniform(p, "u_prev_models", model_bytes)
-            set_uniform(p, "u_view", gl_bytes(view))
-            set_uniform(p, "u_proj", gl_bytes(proj))
-            set_uniform(p, "u_prev_viewproj", gl_bytes(proj @ view))
+            set_uniform(p, "u_models", f["models"])
+            set_uniform(p, "u_prev_models", f["models"])
+            set_uniform(p, "u_view", gl_bytes(f["view"]))
+            set_uniform(p, "u_proj", gl_bytes(f["proj"]))
+            set_uniform(p, "u_prev_viewproj", gl_bytes(f["proj"] @ f["view"]))
         self.pre_vao.render(moderngl.TRIANGLES)
-        # 3. ambient occlusion
         ctx.disable(moderngl.DEPTH_TEST | moderngl.CULL_FACE)
         self.ao_fbo.use()
         ctx.viewport = (0, 0, W, H)
         self.nd_tex.use(location=0)
         set_uniform(self.ssao_prog, "u_normal_depth", 0)
-        set_uniform(self.ssao_prog, "u_tan_half", tan_half)
+        set_uniform(self.ssao_prog, "u_tan_half", f["tan_half"])
         self.empty_vaos[self.ssao_prog].render(moderngl.TRIANGLES, vertices=3)
-        # 4. sky, then shading on the prepass depth (only the visible surface of each pixel is shaded)
+
+    def _style_passes(self, f: dict, t: float) -> None:
+        """1. shadow map of this style's sun, 4. sky then shading on the prepass depth, 5. post."""
+        import moderngl
+
+        ctx, cam = self.ctx, f["cam"]
+        W, H = self.width * self.ssaa, self.height * self.ssaa
+        light_vp = self._shadow_matrix(cam)
+        self.shadow_fbo.use()
+        self.shadow_fbo.clear(depth=1.0)
+        ctx.viewport = (0, 0, self.shadow_size, self.shadow_size)
+        ctx.enable(moderngl.DEPTH_TEST)
+        ctx.disable(moderngl.CULL_FACE)  # both faces: thin walls and open stairs cast full shadows
+        ctx.depth_func = "<"
+        set_uniform(self.shadow_prog, "u_models", f["models"])
+        set_uniform(self.shadow_prog, "u_light_viewproj", gl_bytes(light_vp))
+        self.shadow_vao.render(moderngl.TRIANGLES)
+        ctx.disable(moderngl.DEPTH_TEST)
         self.hdr_fbo.use()
         ctx.viewport = (0, 0, W, H)
-        inv_rot = np.eye(4)
-        inv_rot[:3, :3] = view[:3, :3].T
-        set_uniform(self.sky_prog, "u_inv_view_rot", gl_bytes(inv_rot))
-        set_uniform(self.sky_prog, "u_tan_half", tan_half)
+        set_uniform(self.sky_prog, "u_inv_view_rot", gl_bytes(f["inv_rot"]))
+        set_uniform(self.sky_prog, "u_tan_half", f["tan_half"])
         set_uniform(self.sky_prog, "u_time", float(t))
         self.empty_vaos[self.sky_prog].render(moderngl.TRIANGLES, vertices=3)
         ctx.enable(moderngl.DEPTH_TEST | moderngl.CULL_FACE)
-        ctx.depth_func = "<="
+        ctx.depth_func = "<="  # only the surface the prepass found in each pixel is shaded
         self.shadow_tex.use(location=1)
         self.ao_tex.use(location=2)
         sp = self.shade_prog
@@ -186,12 +220,10 @@ class ReferenceRenderer:
         set_uniform(sp, "u_shadow_matrix", gl_bytes(_to_unit_cube() @ light_vp))
         set_uniform(sp, "u_camera", tuple(cam.position))
         set_uniform(sp, "u_time", float(t))
-        lamps = self._nearest_lamps(cam)
-        write_array(sp, "u_lamps", lamps)
+        write_array(sp, "u_lamps", self._nearest_lamps(cam))
         self.shade_vao.render(moderngl.TRIANGLES)
         ctx.depth_func = "<"
         ctx.disable(moderngl.DEPTH_TEST | moderngl.CULL_FACE)
-        # 5. post
         self.out_fbo.use()
         ctx.viewport = (0, 0, self.width, self.height)
         self.hdr_tex.use(location=0)

@@ -41,8 +41,10 @@ class SequenceRenderer:
         self.controller = ScriptedController(script, self.seed, fps=self.fps)
         self.player = Player(self.world, *self.controller.spawn(self.world))
         self.engine = EngineRenderer(self.ctx, self.world, self.width, self.height)
-        self.references = {s: ReferenceRenderer(self.ctx, self.world, self.width, self.height, s, ssaa=ssaa)
-                           for s in styles}
+        self.styles = tuple(styles)
+        # one renderer for every style: the style-independent passes run once per frame
+        self.reference = (ReferenceRenderer(self.ctx, self.world, self.width, self.height, self.styles[0], ssaa=ssaa)
+                          if self.styles else None)
         self.index = 0
         self.prev_cam = None
         self.prev_models = None
@@ -65,10 +67,7 @@ class SequenceRenderer:
         prev_models = models if reset else self.prev_models
         self.engine.render(cam, prev_cam, models, prev_models, reset)
         engine = self.engine.read(out=engine_out)
-        reference = {}
-        for style, r in self.references.items():
-            r.render(cam, models, t)
-            reference[style] = r.read()
+        reference = self.reference.render_styles(cam, models, t, self.styles) if self.reference else {}
         constants = frame_constants(cam, prev_cam, dt)
         self.prev_cam, self.prev_models = cam, models
         self.index += 1
@@ -76,8 +75,8 @@ class SequenceRenderer:
 
     def release(self) -> None:
         self.engine.release()
-        for r in self.references.values():
-            r.release()
+        if self.reference is not None:
+            self.reference.release()
         if self.own_ctx:
             self.ctx.release()
 

@@ -84,3 +84,17 @@ def test_crate_casts_a_shadow_away_from_the_sun(ctx):
     in_shadow = img[px(away[0] * d, -8.0 + away[1] * d)].mean()
     in_sun = img[px(-away[0] * (d + 1.0), -8.0 - away[1] * (d + 1.0))].mean()
     assert in_shadow < 0.7 * in_sun, (in_shadow, in_sun)
+
+
+def test_render_styles_shares_passes_and_gives_the_same_pixels(ctx, town):
+    cam = street_camera(town)
+    r = ReferenceRenderer(ctx, town, W, H, "sunny", ssaa=1, shadow_size=512)
+    many = r.render_styles(cam, town.models(0.4), 0.4, ["night", "winter", "sunny"])
+    assert r.style == "sunny"
+    for style in ("night", "winter", "sunny"):
+        r.set_style(style)
+        r.render(cam, town.models(0.4), 0.4)
+        np.testing.assert_array_equal(many[style], r.read(), err_msg=style)
+    with pytest.raises(ValueError, match="unknown style"):
+        r.set_style("noir")
+    r.release()
