@@ -37,7 +37,7 @@ class Generator:
         self.t_levels = [torch.full((batch,), t, device=self.device) for t in schedule(self.steps)]
         self.t_ctx = torch.full((batch,), self.cfg.context_noise, device=self.device)
         self.zero_d = torch.zeros(batch, device=self.device)
-        self.history: deque = deque(maxlen=self.cfg.sinks + self.cfg.window)  # for re-caching
+        self.history: deque = deque(maxlen=max(self.cfg.window, 1))  # window frames, for re-caching
         self.reset()
 
     def _prompt_batch(self, prompt: torch.Tensor) -> torch.Tensor:
