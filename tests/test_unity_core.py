@@ -132,3 +132,31 @@ def test_unity_core_against_real_daemon(core_exe, tmp_path):
     # Every session file is gone: closed sessions by the daemon, the killed daemon's by the sweep.
     assert list(shm_dir.iterdir()) == []
     print("".join(lines))  # the C# side's numbers (latency, recovery) for `pytest -s`
+
+
+def test_unity_core_curve_over_tcp(core_exe, tmp_path):
+    """TCP with CURVE: an allow-listed key pair gets served; an unknown client key and a wrong server
+    key get no reply at all (the C# side sees DaemonTimeoutException)."""
+    import socket
+
+    import zmq.auth
+
+    from bridge import keys
+
+    keys_dir = tmp_path / "keys"
+    public_file, secret_file = keys.add_client(keys_dir, "unity")
+    client_public, client_secret = zmq.auth.load_certificate(str(secret_file))
+    with socket.socket() as s:  # a free loopback port
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with spawn_daemon("passthrough", runtime_dir=tmp_path / "rt", no_ipc=True, tcp=f"127.0.0.1:{port}",
+                      keys_dir=keys_dir, shm_dir=tmp_path / "shm") as daemon:
+        r = subprocess.run(["mono", str(core_exe), "--endpoint", daemon.tcp_endpoint, "--out", str(tmp_path),
+                            "--curve", daemon.server_public_key.decode(), client_public.decode(),
+                            client_secret.decode()],
+                           capture_output=True, text=True, timeout=90, cwd=core_exe.parent)
+    passed, failed, _ = parse_lines(r.stdout.splitlines())
+    assert not failed, r.stdout + r.stderr
+    assert {"curve_allowed_client", "curve_unknown_client_refused", "curve_wrong_server_key_refused"} <= set(passed)
+    assert r.returncode == 0
+

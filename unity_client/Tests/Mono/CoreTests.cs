@@ -21,13 +21,22 @@ static class CoreTests
 
     static int Main(string[] args)
     {
-        string endpoint = null;
+        string endpoint = null, serverKey = null, clientPublic = null, clientSecret = null;
         bool offline = false;
         for (int i = 0; i < args.Length; i++)
         {
             if (args[i] == "--endpoint") endpoint = args[++i];
             else if (args[i] == "--out") _out = args[++i];
             else if (args[i] == "--offline") offline = true;
+            else if (args[i] == "--curve") { serverKey = args[++i]; clientPublic = args[++i]; clientSecret = args[++i]; }
+        }
+        if (serverKey != null)
+        {
+            Test("curve_allowed_client", () => CurveAllowed(endpoint, new CurveKeys { ServerPublic = serverKey, ClientPublic = clientPublic, ClientSecret = clientSecret }));
+            Test("curve_unknown_client_refused", () => CurveRefused(endpoint, CurveKeys.Generate(serverKey)));
+            Test("curve_wrong_server_key_refused", () => CurveRefused(endpoint, new CurveKeys { ServerPublic = CurveKeys.Generate(serverKey).ClientPublic, ClientPublic = clientPublic, ClientSecret = clientSecret }));
+            Console.WriteLine("DONE failures=" + _failures);
+            return _failures;
         }
         Console.WriteLine("INFO action_layout " + string.Join(",", ActionLayout.Names));
         Console.WriteLine("INFO error_codes " + string.Join(",", DaemonErrorException.KnownCodes));
@@ -503,6 +512,42 @@ static class CoreTests
         }
         finally { s.Close(); }
         return "inline round trip exact";
+    }
+
+    // ---- CURVE over TCP ------------------------------------------------------------------------
+
+    static string CurveAllowed(string endpoint, CurveKeys keys)
+    {
+        using (var client = new NeurenderClient(new ClientOptions { Endpoint = endpoint, Curve = keys, RequestTimeoutMs = 10000 }))
+        {
+            Welcome w = client.Connect();
+            // Over TCP the pixels travel inline (no shared memory across hosts).
+            Session s = client.Open(new SessionConfig { Width = 16, Height = 8, Transport = "inline", OutputFormat = "rgba8" }.Channel("color", "uint8"));
+            var color = new byte[16 * 8 * 3];
+            for (int i = 0; i < color.Length; i++) color[i] = (byte)(255 - i);
+            s.SubmitInline(new List<byte[]> { color }, Action(2));
+            var r = s.NextResult(10000);
+            Check(r != null, "a result");
+            r.ThrowIfFailed();
+            for (int p = 0; p < 16 * 8; p++)
+            {
+                for (int c = 0; c < 3; c++) Check(r.Pixels[p * 4 + c] == color[p * 3 + c], "pixel");
+                Check(r.Pixels[p * 4 + 3] == 255, "alpha");
+            }
+            s.Close();
+            return $"welcome from pid {w.Pid} over {endpoint}, inline frame exact";
+        }
+    }
+
+    // A peer the daemon does not accept never reaches the daemon's logic: no reply at all.
+    static string CurveRefused(string endpoint, CurveKeys keys)
+    {
+        using (var client = new NeurenderClient(new ClientOptions { Endpoint = endpoint, Curve = keys, RequestTimeoutMs = 1500 }))
+        {
+            Expect<DaemonTimeoutException>(() => client.Connect());
+            Check(!client.Connected, "not connected");
+        }
+        return "no reply, DaemonTimeoutException";
     }
 
     // pytest watches for the RESTART line, kills the daemon (SIGKILL) and starts a new one on the
