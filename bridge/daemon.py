@@ -128,3 +128,15 @@ def spawn_daemon(backend: str = "passthrough", runtime_dir: str | os.PathLike | 
         raise RuntimeError(f"neurender serve did not start (exit code {proc.returncode}); command: {' '.join(cmd)}")
     rd = Path(runtime_dir) if runtime_dir is not None else paths.default_runtime_dir()
     return DaemonHandle(proc, info, rd, owns)
+
+
+def ensure_local_daemon(backend: str = "passthrough", **spawn_options) -> tuple[str, DaemonHandle | None]:
+    """The local daemon's endpoint, starting one if none answers (the demo does this). Returns
+    (endpoint, handle): handle is None when a daemon was already running (leave it alone), else the one
+    started here (stop it when done)."""
+    rd = spawn_options.get("runtime_dir")
+    endpoint = paths.ipc_endpoint(Path(rd) if rd else None)
+    if local_daemon_alive(endpoint):
+        return endpoint, None
+    handle = spawn_daemon(backend, **spawn_options)
+    return handle.endpoint, handle

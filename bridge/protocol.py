@@ -111,7 +111,7 @@ ERROR_CODES: dict[str, str] = {
     "bad_version": "v missing or not 1",
     "unknown_type": "type is not a known client message",
     "bad_field": "a required field missing, an unknown field, or a value of the wrong type or value",
-    "limit_exceeded": "resolution, channel count, slots or prompt length beyond the daemon's limits",
+    "limit_exceeded": "resolution, channel count, slots, session bytes or prompt length beyond the daemon's limits",
     "too_many_sessions": "the daemon already serves max_sessions sessions",
     "unknown_session": "no such session on this connection",
     "bad_slot": "slot out of range, missing in shm mode, given in inline mode, or still owned by the daemon",
@@ -142,6 +142,7 @@ class Limits:
     max_slots: int = 8
     max_prompt_chars: int = 2000
     max_header_bytes: int = 65536
+    max_session_bytes: int = 2**30  # one session's shared-memory file (all slots)
 
     @property
     def max_frame_bytes(self) -> int:
@@ -153,7 +154,7 @@ class Limits:
             "max_width": self.max_width, "max_height": self.max_height, "max_channels": self.max_channels,
             "max_sessions": self.max_sessions, "max_slots": self.max_slots,
             "max_prompt_chars": self.max_prompt_chars, "max_header_bytes": self.max_header_bytes,
-            "max_frame_bytes": self.max_frame_bytes,
+            "max_frame_bytes": self.max_frame_bytes, "max_session_bytes": self.max_session_bytes,
         }
 
 
@@ -298,11 +299,11 @@ def decode_request(frames: Sequence[Any], limits: Limits = Limits()) -> Request:
     if isinstance(msg.get("session"), str):
         ids["session"] = msg["session"]
     version = msg.get("v")
-    if isinstance(version, bool) or version != PROTOCOL_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version != PROTOCOL_VERSION:
         raise ProtocolError("bad_version", f"protocol version {version!r} not supported, this daemon speaks "
                             f"{PROTOCOL_VERSION}", **ids)
     kind = msg.get("type")
-    if kind not in _SCHEMAS:
+    if not isinstance(kind, str) or kind not in _SCHEMAS:  # (a list here is unhashable: found by the fuzz test)
         raise ProtocolError("unknown_type", f"unknown message type {kind!r}; known: {', '.join(CLIENT_TYPES)}",
                             **ids)
     _check_fields(kind, msg, ids)

@@ -285,6 +285,9 @@ class Daemon:
         spec = SessionSpec(req.width, req.height, dict(req.channels), req.action_dim, req.output_format,
                            req.prompt, req.steps)
         layout = SlotLayout.build(req.width, req.height, req.channels, req.output_format, req.slots)
+        if layout.size > self.limits.max_session_bytes:
+            raise P.ProtocolError("limit_exceeded", f"this session needs {layout.size} bytes of slots, limit "
+                                  f"{self.limits.max_session_bytes}", req=req.req)
         s = Session(sid, sock, peer, spec, layout, req.transport, req.lock, last_seen=time.monotonic(),
                     open_req=req.req)
         try:

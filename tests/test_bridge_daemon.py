@@ -18,7 +18,7 @@ import zmq
 
 from bridge import keys, paths
 from bridge.client import BridgeError, Client, DaemonUnavailable
-from bridge.daemon import local_daemon_alive, spawn_daemon
+from bridge.daemon import ensure_local_daemon, local_daemon_alive, spawn_daemon
 from tests._bridge_helpers import expected_rgb8, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -184,3 +184,22 @@ def test_stale_segments_swept_and_second_daemon_refused(tmp_path):
         for p in shm_dir.iterdir():
             p.unlink()
         shm_dir.rmdir()
+
+
+def test_ensure_local_daemon_starts_one_only_when_none_answers():
+    rd = tempfile.mkdtemp(prefix="nr-")
+    try:
+        endpoint, handle = ensure_local_daemon(runtime_dir=rd)
+        assert handle is not None and endpoint == f"ipc://{rd}/daemon.sock"
+        try:
+            again, none = ensure_local_daemon(runtime_dir=rd)
+            assert (again, none) == (endpoint, None)
+            with Client(endpoint) as c:
+                assert c.welcome["pid"] == handle.pid
+        finally:
+            handle.stop()
+        assert local_daemon_alive(endpoint) is None
+    finally:
+        for p in Path(rd).iterdir():
+            p.unlink()
+        os.rmdir(rd)

@@ -3,6 +3,7 @@ a hypothesis fuzz test; the slot layout; the protocol document lists every type 
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import msgpack
@@ -61,6 +62,7 @@ BAD_HEADERS = {
     "version as bool": ([pack({"v": True, "type": "hello"})], "bad_version"),
     "unknown type": ([pack({"v": 1, "type": "render_now"})], "unknown_type"),
     "type missing": ([pack({"v": 1})], "unknown_type"),
+    "type as a list": ([pack({"v": 1, "type": []})], "unknown_type"),
     "unknown field": ([pack({**OPEN, "colour": 1})], "bad_field"),
     "missing field": ([pack({k: v for k, v in OPEN.items() if k != "width"})], "bad_field"),
     "width as string": ([pack({**OPEN, "width": "16"})], "bad_field"),
@@ -130,7 +132,7 @@ def near_valid_messages(draw):
     return pack(base)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=int(os.environ.get("BRIDGE_FUZZ_EXAMPLES", 300)), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.one_of(st.binary(max_size=200), near_valid_messages(),
                  st.builds(lambda d: pack(d), _json_like())),
        st.lists(st.binary(max_size=16), max_size=3))

@@ -17,7 +17,7 @@ from bridge import protocol as P
 from bridge.client import Client
 from tests._bridge_helpers import GatedRenderer, Raw, expected_rgb8, inproc_daemon, wait_until
 
-LIMITS = P.Limits(max_width=64, max_height=32, max_channels=4, max_sessions=4)
+LIMITS = P.Limits(max_width=64, max_height=32, max_channels=4, max_sessions=4, max_session_bytes=200_000)
 W, H = 16, 8
 
 
@@ -94,6 +94,8 @@ CASES = {
     "channel count beyond limits": (lambda raw: raw.open(W, H, channels={
         "color": "float16", "depth": "float16", "normals": "float16", "motion": "float16",
         "albedo": "float16"}), "limit_exceeded"),
+    "session bytes beyond limits": (lambda raw: raw.open(64, 32, channels={"normals": "float32"}, slots=8),
+                                    "limit_exceeded"),
     "renderer refuses the spec": (lambda raw: raw.open(W, H, channels={"material_id": "uint8"}), "unsupported"),
 }
 
