@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import tempfile
 import time
@@ -36,6 +37,7 @@ def main(argv=None) -> int:
             (f"all {len(STYLES)} styles", dict(STYLES), 1),
             (f"all {len(STYLES)} styles, {args.workers} workers", dict(STYLES), args.workers)]
     rows = []
+    load_before = os.getloadavg()  # the CPU machine is shared: say how busy it was
     with tempfile.TemporaryDirectory() as tmp:
         for k, (name, styles, workers) in enumerate(arms):
             t0 = time.perf_counter()
@@ -55,6 +57,7 @@ def main(argv=None) -> int:
         print(f"{r['arm']:36s} {r['frames_per_second']:9.2f} {r['ratio_vs_engine_only']:14.3f}x {r['bytes_per_frame']:12d}")
     out = {"date": time.strftime("%Y-%m-%d"), "host": platform.node(), "machine": platform.machine(),
            "resolution": [w, h], "sequences": args.sequences, "frames": args.frames, "arms": rows,
+           "cpu_count": os.cpu_count(), "loadavg_1_5_15_before": load_before, "loadavg_1_5_15_after": os.getloadavg(),
            "command": "python -m neural_renderer.data.bench " + " ".join(argv or __import__("sys").argv[1:])}
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
