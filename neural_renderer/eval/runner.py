@@ -5,6 +5,19 @@ Systems scored on the very same frames:
   reference  the reference look itself: PSNR is infinite, its warping error is the floor
   <spec>     the renderer under test, in-process or through a daemon (`endpoint`)
   <vs spec>  an optional second renderer, side by side
+
+The result (also the --json file; JSON with Infinity/NaN tokens, which Python's json reads back):
+  suite, resolution [W, H], renderer, vs, endpoint, steps, output_format, channels, hosts (describe()),
+  seconds, sequences [{seed, frames, styles, cache, schedule, resets}],
+  systems {name: {summary: {frames, nonfinite_frames, psnr, psnr_min, ssim, warp_error,
+                            drift {window, windows, psnr_windows, warp_windows, last_window,
+                                   psnr_last_minus_first, warp_last_over_first},
+                            prompt_switch / reset {events, mean_frames, max_frames, settled_psnr},
+                            latency {p50_ms, p99_ms, mean_ms, fps, frames}   (renderers only)},
+                  per_frame: [{seed, psnr [], ssim [], warp [], latency_ms []}]}},
+  headline {name: {psnr, ssim, warp_error, drift_psnr_db, drift_warp_ratio, prompt_switch_frames,
+                   reset_frames, latency_p50_ms, latency_p99_ms, fps}}
+Ablations: `run_eval("generator:/path/ckpt.safetensors", "quick", steps=2)["headline"]`.
 """
 from __future__ import annotations
 
