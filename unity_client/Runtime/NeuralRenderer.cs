@@ -93,14 +93,18 @@ namespace Neurender
             public byte[] Scratch;
         }
 
-        // One frame on its way from the GPU into an input slot.
+        // One frame on its way from the GPU into an input slot (shm) or into its own byte arrays
+        // (inline, for tcp:// daemons on another host).
         sealed class PendingFrame
         {
             public int Slot, Remaining, Generation;
             public bool Failed;
             public float[] Action;
             public Dictionary<string, float[]> Constants;
+            public byte[][] Inline;
         }
+
+        int _pendingInline; // inline frames between capture and submit
 
         static bool UsingUrp => GraphicsSettings.currentRenderPipeline != null;
 
@@ -191,7 +195,9 @@ namespace Neurender
             var cfg = new SessionConfig
             {
                 Width = CaptureWidth, Height = CaptureHeight, Steps = steps, Slots = slots, Prompt = prompt,
-                OutputFormat = "rgba8", Transport = "shm",
+                OutputFormat = "rgba8",
+                // Shared memory only works on the daemon's host; over TCP the pixels travel in the message.
+                Transport = Client.Endpoint.StartsWith("tcp://") ? "inline" : "shm",
             };
             if (sendColor) cfg.Channel("color", colorAsFloat16 ? "float16" : "uint8");
             if (sendDepth) cfg.Channel("depth", "float32");
@@ -214,9 +220,13 @@ namespace Neurender
                 if (r.Status == FrameStatus.Done) newest = r;
                 else if (r.Status == FrameStatus.Failed) LastError = r.Error.Message;
             }
-            if (newest == null || newest.Slot < 0) return;
-            Session.ReadOutput(newest.Slot, _outputBytes);
-            _output.LoadRawTextureData(_outputBytes);
+            if (newest == null) return;
+            if (newest.Pixels != null) _output.LoadRawTextureData(newest.Pixels);
+            else
+            {
+                Session.ReadOutput(newest.Slot, _outputBytes);
+                _output.LoadRawTextureData(_outputBytes);
+            }
             _output.Apply(false);
         }
 
@@ -266,12 +276,15 @@ namespace Neurender
         public void RecordCapture(CommandBuffer cmd, RenderTargetIdentifier cameraColor)
         {
             if (Session == null || _channels.Count == 0 || !Client.Connected) return;
-            int slot = Session.AcquireSlot();
-            if (slot < 0) { SkippedFrames++; return; }
+            bool inline = Session.Info.Transport == "inline";
+            int slot = -1;
+            if (inline) { if (Session.InFlightCount + _pendingInline >= slots) { SkippedFrames++; return; } _pendingInline++; }
+            else if ((slot = Session.AcquireSlot()) < 0) { SkippedFrames++; return; }
             var frame = new PendingFrame
             {
                 Slot = slot, Remaining = _channels.Count, Generation = Session.Generation,
                 Action = actionSource != null ? actionSource.Sample() : null, Constants = CameraConstants(),
+                Inline = inline ? new byte[_channels.Count][] : null,
             };
             cmd.SetGlobalMatrix(WorldToViewId, _camera.worldToCameraMatrix);
             cmd.SetGlobalVector(SizeId, new Vector4(Session.Width, Session.Height, 0, 0));
@@ -288,25 +301,39 @@ namespace Neurender
                 int groups = (c.Words + 63) / 64;
                 cmd.DispatchCompute(_pack, c.Kernel, Mathf.Min(groups, GroupsX), (groups + GroupsX - 1) / GroupsX, 1);
                 CaptureChannel channel = c;
-                cmd.RequestAsyncReadback(c.Packed, req => OnReadback(frame, channel, req));
+                int index = _channels.IndexOf(c);
+                cmd.RequestAsyncReadback(c.Packed, req => OnReadback(frame, channel, index, req));
             }
         }
 
         // Main thread, a frame or two later. When the last channel of a frame has landed in its
         // slot, the frame goes to the daemon.
-        void OnReadback(PendingFrame f, CaptureChannel c, AsyncGPUReadbackRequest req)
+        void OnReadback(PendingFrame f, CaptureChannel c, int index, AsyncGPUReadbackRequest req)
         {
+            bool last = --f.Remaining == 0;
+            if (f.Inline != null && last) _pendingInline--;
             if (Session == null || Session.Generation != f.Generation || Session.IsClosed) return; // slot died with the session
             if (req.hasError) f.Failed = true;
+            else if (f.Inline != null)
+            {
+                f.Inline[index] = new byte[c.Scratch.Length];
+                req.GetData<byte>().GetSubArray(0, c.Scratch.Length).CopyTo(f.Inline[index]);
+            }
             else
             {
                 req.GetData<byte>().GetSubArray(0, c.Scratch.Length).CopyTo(c.Scratch);
                 try { Session.WriteChannel(f.Slot, c.Name, c.Scratch); }
                 catch (InvalidOperationException) { f.Failed = true; } // lost while the readback ran
             }
-            if (--f.Remaining > 0) return;
-            if (f.Failed) { SkippedFrames++; try { Session.ReleaseSlot(f.Slot); } catch (ArgumentException) { } return; }
-            Session.Submit(f.Slot, f.Action, f.Constants);
+            if (!last) return;
+            if (f.Failed)
+            {
+                SkippedFrames++;
+                if (f.Slot >= 0) try { Session.ReleaseSlot(f.Slot); } catch (ArgumentException) { }
+                return;
+            }
+            if (f.Inline != null) Session.SubmitInline(f.Inline, f.Action, f.Constants);
+            else Session.Submit(f.Slot, f.Action, f.Constants);
         }
 
         /// <summary>Records the composite of the newest neural frame over the camera image.</summary>

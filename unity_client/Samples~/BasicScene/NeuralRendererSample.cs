@@ -3,6 +3,7 @@
 // controller, a NeuralRenderer and a NeuralActionSource, and switches prompts with keys 1-4
 // (C: a cut, B: toggle replace/blend).
 using Neurender;
+using Neurender.Core;
 using UnityEngine;
 
 public sealed class NeuralRendererSample : MonoBehaviour
@@ -59,11 +60,12 @@ public sealed class NeuralRendererSample : MonoBehaviour
         // The same action vector the daemon receives moves the camera, so what the model sees
         // and what the player does agree (mouse deltas are degrees of rotation this frame).
         float[] a = _actions.Sample();
-        _yaw += a[Neurender.Core.ActionLayout.Index("mouse_dx")];
-        _pitch = Mathf.Clamp(_pitch - a[Neurender.Core.ActionLayout.Index("mouse_dy")], -80, 80);
+        System.Func<string, float> act = name => a[ActionLayout.Index(name)];
+        _yaw += act("mouse_dx");
+        _pitch = Mathf.Clamp(_pitch - act("mouse_dy"), -80, 80);
         _cam.transform.rotation = Quaternion.Euler(_pitch, _yaw, 0);
-        float speed = moveSpeed * (a[Neurender.Core.ActionLayout.Index("run")] > 0 ? 2 : 1) * Time.deltaTime;
-        Vector3 move = _cam.transform.forward * (a[0] - a[1]) + _cam.transform.right * (a[3] - a[2]);
+        float speed = moveSpeed * (act("run") > 0 ? 2 : 1) * Time.deltaTime;
+        Vector3 move = _cam.transform.forward * (act("forward") - act("back")) + _cam.transform.right * (act("right") - act("left"));
         move.y = 0;
         _cam.transform.position += move.normalized * speed * (move.sqrMagnitude > 0 ? 1 : 0);
 
