@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
             if not keys.revoke(kdir, args.name):
                 print(f"no allowed client named {args.name!r}", file=sys.stderr)
                 return 1
-            print(f"revoked {args.name} (a running daemon applies it on restart)")
+            print(f"revoked {args.name} (a running daemon applies it on SIGHUP or restart)")
         else:
             server = kdir / "server.key"
             if server.exists():

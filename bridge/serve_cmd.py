@@ -96,6 +96,9 @@ def run(args: argparse.Namespace) -> int:
     log.info("renderer %s", info["renderer"])
     # one machine-readable line on stdout: bridge.daemon.spawn_daemon waits for it
     print("READY " + json.dumps(info), flush=True)
+    # spawn_daemon stops reading stdout after READY: anything a backend prints later goes to stderr
+    # instead of failing with a broken pipe
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     try:
         daemon.serve_forever()
     finally:

@@ -101,6 +101,7 @@ class Daemon:
         self.auth = None
         self.endpoints: list[str] = []
         self._stop = threading.Event()
+        self._reload_keys = False  # set by SIGHUP, applied by the loop
         self._wake_addr = f"inproc://wake-{id(self)}"
         self._wake_pull = self.ctx.socket(zmq.PULL)
         self._wake_pull.bind(self._wake_addr)
@@ -155,7 +156,9 @@ class Daemon:
             raise ValueError("no endpoint to serve")
 
     def reload_allowed_keys(self) -> None:
+        """Re-read the allow-list (SIGHUP): revoked keys are refused on their next connection."""
         if self.auth is not None:
+            log.info("reloading allowed client keys from %s", self.cfg.allowed_keys_dir)
             self.auth.configure_curve(domain=ZAP_DOMAIN, location=str(self.cfg.allowed_keys_dir))
 
     def _wake(self) -> None:
@@ -210,6 +213,9 @@ class Daemon:
                                 break
                             self._handle(s, frames)
                 if time.monotonic() >= next_tick:
+                    if self._reload_keys:
+                        self._reload_keys = False
+                        self.reload_allowed_keys()
                     self._check_liveness()
                     next_tick = time.monotonic() + TICK_S
         finally:
@@ -477,5 +483,9 @@ def _version() -> str:
 def install_signal_handlers(daemon: Daemon) -> None:
     def handler(signum, frame):
         daemon.stop()
+
+    def reload(signum, frame):
+        daemon._reload_keys = True
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGHUP, reload)

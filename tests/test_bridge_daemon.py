@@ -130,6 +130,13 @@ def test_curve_allow_list_refuses_unknown_and_plain_clients(tmp_path):
             Client(ep, server_public_key=zmq.curve_keypair()[0], client_keys=alice_secret, timeout=0.7)
         with Client(d.endpoint) as c:  # the local ipc endpoint needs no keys
             assert c.welcome["pid"] == d.pid
+        _, bob_secret = keys.add_client(kdir, "bob")  # allowed on disk, not yet known to the daemon
+        with pytest.raises(DaemonUnavailable):
+            Client(ep, server_public_key=d.server_public_key, client_keys=bob_secret, timeout=0.5)
+        os.kill(d.pid, signal.SIGHUP)  # re-read the allow-list
+        time.sleep(0.3)
+        with Client(ep, server_public_key=d.server_public_key, client_keys=bob_secret) as c:
+            assert c.welcome["pid"] == d.pid
 
 
 def test_insecure_tcp_only_on_loopback():
