@@ -82,7 +82,7 @@ def summarize(runs: list[dict], drift_window: int, timed: bool) -> dict:
     longest = max(runs, key=lambda r: len(r["psnr"]))
     prompt_rec = [recovery(r["psnr"], e["frame"], e["end"]) for r in runs for e in r["switch_events"]]
     reset_rec = [recovery(r["psnr"], e["frame"], e["end"]) for r in runs for e in r["reset_events"]]
-    agg = lambda rec, k, f: (f([x[k] for x in rec]) if rec else math.nan)
+    agg = lambda rec, k, f: (float(f([x[k] for x in rec])) if rec else math.nan)
     out = {
         "frames": int(psnr.size),
         "nonfinite_frames": int(sum(r.get("nonfinite_frames", 0) for r in runs)),
