@@ -61,7 +61,8 @@ frame_done {v, type:"frame_done", session, seq, slot:int|nil, dropped:[int,...],
            inline: one extra frame, the output image (output.nbytes bytes, (H,W,C) of output.dtype).
            shm: the image is in output slot ``slot`` at output_offsets[slot].
 closed     {v, type:"closed", req, session, dropped:[int,...]}
-pong       {v, type:"pong", req, unknown:[str,...]}   (sessions named in the ping that do not exist)
+pong       {v, type:"pong", req, unknown:[str,...], pid:int}   (unknown: sessions named in the ping that do
+            not exist; pid: the daemon's, a different one means it restarted and every session is gone)
 error      {v, type:"error", code:str, message:str, req?:int, session?:str, seq?:int, dropped?:[int,...]}
 
 Frames, slots and dropping
@@ -103,6 +104,8 @@ from bridge.channels import ACTION_DIM, CHANNELS, CONSTANTS_LAYOUT, OUTPUT_FORMA
 PROTOCOL_VERSION = 1
 TRANSPORTS = ("shm", "inline")
 DEFAULT_SLOTS = 3
+HEARTBEAT_MS = 250  # clients ping at least this often
+SESSION_TIMEOUT_MS = 1200  # a session silent this long is closed: a dead client is gone within 2 s
 
 # code -> when it is sent
 ERROR_CODES: dict[str, str] = {

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from bridge.protocol import HEARTBEAT_MS, SESSION_TIMEOUT_MS
+
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="passthrough",
@@ -22,8 +24,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-width", type=int, default=4096)
     p.add_argument("--max-height", type=int, default=4096)
     p.add_argument("--max-channels", type=int, default=None, help="default: every known channel")
-    p.add_argument("--heartbeat-ms", type=int, default=250)
-    p.add_argument("--session-timeout-ms", type=int, default=1500)
+    p.add_argument("--heartbeat-ms", type=int, default=HEARTBEAT_MS, help="how often clients should ping")
+    p.add_argument("--session-timeout-ms", type=int, default=SESSION_TIMEOUT_MS,
+                   help="close a session not heard of for this long (default 1200: a dead client is gone within 2 s)")
     p.add_argument("--switch-interval-ms", type=float, default=0.5,
                    help="Python GIL switch interval in the daemon (default 0.5; Python's own is 5)")
     p.add_argument("--log-level", default="INFO")
@@ -65,6 +68,10 @@ def run(args: argparse.Namespace) -> int:
         if not keys.allowed(kdir):
             log.warning("no client key is allowed yet in %s: run `neurender keys add NAME`", allowed_dir)
 
+    shm_dir = Path(args.shm_dir) if args.shm_dir else shm.default_shm_dir()
+    if not shm_dir.is_dir() or not os.access(shm_dir, os.W_OK):
+        print(f"neurender serve: shared-memory dir {shm_dir} does not exist or is not writable", file=sys.stderr)
+        return 2
     try:
         renderer = create_renderer(args.backend, steps=args.steps, device=args.device)
     except BackendUnavailable as e:
@@ -76,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = DaemonConfig(ipc_endpoint=ipc, tcp=args.tcp, insecure=args.insecure, server_keys=server_keys,
                        allowed_keys_dir=allowed_dir, limits=limits, heartbeat_ms=args.heartbeat_ms,
                        session_timeout_ms=args.session_timeout_ms,
-                       shm_dir=Path(args.shm_dir) if args.shm_dir else shm.default_shm_dir())
+                       shm_dir=shm_dir)
     try:
         daemon = Daemon(renderer, cfg)
     except (ValueError, OSError) as e:

@@ -27,8 +27,7 @@ from bridge.worker import FrameJob, RenderWorker
 
 log = logging.getLogger("neurender.bridge")
 
-HEARTBEAT_MS = 250
-SESSION_TIMEOUT_MS = 1500
+HEARTBEAT_MS, SESSION_TIMEOUT_MS = P.HEARTBEAT_MS, P.SESSION_TIMEOUT_MS
 TICK_S = 0.1  # liveness checks: timeout + flock probe (dead client noticed within ~0.1-0.2 s)
 ZAP_DOMAIN = "neurender"
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
@@ -281,7 +280,7 @@ class Daemon:
                 unknown.append(sid)
             else:
                 s.last_seen = now
-        self._send(sock, peer, P.encode("pong", req=req.req, unknown=unknown))
+        self._send(sock, peer, P.encode("pong", req=req.req, unknown=unknown, pid=os.getpid()))
 
     def _on_open(self, sock, peer, req: P.Open) -> None:
         if len(self.sessions) >= self.limits.max_sessions:

@@ -84,7 +84,7 @@ def test_blocking_and_pipelined_frames_are_exact(daemon, transport):
 def test_client_killed_mid_stream_is_detected_and_others_keep_rendering(daemon):
     with Client(daemon.endpoint) as c:
         healthy = c.open_session(W, H, {"color": "float16"})
-        for transport, within in (("shm", 2.0), ("inline", 2.5)):
+        for transport, within in (("shm", 2.0), ("inline", 2.0)):
             proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "_bridge_client_proc.py"),
                                      daemon.endpoint, transport], stdout=subprocess.PIPE, text=True,
                                     cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -105,6 +105,7 @@ def test_client_killed_mid_stream_is_detected_and_others_keep_rendering(daemon):
             wait_until(gone, within)
             detected = time.monotonic() - t_kill
             assert detected < within, (transport, detected)
+            print(f"{transport}: killed client detected after {detected:.2f} s")
             if transport == "shm":  # its files are unlinked (and died with the lock, well before the timeout)
                 assert not os.path.exists(info["shm_path"]) and not os.path.exists(info["lock_path"])
                 assert detected < 1.0
