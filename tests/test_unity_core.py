@@ -74,6 +74,20 @@ def test_unity_core_offline(core_exe, tmp_path):
     assert np.isnan(rec["h"][nan].view(np.float16)).all()
 
 
+def _flock_held(path: str) -> bool:
+    """True if another process holds a flock on `path` (an exclusive non-blocking lock fails)."""
+    import fcntl
+    import os
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # also drops our lock if we got it
+    return False
+
+
 def test_unity_core_against_real_daemon(core_exe, tmp_path):
     runtime, shm_dir, out = tmp_path / "rt", tmp_path / "shm", tmp_path / "out"
     for d in (runtime, shm_dir, out):
@@ -83,6 +97,7 @@ def test_unity_core_against_real_daemon(core_exe, tmp_path):
     first_pid, restarted = daemon.pid, []
     stderr_path = tmp_path / "mono_stderr.txt"
     lines: list[str] = []
+    locked: list[bool] = []
     try:
         with open(stderr_path, "w") as err:
             proc = subprocess.Popen(["mono", str(core_exe), "--endpoint", daemon.endpoint, "--out", str(out)],
@@ -92,6 +107,10 @@ def test_unity_core_against_real_daemon(core_exe, tmp_path):
             try:
                 for line in proc.stdout:
                     lines.append(line)
+                    if line.startswith("PASS open_session "):
+                        # The client holds its liveness flock while the session is open (the daemon is
+                        # only killed later, when this loop reaches the RESTART line).
+                        locked.append(_flock_held(line.split("lock=")[1].split()[0]))
                     if line.startswith("RESTART "):
                         # Kill the daemon the client is talking to, then start a new one on the same
                         # runtime dir; the client must notice and recover by itself.
@@ -105,6 +124,9 @@ def test_unity_core_against_real_daemon(core_exe, tmp_path):
                 rc = proc.wait(30)
             finally:
                 killer.cancel()
+                if proc.poll() is None:  # an assertion above left it running
+                    proc.kill()
+                    proc.wait()
     finally:
         daemon.stop()
     passed, failed, _ = parse_lines(lines)
@@ -113,6 +135,7 @@ def test_unity_core_against_real_daemon(core_exe, tmp_path):
     missing = [t for t in DAEMON_TESTS if t not in passed]
     assert not missing, log
     assert rc == 0, log
+    assert locked == [True]
     assert len(restarted) == 2 and first_pid not in restarted
     assert "recovered after" in passed["daemon_restart_recovery"]
     assert "silence -> reconnect" in passed["daemon_down_reconnect"]
@@ -144,6 +167,7 @@ def test_unity_core_curve_over_tcp(core_exe, tmp_path):
     from bridge import keys
 
     keys_dir = tmp_path / "keys"
+    (tmp_path / "shm").mkdir()
     public_file, secret_file = keys.add_client(keys_dir, "unity")
     client_public, client_secret = zmq.auth.load_certificate(str(secret_file))
     with socket.socket() as s:  # a free loopback port

@@ -68,7 +68,7 @@ static class CoreTests
                 Check(o.Channels[1].Name == "depth" && o.Channels[1].Nbytes == W * H * 4, "depth layout");
                 Check(o.Output.Nbytes == W * H * 4 && o.Output.Dtype == "uint8", "output layout");
                 Check(File.Exists(o.ShmPath) && File.Exists(o.LockPath), "session files exist");
-                return $"session={o.Session} shm_size={o.ShmSize}";
+                return $"session={o.Session} shm_size={o.ShmSize} lock={o.LockPath}";
             });
             if (session == null) return _failures + 1;
             Test("frames_200_changing_actions", () => Frames200(session));
@@ -489,7 +489,21 @@ static class CoreTests
         var e3 = Expect<BadFieldException>(() => client.Open(new SessionConfig { Width = 8, Height = 8 }));
         var e4 = Expect<BadFieldException>(() => client.Open(new SessionConfig { Width = 8, Height = 8, OutputFormat = "jpeg" }.Channel("color", "uint8")));
         Check(e1.Req.HasValue && e2.Req.HasValue, "errors carry the open's req");
-        return string.Join(",", new DaemonErrorException[] { e1, e2, e3, e4 }.Select(e => e.Code));
+        // Fill the daemon up to max_sessions (one is open already), then one more is refused.
+        int max = Convert.ToInt32(client.Welcome.Limits["max_sessions"]);
+        var extra = new List<Session>();
+        DaemonErrorException e5 = null;
+        try
+        {
+            for (int i = 0; i < max && e5 == null; i++)
+            {
+                try { extra.Add(client.Open(new SessionConfig { Width = 8, Height = 8 }.Channel("color", "uint8"))); }
+                catch (TooManySessionsException e) { e5 = e; }
+            }
+        }
+        finally { foreach (var x in extra) x.Close(); }
+        Check(e5 != null && extra.Count == max - 1, $"too_many_sessions after {max} sessions (opened {extra.Count} extra)");
+        return string.Join(",", new DaemonErrorException[] { e1, e2, e3, e4, e5 }.Select(e => e.Code));
     }
 
     static string Inline(NeurenderClient client)
