@@ -140,10 +140,15 @@ def test_curve_allow_list_refuses_unknown_and_plain_clients(tmp_path):
             assert c.welcome["pid"] == d.pid
 
 
-def test_insecure_tcp_only_on_loopback():
-    proc = subprocess.run([sys.executable, "-m", "neural_renderer.cli", "serve", "--no-ipc",
-                           "--tcp", "0.0.0.0:0", "--insecure"], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2 and "only allowed on loopback" in proc.stderr
+@pytest.mark.parametrize("args, message", [
+    (["--no-ipc", "--tcp", "0.0.0.0:0", "--insecure"], "only allowed on loopback"),
+    (["--no-ipc", "--tcp", "127.0.0.1:0", "--insecure", "--shm-dir", "/nonexistent/shm"], "does not exist"),
+    (["--no-ipc", "--tcp", "127.0.0.1:0", "--insecure", "--backend", "magic"], "unknown backend"),
+])
+def test_serve_refuses_bad_configuration(args, message):
+    proc = subprocess.run([sys.executable, "-m", "neural_renderer.cli", "serve", *args], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2 and message in proc.stderr
 
 
 def test_oversized_message_drops_only_that_peer(tmp_path):

@@ -237,7 +237,7 @@ def test_heartbeat_timeout_closes_a_silent_session():
             raw.request(type="ping", req=1, sessions=[talking["session"]])
             time.sleep(0.06)
         pong = raw.request(type="ping", req=2, sessions=[quiet["session"], talking["session"]])
-        assert pong["unknown"] == [quiet["session"]]
+        assert pong["unknown"] == [quiet["session"]] and pong["pid"] == os.getpid()
         assert not os.path.exists(quiet["shm_path"])
         raw.close()
 
