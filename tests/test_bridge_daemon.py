@@ -19,7 +19,7 @@ import zmq
 from bridge import keys, paths
 from bridge.client import BridgeError, Client, DaemonUnavailable
 from bridge.daemon import ensure_local_daemon, local_daemon_alive, spawn_daemon
-from tests._bridge_helpers import expected_rgb8, wait_until
+from _bridge_helpers import expected_rgb8, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 W, H = 24, 12

@@ -15,7 +15,7 @@ import pytest
 
 from bridge import protocol as P
 from bridge.client import Client
-from tests._bridge_helpers import GatedRenderer, Raw, expected_rgb8, inproc_daemon, wait_until
+from _bridge_helpers import GatedRenderer, Raw, expected_rgb8, inproc_daemon, wait_until
 
 LIMITS = P.Limits(max_width=64, max_height=32, max_channels=4, max_sessions=4, max_session_bytes=200_000)
 W, H = 16, 8
