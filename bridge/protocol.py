@@ -123,6 +123,7 @@ ERROR_CODES: dict[str, str] = {
     "non_finite": "NaN or infinity in constants or action",
     "unsupported": "the renderer cannot serve this session (e.g. a channel set it was not built for)",
     "renderer_error": "the renderer failed on this frame; the session stays open",
+    "internal_error": "a bug in the daemon while handling this message (it may be half applied); the daemon goes on",
 }
 
 

@@ -263,6 +263,9 @@ class Daemon:
                 self._on_hello(sock, peer, req)
         except P.ProtocolError as e:
             self._error(sock, peer, e)
+        except Exception as e:  # noqa: BLE001 - a daemon bug must not take every session down with it
+            log.exception("internal error while handling a message")
+            self._error(sock, peer, P.ProtocolError("internal_error", f"{type(e).__name__}: {e}"))
 
     def _on_hello(self, sock, peer, req: P.Hello) -> None:
         self._send(sock, peer, P.encode(

@@ -270,3 +270,14 @@ def test_peer_gone_mid_frame_does_not_hurt_the_daemon(env):
     assert_healthy(healthy)
     wait_until(lambda: o["session"] not in daemon.sessions, 3.0)  # heartbeat timeout
     assert_healthy(healthy)
+
+
+def test_a_daemon_bug_is_an_internal_error_not_a_crash(env, monkeypatch):
+    daemon, renderer, healthy, raw = env
+
+    def broken(sock, peer, req):
+        raise KeyError("planted bug")
+    monkeypatch.setattr(daemon, "_on_hello", broken)
+    reply = raw.request(type="hello", req=1)
+    assert reply["code"] == "internal_error" and "planted bug" in reply["message"]
+    assert_healthy(healthy)
