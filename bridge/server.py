@@ -23,6 +23,7 @@ from bridge import protocol as P
 from bridge import shm
 from bridge.backends import FrameInputs, Renderer, SessionSpec, UnsupportedSpec
 from bridge.layout import SlotLayout
+from bridge.session import Session
 from bridge.worker import FrameJob, RenderWorker
 
 log = logging.getLogger("neurender.bridge")
@@ -44,41 +45,6 @@ class DaemonConfig:
     limits: P.Limits = P.Limits()
     heartbeat_ms: int = HEARTBEAT_MS
     session_timeout_ms: int = SESSION_TIMEOUT_MS
-
-
-@dataclass
-class Session:
-    id: str
-    sock: zmq.Socket
-    peer: bytes  # ROUTER identity of the opening connection
-    spec: SessionSpec
-    layout: SlotLayout
-    transport: str
-    lock_enabled: bool
-    segment: shm.Segment | None = None
-    lock_path: Path | None = None
-    lock_fd: int | None = None
-    in_views: list = field(default_factory=list)  # [slot] -> {name: read-only view}
-    out_views: list = field(default_factory=list)  # [slot] -> writable view
-    last_seen: float = 0.0
-    last_seq: int = -1
-    busy: set = field(default_factory=set)  # slots owned by the daemon
-    dropped: list = field(default_factory=list)  # seqs replaced, not yet reported
-    seen_frame: bool = False
-    open_req: int = 0
-    ready: bool = False  # the renderer session exists
-
-    def release_files(self) -> None:
-        if self.segment is not None:
-            self.segment.close()
-        if self.lock_fd is not None:
-            os.close(self.lock_fd)
-            self.lock_fd = None
-        if self.lock_path is not None:
-            try:
-                self.lock_path.unlink()
-            except FileNotFoundError:
-                pass
 
 
 def _tcp_host(hostport: str) -> str:
@@ -298,21 +264,11 @@ class Daemon:
                                   f"{self.limits.max_session_bytes}", req=req.req)
         s = Session(sid, sock, peer, spec, layout, req.transport, req.lock, last_seen=time.monotonic(),
                     open_req=req.req)
-        try:
-            if req.transport == "shm":
-                data_path, lock_path = shm.segment_paths(self.cfg.shm_dir, os.getpid(), sid)
-                s.segment = shm.Segment(data_path, layout.size)
-                s.lock_path, s.lock_fd = lock_path, shm.create_lock_file(lock_path)
-                buf = s.segment.buf
-                for k in range(layout.slots):
-                    views = layout.input_views(buf, k)
-                    for v in views.values():
-                        v.flags.writeable = False
-                    s.in_views.append(views)
-                    s.out_views.append(layout.output_view(buf, k))
-        except OSError as e:
-            s.release_files()
-            raise P.ProtocolError("limit_exceeded", f"cannot allocate shared memory: {e}", req=req.req) from None
+        if req.transport == "shm":
+            try:
+                s.create_files(self.cfg.shm_dir)
+            except OSError as e:
+                raise P.ProtocolError("limit_exceeded", f"cannot allocate shared memory: {e}", req=req.req) from None
         self.sessions[sid] = s
         self.worker.open(sid, spec)
 
@@ -409,10 +365,13 @@ class Daemon:
             except Exception:  # queue.Empty
                 return
             s = self.sessions.get(r.session)
-            if r.kind == "opened":
-                self._finish_open(r, s)
-            elif r.kind == "frame" and s is not None:
-                self._finish_frame(r, s)
+            try:
+                if r.kind == "opened":
+                    self._finish_open(r, s)
+                elif r.kind == "frame" and s is not None:
+                    self._finish_frame(r, s)
+            except Exception:  # noqa: BLE001 - see _handle
+                log.exception("internal error while answering session %s", r.session)
 
     def _finish_open(self, r, s: Session | None) -> None:
         if s is None:  # gone while opening
