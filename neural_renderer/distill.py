@@ -239,6 +239,40 @@ def sample_last_frame(model: CausalDiT, batch: ClipBatch, noise: torch.Tensor, s
     return x0.clamp(-1, 1)
 
 
+@torch.no_grad()
+def self_consistency_error(model: CausalDiT, batch: ClipBatch, finest: int, seed: int = 0,
+                           target_model: CausalDiT | None = None) -> float:
+    """Mean over step sizes D = 2/M..1 of the MSE between the model's one D-step prediction of the last
+    frame and two D/2-steps of `target_model` (default: the same model), in x-space, at t = D (the
+    last step of a D-step sampler) and t = 1 (the first), on fixed noise; earlier frames are clean
+    context at the cache level. Zero for a perfectly self-consistent shortcut model."""
+    target_model = model if target_model is None else target_model
+    B, L = batch.target.shape[:2]
+    dev = batch.target.device
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.randn(batch.target.shape, generator=g).to(dev)
+    lvl = model.cfg.context_noise
+    errs = []
+    for D in step_sizes(finest)[1:]:
+        for t_last in sorted({D, 1.0}):
+            t = torch.full((B, L), lvl, device=dev)
+            t[:, -1] = t_last
+            x_t = add_noise(batch.target, noise, t)
+            is_last = torch.zeros(B, L, dtype=torch.bool, device=dev)
+            is_last[:, -1] = True
+
+            def predictor(m):
+                return lambda x, tt, dd: m.forward_clip(x, batch.cond, torch.where(is_last, tt, t), dd, batch.action,
+                                                        batch.prompt).float()
+
+            d_half = torch.where(is_last, torch.full_like(t, D / 2), torch.zeros_like(t))
+            t_safe = torch.where(is_last, t, torch.ones_like(t))
+            target, _ = _masked_shortcut_target(predictor(target_model), x_t, t_safe, d_half, is_last)
+            one = predictor(model)(x_t, t, torch.where(is_last, torch.full_like(t, D), torch.zeros_like(t)))
+            errs.append(float((one[:, -1] - target[:, -1]).pow(2).mean()))
+    return sum(errs) / len(errs)
+
+
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     """PSNR in dB of two images in [-1, 1] (peak-to-peak 2)."""
     mse = float((a.float() - b.float()).pow(2).mean())
@@ -376,22 +410,31 @@ def distill(cfg: DistillConfig, progress: bool = True) -> dict:
     n_sc = max(1, int(round(cfg.batch * cfg.sc_frac))) if cfg.sc_frac > 0 else 0
     fixed = eval_batch(pool, cfg.eval_clips, cfg.seed)
     before = sampling_table(model, teacher, fixed)
+    sc_before = self_consistency_error(model, fixed, cfg.finest, cfg.seed)
+    vs_teacher_before = self_consistency_error(model, fixed, cfg.finest, cfg.seed, target_model=teacher)
 
     def loss_fn(batch):
         nc = noisy_clips(ema_model, batch, tcfg, g, amp_dtype)
         return shortcut_loss(model, ema_model, batch, nc, n_sc, cfg.finest, g, amp_dtype)
 
     st = run_loop(model, ema_model, loss_fn, pool, cfg, g, f"distill {scfg.name}", progress, stream)
-    after = sampling_table(ema_model.eval(), teacher, fixed)
+    # ema = 1 freezes the target model at the teacher (fixed self-consistency targets): the online
+    # weights are then the result; otherwise the EMA is (as in the generator's training)
+    final = model.eval() if cfg.ema >= 1.0 else ema_model.eval()
+    after = sampling_table(final, teacher, fixed)
+    sc_after = self_consistency_error(final, fixed, cfg.finest, cfg.seed)
+    vs_teacher_after = self_consistency_error(final, fixed, cfg.finest, cfg.seed, target_model=teacher)
     name = cfg.name or scfg.name
     meta = {"kind": "shortcut", "teacher": str(resolve(cfg.teacher)), "finest_steps": cfg.finest,
             "step_sizes": step_sizes(cfg.finest), "recommended_steps": cfg.recommended_steps,
             "distill_steps": st.step, "elapsed_s": st.elapsed_s,
             "distill_config": {k: v for k, v in asdict(cfg).items()}}
-    ckpt = save_checkpoint(ema_model.state_dict(), scfg, out / name, meta=meta)
+    ckpt = save_checkpoint(final.state_dict(), scfg, out / name, meta=meta)
     result = {"checkpoint": str(ckpt), "steps": st.step, "elapsed_s": st.elapsed_s, "device": str(dev),
               "n_self_consistency_clips": n_sc, "batch": cfg.batch, "history": st.history,
-              "sampling_before": before, "sampling_after": after}
+              "sampling_before": before, "sampling_after": after,
+              "self_consistency_before": sc_before, "self_consistency_after": sc_after,
+              "vs_teacher_two_steps_before": vs_teacher_before, "vs_teacher_two_steps_after": vs_teacher_after}
     (out / "distill_result.json").write_text(json.dumps(result, indent=1))
     save_loss_plot(st.history.get("loss", []), out / "loss.png", f"shortcut distillation {name}: {st.step} steps")
     save_sampling_plot(before, after, out / "sampling.png", name)
