@@ -25,7 +25,7 @@ from tests._unity_build import build, parse_lines
 
 OFFLINE_TESTS = ("msgpack_roundtrip", "msgpack_rejects_malformed", "half_vectors_written", "repack_flip")
 DAEMON_TESTS = ("connect", "open_session", "frames_200_changing_actions", "pipelined_frames_each_seq_answered_once",
-                "prompt_change", "reset", "malformed_requests_typed_errors", "open_refused_typed_errors",
+                "prompt_change", "reset", "malformed_requests_typed_errors", "open_refused_typed_errors", "client_side_bad_input",
                 "heartbeat_keeps_idle_session", "inline_transport", "daemon_restart_recovery", "daemon_down_reconnect",
                 "close")
 W, H = 64, 48  # CoreTests.cs

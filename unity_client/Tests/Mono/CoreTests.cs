@@ -82,6 +82,7 @@ static class CoreTests
             });
             Test("malformed_requests_typed_errors", () => Malformed(client, session));
             Test("open_refused_typed_errors", () => OpenRefused(client));
+            Test("client_side_bad_input", () => ClientSideBadInput(session));
             Test("heartbeat_keeps_idle_session", () =>
             {
                 // Idle for twice the daemon's session timeout, pumping only: pings must keep it.
@@ -504,6 +505,39 @@ static class CoreTests
         finally { foreach (var x in extra) x.Close(); }
         Check(e5 != null && extra.Count == max - 1, $"too_many_sessions after {max} sessions (opened {extra.Count} extra)");
         return string.Join(",", new DaemonErrorException[] { e1, e2, e3, e4, e5 }.Select(e => e.Code));
+    }
+
+    // Mistakes the core catches before anything reaches the wire or shared memory.
+    static string ClientSideBadInput(Session s)
+    {
+        int slot = s.AcquireSlot();
+        Expect<ArgumentException>(() => s.WriteChannel(slot, "color", new byte[10]));          // too few bytes
+        Expect<ArgumentException>(() => s.WriteChannel(slot, "normals", new byte[W * H * 6]));  // not declared
+        Expect<ArgumentOutOfRangeException>(() => s.WriteChannel(7, "depth", new byte[W * H * 4])); // no slot 7
+        Expect<ArgumentOutOfRangeException>(() => s.Submit(-1, null));
+        Expect<ArgumentException>(() => s.ReadOutput(slot, new byte[16]));
+        Expect<InvalidOperationException>(() => s.SubmitInline(new List<byte[]>(), null));    // shm session
+        s.ReleaseSlot(slot);
+        // All slots taken: AcquireSlot says so instead of handing out a slot the daemon owns.
+        var taken = new List<int>();
+        int k;
+        while ((k = s.AcquireSlot()) >= 0) taken.Add(k);
+        Check(taken.Count == s.Info.Slots && taken.Distinct().Count() == taken.Count, "each slot once");
+        foreach (int t in taken) s.ReleaseSlot(t);
+        // A shared-memory view refuses ranges outside the mapping.
+        using (var r = ShmRegion.Create(Path.Combine(_out, "region.shm"), 4096))
+        {
+            Expect<ArgumentOutOfRangeException>(() => r.Write(4090, new byte[8], 0, 8));
+            Expect<ArgumentOutOfRangeException>(() => r.Read(-1, new byte[1], 0, 1));
+            r.Write(4088, new byte[] { 1, 2, 3, 4, 5, 6, 7, 8 }, 0, 8);
+            var back = new byte[8];
+            r.Read(4088, back, 0, 8);
+            Check(back.SequenceEqual(new byte[] { 1, 2, 3, 4, 5, 6, 7, 8 }), "round trip");
+        }
+        ShmRegion.Unlink(Path.Combine(_out, "region.shm"));
+        Expect<IOException>(() => ShmRegion.Open(s.Info.ShmPath, s.Info.ShmSize + 1)); // smaller than announced
+        RenderOne(s, 450, Action(450)); // and the session is untouched
+        return "short write, undeclared channel, bad slot, small output buffer, inline on shm, slot exhaustion, out-of-range shm access, short shm file";
     }
 
     static string Inline(NeurenderClient client)
