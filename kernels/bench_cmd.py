@@ -146,6 +146,14 @@ def bench_config(name, cfg, args, ceilings, deadline, log, res, dump=lambda: Non
                 cache = import_cache(cache)
             with torch.no_grad():
                 fn = make(cache)
+                static = fn()
+                # poison the (static) output and the current cache slot: a launch that skips work must fail
+                static.fill_(float("nan"))
+                cache.k[:, :, :, -1].fill_(float("nan"))
+                cache.v[:, :, :, -1].fill_(float("nan"))
+                poison = getattr(fn, "poison", None)
+                if poison:
+                    poison()
                 out = fn().clone()
             torch.cuda.synchronize()
             setup_s = time.time() - t0
@@ -158,6 +166,14 @@ def bench_config(name, cfg, args, ceilings, deadline, log, res, dump=lambda: Non
             if ok:
                 with torch.no_grad():
                     entry["ms"] = do_bench(fn, warmup=25, rep=200, return_mode="median")
+                    static.fill_(float("nan"))
+                    if poison:
+                        poison()
+                    entry["max_err_after_timing"] = max_err(fn(), ref32)
+                if not entry["max_err_after_timing"] <= bound:
+                    entry["pass"] = False
+                    entry["note"] = f"wrong after timing (err {entry['max_err_after_timing']:.3g}): time not valid"
+                    entry["ms_invalid"] = entry.pop("ms")
             else:
                 entry["note"] = f"failed the fp32 check (err {err:.3g} > bound {bound:.3g}): not timed"
         except Exception as e:  # one arm failing must not hide the others
@@ -209,7 +225,13 @@ def bench_config(name, cfg, args, ceilings, deadline, log, res, dump=lambda: Non
             replay()
             torch.cuda.synchronize()
             res["megakernel_spin_flag"] = int(mk.err.item())
-            return _replay_returning(replay, out)
+            fn = _replay_returning(replay, out)
+
+            def poison():  # every intermediate buffer too: stale values from an earlier launch would match
+                for b in (mk.out, mk.x, mk.q, mk.a, mk.h, mk.mod):
+                    b.fill_(float("nan"))
+            fn.poison = poison
+            return fn
         return make
 
     e = arm("megakernel + cuda graph", mega(True, False), kernel_layout=True)

@@ -163,3 +163,14 @@ def test_bad_inputs_raise_clear_errors():
                     torch.randn(64, 18 * 16), torch.randn(64), 4, 13)
     with pytest.raises(ValueError, match="mod must be"):
         unpatchify(torch.randn(1, 4, 64), torch.randn(1, 64), torch.randn(48, 64), torch.randn(48), 4, 2)
+
+
+def test_hf_kernels_probe_ignores_this_package():
+    """field-notes section 10: `kernels` is also Hugging Face's package name; transformers must not
+    mistake ours for it (it would import hub-kernel symbols from it and break the prompt encoder)."""
+    import importlib.util
+
+    from transformers.utils import import_utils
+
+    assert importlib.util.find_spec("kernels") is not None  # ours is importable...
+    assert not import_utils.is_kernels_available()          # ...and transformers does not take it for HF's
