@@ -45,6 +45,10 @@ class DaemonUnavailable(ConnectionError):
     """No daemon answered at the endpoint within the timeout."""
 
 
+class SessionLost(ConnectionError):
+    """The daemon no longer knows this session (it restarted, or timed the session out): open a new one."""
+
+
 @dataclass
 class FrameResult:
     seq: int
@@ -82,6 +86,7 @@ class Client:
         self.sessions: dict[str, Session] = {}
         self._hb_thread = None
         self._hb_stop = threading.Event()
+        self.lost: set[str] = set()  # sessions the daemon's pongs call unknown (written by the heartbeat thread)
         self._closed = False
         try:
             self.welcome = self._request("hello", client=name)
@@ -138,12 +143,23 @@ class Client:
             self._recv_one(left)
 
     def _heartbeat(self) -> None:
+        """Ping our sessions from a second socket; a pong that calls one unknown (or comes from another
+        daemon pid: a restart behind the same endpoint) marks it lost, and its next poll/submit raises."""
         sock = self._socket()
         try:
             while not self._hb_stop.wait(self.heartbeat_s):
                 sock.send(P.encode("ping", sessions=list(self.sessions)))
                 while sock.poll(0):
-                    sock.recv_multipart()  # pongs: nothing to do
+                    try:
+                        pong, _ = P.decode_reply(sock.recv_multipart())
+                    except ValueError:
+                        continue
+                    if pong.get("type") != "pong":
+                        continue
+                    if pong.get("pid") not in (None, self.welcome.get("pid")):
+                        self.lost.update(self.sessions)
+                    else:
+                        self.lost.update(sid for sid in pong.get("unknown", []) if sid in self.sessions)
         finally:
             sock.close(0)
 
@@ -167,7 +183,7 @@ class Client:
             return
         for s in list(self.sessions.values()):
             try:
-                s.close()
+                s.close(timeout=min(self.timeout, 1.0))  # a daemon that is gone must not hold us up long
             except (BridgeError, TimeoutError, zmq.ZMQError):
                 pass
         self._shutdown()
@@ -258,6 +274,7 @@ class Session:
         (inline: sent straight from the given arrays when they already have the declared dtype)."""
         if self._closed:
             raise RuntimeError("session is closed")
+        self._check_lost()
         t0 = time.perf_counter()
         if slot is None:
             slot = self.acquire_slot()
@@ -317,6 +334,11 @@ class Session:
         return P.encode("frame", session=self.id, seq=self._seq, slot=slot if self.transport == "shm" else None,
                         constants=consts, action=act, prompt=prompt, reset=reset or None)
 
+    def _check_lost(self) -> None:
+        if self.id in self._client.lost:
+            raise SessionLost(f"the daemon no longer knows session {self.id} (restarted or timed out); "
+                              "open a new session")
+
     def _release(self, msg: dict) -> None:
         """Called as a reply of this session arrives: the slots of its seq and of the seqs it lists as
         dropped come back to us (the answered seq stays in _inflight until poll() hands it out)."""
@@ -335,6 +357,8 @@ class Session:
         """The next result of this session, or None if none arrives within `timeout` s.
         Raises BridgeError for a frame the daemon refused or failed to render."""
         deadline = time.monotonic() + (self._client.timeout if timeout is None else timeout)
+        if not self._inbox:
+            self._check_lost()
         while not self._inbox:
             left = deadline - time.monotonic()
             if left < 0 or not self._client._recv_one(left):
@@ -375,13 +399,15 @@ class Session:
             if seq in r.dropped:
                 raise RuntimeError(f"frame {seq} was dropped")  # cannot happen: it is the newest
 
-    def close(self) -> list[int]:
+    def close(self, timeout: float | None = None) -> list[int]:
         """Close the session; returns seqs that were still waiting and got dropped."""
         if self._closed:
             return []
         self._closed = True
         try:
-            reply = self._client._request("close", session=self.id)
+            if self.id in self._client.lost:
+                return []
+            reply = self._client._request("close", timeout=timeout, session=self.id)
             return list(reply.get("dropped") or [])
         finally:
             self._client.sessions.pop(self.id, None)

@@ -216,3 +216,29 @@ def test_ensure_local_daemon_starts_one_only_when_none_answers():
         for p in Path(rd).iterdir():
             p.unlink()
         os.rmdir(rd)
+
+
+def test_client_notices_a_daemon_restart_behind_the_same_socket():
+    from bridge.client import SessionLost
+    rd = tempfile.mkdtemp(prefix="nr-")
+    first = spawn_daemon(runtime_dir=rd)
+    try:
+        with Client(first.endpoint) as c:
+            s = c.open_session(W, H, {"color": "float16"})
+            np.testing.assert_array_equal(s.render({"color": color(7)}).image, expected_rgb8(color(7)))
+            first.stop()
+            with spawn_daemon(runtime_dir=rd) as second:  # same ipc path, new pid
+                wait_until(lambda: s.id in c.lost, 3.0)  # the heartbeat thread's pong says so
+                with pytest.raises(SessionLost):
+                    s.poll(0.1)
+                with pytest.raises(SessionLost):
+                    s.submit({"color": color(8)})
+                s2 = c.open_session(W, H, {"color": "float16"})  # the same client reopens on the new daemon
+                np.testing.assert_array_equal(s2.render({"color": color(9)}).image, expected_rgb8(color(9)))
+                assert c._request("hello")["pid"] == second.pid
+                assert s.close() == [] and s2.close() == []
+    finally:
+        first.stop()
+        for p in Path(rd).iterdir():
+            p.unlink()
+        os.rmdir(rd)
