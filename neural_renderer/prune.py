@@ -157,13 +157,17 @@ def block_scores(model: CausalDiT, batches, predict) -> torch.Tensor:
 # -- planning and removal ---------------------------------------------------------------------------
 
 
-def plan_prune(scores: Scores, cfg: GeneratorConfig, drop_blocks: int, mlp_ratio: int) -> PrunePlan:
-    """Drop the `drop_blocks` lowest-scoring blocks; in each kept block keep the mlp_ratio * dim
-    highest-scoring MLP channels (ties broken by lower index first, so a plan is deterministic)."""
+def check_request(cfg: GeneratorConfig, drop_blocks: int, mlp_ratio: int) -> None:
     if not 0 <= drop_blocks < cfg.depth:
         raise ValueError(f"drop_blocks must be in [0, {cfg.depth - 1}], got {drop_blocks}")
     if not 1 <= mlp_ratio <= cfg.mlp_ratio:
         raise ValueError(f"mlp_ratio must be in [1, {cfg.mlp_ratio}], got {mlp_ratio}")
+
+
+def plan_prune(scores: Scores, cfg: GeneratorConfig, drop_blocks: int, mlp_ratio: int) -> PrunePlan:
+    """Drop the `drop_blocks` lowest-scoring blocks; in each kept block keep the mlp_ratio * dim
+    highest-scoring MLP channels (ties broken by lower index first, so a plan is deterministic)."""
+    check_request(cfg, drop_blocks, mlp_ratio)
     order = sorted(range(cfg.depth), key=lambda i: (float(scores.blocks[i]), i))
     keep_blocks = sorted(order[drop_blocks:])
     width = mlp_ratio * cfg.dim
@@ -272,6 +276,7 @@ def prune(cfg: PruneConfig, progress: bool = True) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     teacher = load_model(cfg.source, device=dev).requires_grad_(False)
+    check_request(teacher.cfg, cfg.drop_blocks, cfg.mlp_ratio)  # before minutes of clip rendering
     tcfg = train_config(_as_distill_fields(cfg))
     pool, stream = build_pool(_as_distill_fields(cfg), teacher.cfg.resolution, dev, progress)
     g = torch.Generator().manual_seed(cfg.seed * 1000 + 29)
@@ -292,6 +297,9 @@ def prune(cfg: PruneConfig, progress: bool = True) -> dict:
     k_eval = teacher.cfg.steps
     before = {"unpruned": sampling_table(teacher, teacher, fixed, steps_list=(k_eval,), teacher_steps=32),
               "pruned_before_recovery": sampling_table(student.eval(), teacher, fixed, steps_list=(k_eval,), teacher_steps=32)}
+    held_out = [_clip_inputs(noisy_clips(teacher, b, tcfg, gh, None), b, teacher, cfg.finest, gh)
+                for gh in [torch.Generator().manual_seed(cfg.seed + 4242)] for b in [fixed]]
+    match_before = match_error(student, teacher, held_out)
     student.train()
     amp_dtype = torch.bfloat16 if dev.type == "cuda" else None
 
@@ -302,6 +310,7 @@ def prune(cfg: PruneConfig, progress: bool = True) -> dict:
     st = run_loop(student, None, loss_fn, pool, cfg, g, f"recover {name}", progress, stream)
     student.eval()
     after = sampling_table(student, teacher, fixed, steps_list=(k_eval,), teacher_steps=32)
+    match_after = match_error(student, teacher, held_out)
     meta = {"kind": "pruned", "from": str(resolve(cfg.source)), "plan": plan.to_dict(),
             "removed_blocks": [i for i in range(teacher.cfg.depth) if i not in plan.keep_blocks],
             "recovery_steps": st.step, "elapsed_s": st.elapsed_s, "prune_config": asdict(cfg)}
@@ -310,11 +319,19 @@ def prune(cfg: PruneConfig, progress: bool = True) -> dict:
               "params_pruned": count_params(student), "macs_per_frame_unpruned": frame_macs(teacher.cfg),
               "macs_per_frame_pruned": frame_macs(student.cfg), "plan": plan.to_dict(), "scores": scores.to_dict(),
               "recovery_steps": st.step, "elapsed_s": st.elapsed_s, "history": st.history,
-              "sampling_steps": k_eval, "sampling_before": before, "sampling_after": after}
+              "sampling_steps": k_eval, "sampling_before": before, "sampling_after": after,
+              "match_error_before_recovery": match_before, "match_error_after_recovery": match_after}
     (out / "prune_result.json").write_text(json.dumps(result, indent=1))
     save_loss_plot(st.history.get("loss", []), out / "loss.png", f"recovery of {name}: {st.step} steps")
     save_scores_plot(scores, plan, teacher.cfg, out / "scores.png")
     return result
+
+
+@torch.no_grad()
+def match_error(student: CausalDiT, teacher: CausalDiT, inputs) -> float:
+    """Mean squared difference of the student's and the teacher's predictions on fixed noisy clips."""
+    errs = [float((student(*x).float() - teacher(*x).float()).pow(2).mean()) for x, _ in inputs]
+    return sum(errs) / len(errs)
 
 
 def _as_distill_fields(cfg: PruneConfig):
