@@ -276,6 +276,8 @@ class Session:
             raise RuntimeError("session is closed")
         self._check_lost()
         t0 = time.perf_counter()
+        if slot is None and not pixels and self._acquired:
+            raise ValueError(f"you filled slot(s) {sorted(self._acquired)} through input_views: pass slot=")
         if slot is None:
             slot = self.acquire_slot()
         elif slot not in self._acquired:

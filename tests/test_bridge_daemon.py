@@ -74,6 +74,10 @@ def test_blocking_and_pipelined_frames_are_exact(daemon, transport):
             if transport == "inline" or r.seq == submitted[-1]:  # shm: a slot's image lives until its reuse
                 np.testing.assert_array_equal(r.image[..., :3], expected_rgb8(color(100 + r.seq - 3)))
         assert sorted(answered) == submitted and results == sorted(results) and results[-1] == submitted[-1]
+        slot = s.acquire_slot()
+        with pytest.raises(ValueError, match="pass slot="):  # filled a slot, then forgot to name it
+            s.submit()
+        assert s.render(slot=slot).seq == submitted[-1] + 1
         with pytest.raises(ValueError, match="dtype"):
             s.submit({"color": color(0).astype(np.float32)})
         with pytest.raises(ValueError, match="shape"):
