@@ -45,7 +45,8 @@ namespace Neurender
         [Header("Resolution and output")]
         [Tooltip("Capture size relative to the camera's pixel size.")]
         [Range(0.125f, 1f)] public float resolutionScale = 0.5f;
-        [Range(1, 8)] public int slots = 3;
+        [Tooltip("Frames between capture and result: readback (1-3 frames) + the daemon. 4 leaves one spare.")]
+        [Range(1, 8)] public int slots = 4;
         public CompositeMode composite = CompositeMode.Replace;
         [Range(0f, 1f)] public float blend = 0.75f;
 

@@ -57,6 +57,7 @@ namespace Neurender.Core
                 { "non_finite", (m, r, s, q) => new NonFiniteException(m, r, s, q) },
                 { "unsupported", (m, r, s, q) => new UnsupportedException(m, r, s, q) },
                 { "renderer_error", (m, r, s, q) => new RendererErrorException(m, r, s, q) },
+                { "internal_error", (m, r, s, q) => new InternalErrorException(m, r, s, q) },
             };
 
         /// <summary>The documented error codes, in the order of docs/protocol.md.</summary>
@@ -85,4 +86,6 @@ namespace Neurender.Core
     public sealed class NonFiniteException : DaemonErrorException { public NonFiniteException(string m, long? r, string s, long? q) : base("non_finite", m, r, s, q) { } }
     public sealed class UnsupportedException : DaemonErrorException { public UnsupportedException(string m, long? r, string s, long? q) : base("unsupported", m, r, s, q) { } }
     public sealed class RendererErrorException : DaemonErrorException { public RendererErrorException(string m, long? r, string s, long? q) : base("renderer_error", m, r, s, q) { } }
+    /// <summary>A bug in the daemon while handling the message (it may be half applied); the daemon goes on.</summary>
+    public sealed class InternalErrorException : DaemonErrorException { public InternalErrorException(string m, long? r, string s, long? q) : base("internal_error", m, r, s, q) { } }
 }
