@@ -8,6 +8,7 @@ Arms (every one a DEALER client in this process, the server in another process):
                  straight into shared memory)
   inline-ipc     pixels as extra ZeroMQ frames over ipc://, image back inline
   inline-tcp     same over tcp://127.0.0.1 (plain TCP, loopback)
+  inline-tcp+curve  same with CURVE (what a remote client pays for encryption; a second daemon)
   raw-ipc/hdr, raw-tcp/hdr      raw pyzmq: a header-sized message there and back (floor of the shm arm)
   raw-ipc/inline, raw-tcp/inline raw pyzmq: exactly the inline arm's bytes there (header + channels) and
                  a reply of the inline arm's size back (floor of the inline arms)
@@ -24,11 +25,11 @@ BENCH_CHANNELS = {"color": "float16", "depth": "float16", "normals": "float16", 
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--width", type=int, default=512)
-    p.add_argument("--height", type=int, default=512)
+    p.add_argument("--width", type=int, default=512, help="frame width (default 512)")
+    p.add_argument("--height", type=int, default=512, help="frame height (default 512)")
     p.add_argument("--frames", type=int, default=300, help="timed round trips per arm")
-    p.add_argument("--warmup", type=int, default=30)
-    p.add_argument("--output-format", default="rgb8")
+    p.add_argument("--warmup", type=int, default=30, help="untimed round trips before each arm")
+    p.add_argument("--output-format", default="rgb8", help="rgb8 | rgba8 | rgb16f (default rgb8)")
     p.add_argument("--json", metavar="PATH", default=None, help="write the numbers here (and a PNG beside it)")
 
 
@@ -159,12 +160,14 @@ def run(args: argparse.Namespace) -> int:
     import json
     import os
     import platform
+    import tempfile
     from datetime import datetime, timezone
     from pathlib import Path
 
     import numpy as np
     from tqdm import tqdm
 
+    from bridge import keys
     from bridge import protocol as P
     from bridge.client import Client
     from bridge.daemon import spawn_daemon
@@ -177,15 +180,21 @@ def run(args: argparse.Namespace) -> int:
     in_bytes = sum(c.nbytes for c in layout.channels)
     out_bytes = layout.output.nbytes
     results: dict[str, dict] = {}
-    n_bridge = 4 * (args.warmup + 2 * args.frames)
-    with spawn_daemon("passthrough", runtime_dir="private", tcp="127.0.0.1:*", insecure=True) as d, \
-            tqdm(total=n_bridge, desc="bridge arms", unit="frame") as bar:
-        with Client(d.endpoint) as c:
-            results["shm"] = _bridge_arm(c, "shm", args, pixels, False, bar)
-            results["shm+copy"] = _bridge_arm(c, "shm", args, pixels, True, bar)
-            results["inline-ipc"] = _bridge_arm(c, "inline", args, pixels, False, bar)
-        with Client(d.tcp_endpoint) as c:
-            results["inline-tcp"] = _bridge_arm(c, "inline", args, pixels, False, bar)
+    n_bridge = 5 * (args.warmup + 2 * args.frames)
+    with tqdm(total=n_bridge, desc="bridge arms", unit="frame") as bar:
+        with spawn_daemon("passthrough", runtime_dir="private", tcp="127.0.0.1:*", insecure=True) as d:
+            with Client(d.endpoint) as c:
+                results["shm"] = _bridge_arm(c, "shm", args, pixels, False, bar)
+                results["shm+copy"] = _bridge_arm(c, "shm", args, pixels, True, bar)
+                results["inline-ipc"] = _bridge_arm(c, "inline", args, pixels, False, bar)
+            with Client(d.tcp_endpoint) as c:
+                results["inline-tcp"] = _bridge_arm(c, "inline", args, pixels, False, bar)
+        with tempfile.TemporaryDirectory(prefix="nr-keys-") as kd:
+            keys.ensure_server_keys(Path(kd))
+            _, secret = keys.add_client(Path(kd), "bench")
+            with spawn_daemon("passthrough", runtime_dir="private", tcp="127.0.0.1:*", keys_dir=kd) as d, \
+                    Client(d.tcp_endpoint, server_public_key=d.server_public_key, client_keys=secret) as c:
+                results["inline-tcp+curve"] = _bridge_arm(c, "inline", args, pixels, False, bar)
     header = P.encode("frame", session="0" * 16, seq=1, slot=0, constants={"dt": [0.016]}, action=[0.0] * 9)
     inline_frames = [header] + [np.ascontiguousarray(pixels[c.name]) for c in layout.channels]
     rt = Path(os.environ.get("TMPDIR", "/tmp"))
@@ -205,6 +214,7 @@ def run(args: argparse.Namespace) -> int:
         "shm_p50 / raw-ipc/hdr_p50": results["shm"]["p50_ms"] / results["raw-ipc/hdr"]["p50_ms"],
         "inline-ipc_p50 / raw-ipc/inline_p50": results["inline-ipc"]["p50_ms"] / results["raw-ipc/inline"]["p50_ms"],
         "inline-tcp_p50 / raw-tcp/inline_p50": results["inline-tcp"]["p50_ms"] / results["raw-tcp/inline"]["p50_ms"],
+        "inline-tcp+curve_p50 / inline-tcp_p50": results["inline-tcp+curve"]["p50_ms"] / results["inline-tcp"]["p50_ms"],
     }
     goals = {
         "shm overhead p99 (roundtrip - render) < 1 ms": results["shm"]["overhead_p99_ms"] < 1.0,
@@ -214,10 +224,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"\n{W}x{H}, {len(layout.channels)} channels / {sum(c.components for c in layout.channels)} components "
           f"float16 in ({in_bytes / 2**20:.2f} MiB), {args.output_format} out ({out_bytes / 2**20:.2f} MiB), "
           f"{args.frames} frames per arm, {os.cpu_count()} CPUs")
-    print(f"{'arm':<16}{'p50 ms':>9}{'p99 ms':>9}{'frames/s':>10}{'render p50':>12}{'overhead p99':>14}")
+    print(f"{'arm':<18}{'p50 ms':>9}{'p99 ms':>9}{'frames/s':>10}{'render p50':>12}{'overhead p99':>14}")
     for name, r in results.items():
         extra = (f"{r['render_p50_ms']:>12.3f}{r['overhead_p99_ms']:>14.3f}" if "render_p50_ms" in r else "")
-        print(f"{name:<16}{r['p50_ms']:>9.3f}{r['p99_ms']:>9.3f}{r['fps']:>10.0f}{extra}")
+        print(f"{name:<18}{r['p50_ms']:>9.3f}{r['p99_ms']:>9.3f}{r['fps']:>10.0f}{extra}")
     for k, v in ratios.items():
         print(f"  {k:<40} {v:6.2f}x")
     for k, ok in goals.items():

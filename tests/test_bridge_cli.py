@@ -98,11 +98,11 @@ def test_bench_bridge_small_run_writes_every_arm(tmp_path):
                  "--json", str(path)]) == 0
     data = json.loads(path.read_text())
     arms = data["arms"]
-    assert set(arms) == {"shm", "shm+copy", "inline-ipc", "inline-tcp", "raw-ipc/hdr", "raw-tcp/hdr",
-                         "raw-ipc/inline", "raw-tcp/inline"}
+    assert set(arms) == {"shm", "shm+copy", "inline-ipc", "inline-tcp", "inline-tcp+curve", "raw-ipc/hdr",
+                         "raw-tcp/hdr", "raw-ipc/inline", "raw-tcp/inline"}
     for name, a in arms.items():
         assert 0 < a["p50_ms"] <= a["p99_ms"] and a["fps"] > 0 and a["n"] == 20, name
-    for name in ("shm", "shm+copy", "inline-ipc", "inline-tcp"):
+    for name in ("shm", "shm+copy", "inline-ipc", "inline-tcp", "inline-tcp+curve"):
         assert arms[name]["max_abs_error_vs_color"] <= 0.5 / 255 + 1e-6  # the passthrough returned the color
     assert data["ratios"]["inline-tcp_p50 / shm_p50"] == pytest.approx(arms["inline-tcp"]["p50_ms"] /
                                                                        arms["shm"]["p50_ms"])
