@@ -19,7 +19,7 @@ import pytest
 
 from bridge import protocol
 from bridge.backends.passthrough import to_output
-from bridge.channels import ACTION_LAYOUT
+from bridge.channels import ACTION_LAYOUT, CONSTANTS_LAYOUT
 from bridge.daemon import spawn_daemon
 from tests._unity_build import build, parse_lines
 
@@ -49,9 +49,11 @@ def test_unity_core_offline(core_exe, tmp_path):
     assert set(OFFLINE_TESTS) <= set(passed), lines
     assert rc == 0
 
-    # The C# mirror of the action layout and the typed exceptions match the Python definitions.
+    # The C# mirrors of the action layout, the camera constants and the error codes (one typed
+    # exception each) match the Python definitions.
     assert info["action_layout"].split(",") == list(ACTION_LAYOUT)
     assert info["error_codes"].split(",") == list(protocol.ERROR_CODES)
+    assert info["constants_layout"].split(",") == [f"{k}:{n}" for k, n in CONSTANTS_LAYOUT.items()]
 
     # Our msgpack encoder, read by the reference implementation.
     sample = msgpack.unpackb((tmp_path / "msgpack_sample.bin").read_bytes(), raw=False, strict_map_key=True)

@@ -20,6 +20,42 @@ namespace Neurender.Core
         }
     }
 
+    /// <summary>Per-frame camera constants, name -> number of floats: mirrors bridge/channels.py
+    /// CONSTANTS_LAYOUT (checked by tests/test_unity_core.py). 4x4 matrices are row-major for column
+    /// vectors, without jitter.</summary>
+    public static class CameraConstantsLayout
+    {
+        public static readonly KeyValuePair<string, int>[] Entries =
+        {
+            new KeyValuePair<string, int>("world_to_view", 16),
+            new KeyValuePair<string, int>("view_to_clip", 16),
+            new KeyValuePair<string, int>("clip_to_view", 16),
+            new KeyValuePair<string, int>("clip_to_prev_clip", 16),
+            new KeyValuePair<string, int>("camera_position", 3),
+            new KeyValuePair<string, int>("camera_forward", 3),
+            new KeyValuePair<string, int>("camera_up", 3),
+            new KeyValuePair<string, int>("camera_right", 3),
+            new KeyValuePair<string, int>("near", 1),
+            new KeyValuePair<string, int>("far", 1),
+            new KeyValuePair<string, int>("fov_y_deg", 1),
+            new KeyValuePair<string, int>("aspect", 1),
+            new KeyValuePair<string, int>("jitter_px", 2),
+            new KeyValuePair<string, int>("dt", 1),
+        };
+
+        /// <summary>Throws ArgumentException unless every entry is a known name with the right length.</summary>
+        public static void Validate(IDictionary<string, float[]> constants)
+        {
+            foreach (var kv in constants)
+            {
+                int n = -1;
+                foreach (var e in Entries) if (e.Key == kv.Key) n = e.Value;
+                if (n < 0) throw new ArgumentException($"'{kv.Key}' is not a camera constant");
+                if (kv.Value == null || kv.Value.Length != n) throw new ArgumentException($"'{kv.Key}' takes {n} floats");
+            }
+        }
+    }
+
     public sealed class SessionConfig
     {
         public int Width = 512, Height = 288;

@@ -40,6 +40,7 @@ static class CoreTests
         }
         Console.WriteLine("INFO action_layout " + string.Join(",", ActionLayout.Names));
         Console.WriteLine("INFO error_codes " + string.Join(",", DaemonErrorException.KnownCodes));
+        Console.WriteLine("INFO constants_layout " + string.Join(",", CameraConstantsLayout.Entries.Select(e => e.Key + ":" + e.Value)));
         Test("msgpack_roundtrip", MsgPackRoundtrip);
         Test("msgpack_rejects_malformed", MsgPackRejectsMalformed);
         Test("half_vectors_written", HalfVectors);
@@ -313,6 +314,20 @@ static class CoreTests
 
     static byte[] _scratch;
 
+    // A full set of camera constants, as the Unity layer sends with every frame.
+    static Dictionary<string, float[]> Constants(int frame)
+    {
+        var c = new Dictionary<string, float[]>();
+        foreach (var e in CameraConstantsLayout.Entries)
+        {
+            var v = new float[e.Value];
+            for (int i = 0; i < v.Length; i++) v[i] = (float)Math.Sin(frame + i) * (i % 5 == 0 ? 1 : 10);
+            c[e.Key] = v;
+        }
+        CameraConstantsLayout.Validate(c);
+        return c;
+    }
+
     static FrameResult RenderOne(Session s, int frame, float[] action, bool dump = false)
     {
         int slot = s.AcquireSlot();
@@ -322,7 +337,7 @@ static class CoreTests
         var depth = new byte[W * H * 4];
         for (int i = 0; i < W * H; i++) BitConverter.GetBytes(1f + i % 50).CopyTo(depth, 4 * i);
         s.WriteChannel(slot, "depth", depth);
-        long seq = s.Submit(slot, action);
+        long seq = s.Submit(slot, action, frame % 2 == 0 ? Constants(frame) : null);
         Check(seq >= 0, "submit queued");
         FrameResult r = s.NextResult(10000);
         Check(r != null, "a result within 10 s");
