@@ -53,11 +53,13 @@ namespace Neurender.Core
                 if (o.Transport == "shm") shm = ShmRegion.Open(o.ShmPath, o.ShmSize);
                 if (lockIt && o.LockPath != null) lk = new LivenessLock(o.LockPath);
             }
-            catch
+            catch (Exception e)
             {
                 if (shm != null) shm.Dispose();
                 _client.Send(new[] { Protocol.Close(_client.NextReq(), o.Session) });
-                throw;
+                if (e is NeurenderException) throw;
+                // e.g. the daemon runs on another host (its /dev/shm is not ours): use the inline transport
+                throw new NeurenderException($"cannot map the session's shared memory {o.ShmPath}: {e.Message}", e);
             }
             Info = o;
             _shm = shm;
@@ -287,8 +289,7 @@ namespace Neurender.Core
             if (!ReopenDue) return;
             _nextReopenMs = _client.NowMs + _client.Options.ReconnectIntervalMs;
             try { OpenOnDaemon(); }
-            catch (DaemonErrorException) { return; } // e.g. too_many_sessions for now: retry later
-            catch (DaemonTimeoutException) { return; }
+            catch (NeurenderException) { return; } // refused (e.g. too_many_sessions), timed out, unmappable: retry later
             Generation++;
             Stats.Reopened++;
             _pendingReset = true; // the renderer's history died with the old session
