@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from neural_renderer.data import SequenceDataset
 from neural_renderer.eval.suites import get_suite
 
@@ -39,12 +41,22 @@ def test_quick_suite_end_to_end(tmp_path):
     assert json.loads((tmp_path / "r.json").read_text())["systems"]["passthrough"]["summary"]["psnr"] == s["passthrough"]["psnr"]
 
 
-def test_on_world_frames_noise_is_worse_than_the_engine_pass_and_the_reference_is_the_floor(tmp_path):
+@pytest.fixture(scope="module")
+def world_cache(tmp_path_factory):
+    from neural_renderer.eval.cache import sequence_dataset
+
+    d = tmp_path_factory.mktemp("worldcache")
+    s = get_suite("quick")
+    return d, [sequence_dataset(q, s.width, s.height, d, progress=False) for q in s.sequences]
+
+
+def test_on_world_frames_noise_is_worse_than_the_engine_pass_and_the_reference_is_the_floor(world_cache):
     """The same checks as the synthetic runner tests, on frames of the real world renderer."""
     from _eval_synthetic import NoiseRenderer, OracleRenderer
 
     from neural_renderer.eval import run_eval
 
+    tmp_path = world_cache[0]
     res = run_eval(NoiseRenderer(), "quick", vs="passthrough", cache_dir=tmp_path, progress=False)
     s = {k: v["summary"] for k, v in res["systems"].items()}
     assert s["noise"]["psnr"] < s["engine"]["psnr"] - 2
@@ -55,3 +67,25 @@ def test_on_world_frames_noise_is_worse_than_the_engine_pass_and_the_reference_i
     oracle = run_eval(OracleRenderer(clips), "quick", cache_dir=tmp_path, progress=False)
     o = oracle["systems"]["oracle"]["summary"]
     assert o["psnr"] == math.inf and o["warp_error"] == s["reference"]["warp_error"] > 0
+
+
+def test_world_motion_vectors_and_the_warp_agree_on_convention(world_cache):
+    """Warping consecutive engine frames along the world's motion vectors must beat not warping and
+    warping the opposite way: a sign or axis mismatch between demos/ and eval would fail here."""
+    import numpy as np
+
+    from neural_renderer.eval import metrics
+
+    for ds in world_cache[1]:
+        c = ds.clip(0)
+        err = {"engine": [], "zero": [], "negated": []}
+        for t in range(1, len(c)):
+            if c.reset[t]:
+                continue
+            prev, cur = (np.asarray(c.engine["color"][k], np.float32) for k in (t - 1, t))
+            mv, d = np.asarray(c.engine["motion"][t]), c.engine["disocclusion"][t]
+            for name, m in (("engine", mv), ("zero", 0 * mv), ("negated", -mv)):
+                err[name].append(metrics.warping_error(prev, cur, m, d))
+        assert np.abs(c.engine["motion"]).mean() > 0.1  # the scripted player moves
+        mean = {k: float(np.mean(v)) for k, v in err.items()}
+        assert mean["engine"] < 0.75 * mean["zero"] and mean["engine"] < 0.75 * mean["negated"], mean
