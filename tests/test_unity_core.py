@@ -186,3 +186,29 @@ def test_unity_core_curve_over_tcp(core_exe, tmp_path):
     assert {"curve_allowed_client", "curve_unknown_client_refused", "curve_wrong_server_key_refused"} <= set(passed)
     assert r.returncode == 0
 
+
+def test_unity_core_killed_client_is_noticed_through_its_lock(core_exe, tmp_path):
+    """The C# client promises `lock` and holds a shared flock on the session's lock file. Killed
+    with SIGKILL (no close, no more pings), its session files must be gone long before the
+    daemon's session timeout (set to 30 s here), which only the lock can explain."""
+    shm_dir = tmp_path / "shm"
+    shm_dir.mkdir()
+    with spawn_daemon("passthrough", runtime_dir=tmp_path / "rt", shm_dir=shm_dir,
+                      extra_args=["--session-timeout-ms", "30000"]) as daemon:
+        proc = subprocess.Popen(["mono", str(core_exe), "--hold", "--endpoint", daemon.endpoint, "--out", str(tmp_path)],
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=core_exe.parent)
+        try:
+            line = proc.stdout.readline()
+            assert line.startswith("HOLDING shm="), line
+            shm_file = Path(line.split("=", 1)[1].strip())
+            assert shm_file.exists()
+        finally:
+            proc.kill()
+            proc.wait()
+        t0 = time.monotonic()
+        while shm_file.exists() and time.monotonic() - t0 < 10:
+            time.sleep(0.05)
+        gone_after = time.monotonic() - t0
+    assert not shm_file.exists()
+    assert gone_after < 5.0, f"session files lingered {gone_after:.1f} s: the lock was not noticed"
+

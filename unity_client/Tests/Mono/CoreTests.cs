@@ -30,6 +30,19 @@ static class CoreTests
             else if (args[i] == "--offline") offline = true;
             else if (args[i] == "--curve") { serverKey = args[++i]; clientPublic = args[++i]; clientSecret = args[++i]; }
         }
+        if (args.Contains("--hold"))
+        {
+            // Open a session, render one frame, then wait to be killed: the pytest side checks that
+            // the daemon notices the death through the liveness flock, long before its timeout.
+            var c = new NeurenderClient(new ClientOptions { Endpoint = endpoint, RequestTimeoutMs = 10000 });
+            c.Connect();
+            Session s = c.Open(Config());
+            _scratch = new byte[W * H * 6];
+            RenderOne(s, 1, Action(1));
+            Console.WriteLine("HOLDING shm=" + s.Info.ShmPath);
+            Console.Out.Flush();
+            while (true) { c.Pump(50); }
+        }
         if (serverKey != null)
         {
             Test("curve_allowed_client", () => CurveAllowed(endpoint, new CurveKeys { ServerPublic = serverKey, ClientPublic = clientPublic, ClientSecret = clientSecret }));
