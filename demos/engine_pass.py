@@ -40,7 +40,10 @@ def set_uniform(prog, name: str, value) -> None:
 
 
 def write_array(prog, name: str, values: np.ndarray) -> None:
-    """Writes a uniform array; the GLSL compiler may have shortened it to the entries the shader uses."""
+    """Writes a uniform array; the GLSL compiler may have shortened it to the entries the shader uses
+    (or dropped it)."""
+    if name not in prog:
+        return
     u = prog[name]
     values = np.ascontiguousarray(values, np.float32)
     prog[name].write(values[: u.array_length].tobytes())

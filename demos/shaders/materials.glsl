@@ -11,22 +11,23 @@ vec2 wall_uv(vec3 p, vec3 n) {  // coordinates along a face: horizontal, vertica
 }
 
 // Fades a thin line pattern to its average where a pixel covers many repeats (no shimmering).
-float line_aa(vec2 f, vec2 width, vec2 uv) {
-    vec2 fw = fwidth(uv);
-    vec2 l = step(f, width);
-    vec2 fade = clamp(fw * 1.5, 0.0, 1.0);
+// `fw` = fwidth of the CONTINUOUS cell coordinate (cells per pixel).
+float line_aa(vec2 f, vec2 width, vec2 fw) {
+    vec2 l = 1.0 - smoothstep(width - fw, width + fw, f);  // the line's edge blurred over one pixel
+    l = max(l, smoothstep(vec2(1.0) - fw, vec2(1.0), f));  // and its wrap-around edge at the cell end
+    vec2 fade = smoothstep(0.1, 0.35, fw);  // below ~4 pixels a cell, blend towards the average
     l = mix(l, width, fade);
     return clamp(l.x + l.y, 0.0, 1.0);
 }
 
 vec3 brick(vec3 p, vec3 n) {
     vec2 uv = wall_uv(p, n) / vec2(0.42, 0.14);
+    vec2 fw = fwidth(uv);  // before the row offset, which jumps
     float row = floor(uv.y);
     uv.x += 0.5 * mod(row, 2.0);
     vec2 cell = floor(uv), f = fract(uv);
-    float mortar = line_aa(f, vec2(0.05, 0.1), uv);
-    float var = mix(0.75 + 0.5 * hash12(cell), 1.0, clamp(length(fwidth(uv)) - 0.5, 0.0, 1.0));
-    vec3 c = vec3(0.50, 0.19, 0.12) * var * (0.9 + 0.2 * vnoise(p * 9.0));
+    float mortar = line_aa(f, vec2(0.05, 0.1), fw);
+    vec3 c = vec3(0.50, 0.19, 0.12) * (0.75 + 0.5 * hash12(cell)) * (0.9 + 0.2 * vnoise(p * 9.0));
     return mix(c, vec3(0.55, 0.53, 0.50), mortar);
 }
 
@@ -59,7 +60,7 @@ vec3 marble(vec3 p) {
 vec3 concrete(vec3 p, vec3 n) {
     vec2 uv = wall_uv(p, n) / 1.5;
     vec2 f = fract(uv);
-    float joint = (abs(n.y) > 0.7) ? line_aa(f, vec2(0.015), uv) : 0.0;
+    float joint = (abs(n.y) > 0.7) ? line_aa(f, vec2(0.015), fwidth(uv)) : 0.0;
     vec3 c = vec3(0.42, 0.41, 0.40) * (0.8 + 0.35 * fbm(p * 2.5)) * (0.95 + 0.1 * vnoise(p * 30.0));
     return c * (1.0 - 0.4 * joint);
 }
@@ -92,7 +93,7 @@ vec3 material_albedo(int m, vec3 p, vec3 n, int obj, out vec2 spec) {
         c = vec3(0.25, 0.16, 0.09) * (0.6 + 0.7 * vnoise(vec3(p.x * 25.0, p.y * 2.0, p.z * 25.0)));
     } else if (m == 11) {  // roof tiles
         vec2 uv = p.xz / vec2(0.3, 0.25);
-        c = vec3(0.38, 0.13, 0.10) * (0.7 + 0.5 * hash12(floor(uv))) * (1.0 - 0.3 * line_aa(vec2(1.0, fract(uv.y)), vec2(0.0, 0.08), uv));
+        c = vec3(0.38, 0.13, 0.10) * (0.7 + 0.5 * hash12(floor(uv))) * (1.0 - 0.3 * line_aa(vec2(1.0, fract(uv.y)), vec2(0.0, 0.08), fwidth(uv)));
     } else if (m == 12) {  // painted (dynamic objects): one colour per object
         float h = hash12(vec2(float(obj), 9.0));
         c = 0.6 * clamp(abs(mod(h * 6.0 + vec3(0.0, 4.0, 2.0), 6.0) - 3.0) - 1.0, 0.0, 1.0) + 0.08;

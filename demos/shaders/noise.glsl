@@ -1,8 +1,14 @@
 // Deterministic hash-based value noise (no textures, identical for a given position on every run).
+// An integer hash of a lattice point (PCG-style mixing): float hashes of large world coordinates show
+// diagonal streaks, this does not. Callers pass integer-valued coordinates.
+uint pcg(uint v) {
+    uint state = v * 747796405u + 2891336453u;
+    uint word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
+    return (word >> 22u) ^ word;
+}
 float hash13(vec3 p) {
-    p = fract(p * 0.1031);
-    p += dot(p, p.zyx + 31.32);
-    return fract((p.x + p.y) * p.z);
+    uvec3 q = uvec3(ivec3(floor(p)));
+    return float(pcg(q.x + pcg(q.y + pcg(q.z)))) * (1.0 / 4294967296.0);
 }
 float hash12(vec2 p) { return hash13(vec3(p, 17.17)); }
 float vnoise(vec3 p) {
