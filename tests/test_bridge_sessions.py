@@ -12,6 +12,8 @@ import time
 import msgpack
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bridge import protocol as P
 from bridge.client import Client
@@ -281,3 +283,49 @@ def test_a_daemon_bug_is_an_internal_error_not_a_crash(env, monkeypatch):
     reply = raw.request(type="hello", req=1)
     assert reply["code"] == "internal_error" and "planted bug" in reply["message"]
     assert_healthy(healthy)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(bursts=st.lists(st.tuples(st.integers(1, 3), st.booleans()), min_size=1, max_size=12),
+       transport=st.sampled_from(["shm", "inline"]))
+def test_every_seq_answered_once_in_order_under_random_pipelining(env, bursts, transport):
+    """Random bursts of submits (up to the free slots), with or without the renderer paused (then a
+    burst of 3 must drop one): each seq comes back exactly once (result or dropped), results in
+    increasing order, each image exact."""
+    daemon, renderer, healthy, raw = env
+    with Client(daemon.endpoints[0], context=daemon.ctx, heartbeat=False) as c:
+        s = c.open_session(W, H, {"color": "uint8"}, transport=transport, output_format="rgb8")
+        sent, answered, results, must_drop = [], [], [], []
+
+        def take(r):
+            answered.extend([r.seq, *r.dropped])
+            results.append(r.seq)
+            np.testing.assert_array_equal(r.image, np.full((H, W, 3), r.seq % 251, np.uint8))
+
+        for n, paused in bursts:
+            if paused:  # the burst's first frame is rendering while the others arrive: they must drop
+                while s.in_flight():  # an empty pipeline first, so "first" is the one rendering
+                    take(s.poll(timeout=5))
+                renderer.gate.clear()
+                renderer.started.clear()
+            for k in range(n):
+                if not s._free:
+                    break
+                sent.append(s.submit({"color": np.full((H, W, 3), s._seq % 251, np.uint8)}))
+                if paused and k == 0:
+                    assert renderer.started.wait(5)
+            if paused and k == 2:
+                must_drop.append(sent[-2])  # replaced while waiting behind the rendering frame
+            if paused:
+                c._request("ping")  # the daemon reads a connection in order: all frames are queued now
+            renderer.gate.set()
+            r = s.poll(timeout=5)
+            while r is not None:  # drain what arrived: an shm image is valid until its slot is reused
+                take(r)
+                r = s.poll(timeout=0)
+        while s.in_flight():
+            take(s.poll(timeout=5))
+        assert sorted(answered) == sent and len(set(answered)) == len(answered)
+        assert results == sorted(results) and results[-1] == sent[-1]
+        assert not set(must_drop) & set(results)
+
