@@ -9,7 +9,7 @@ import tempfile
 
 import glfw
 import imageio.v2 as imageio
-import numpy as np
+import pytest
 
 from demos.styles import STYLES
 from demos.window import KeyHandler
@@ -57,15 +57,38 @@ def test_typing_a_prompt():
     assert k.take_events() == [] and not k.quit
 
 
-def test_window_demo_under_xvfb(tmp_path):
-    xvfb = shutil.which("xvfb-run")
-    assert xvfb, "xvfb-run is installed by .ci/setup (APT_PACKAGES)"
+@pytest.fixture
+def xvfb_display():
+    """A private Xvfb server; -displayfd makes it pick a free display number itself (no race with
+    other X servers on the machine, unlike guessing one)."""
+    xvfb = shutil.which("Xvfb")
+    assert xvfb, "Xvfb is installed by .ci/setup (APT_PACKAGES: xvfb)"
+    read_fd, write_fd = os.pipe()
+    proc = subprocess.Popen([xvfb, "-displayfd", str(write_fd), "-screen", "0", "800x600x24", "-nolisten", "tcp"],
+                            pass_fds=(write_fd,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(write_fd)
+    try:
+        with os.fdopen(read_fd) as f:
+            number = f.readline().strip()
+        assert number.isdigit(), "Xvfb did not report its display"
+        yield f":{number}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_window_demo_under_xvfb(tmp_path, xvfb_display):
     shot = tmp_path / "window.png"
     rd = tempfile.mkdtemp(prefix="nrw-")
-    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    env = {k: v for k, v in os.environ.items() if k != "WAYLAND_DISPLAY"}
+    env["DISPLAY"] = xvfb_display
     try:
         proc = subprocess.run(
-            [xvfb, "-a", "-s", "-screen 0 800x600x24", sys.executable, "-m", "neural_renderer.cli", "demo",
+            [sys.executable, "-m", "neural_renderer.cli", "demo",
              "--frames", "4", "--resolution", "64x48", "--window-size", "320x240", "--view", "side by side",
              "--backend", "passthrough", "--runtime-dir", rd, "--ssaa", "1", "--screenshot", str(shot)],
             env=env, capture_output=True, text=True, timeout=120)
