@@ -50,6 +50,9 @@ namespace Neurender
         public CompositeMode composite = CompositeMode.Replace;
         [Range(0f, 1f)] public float blend = 0.75f;
 
+        [Tooltip("Read captured texture rows bottom-up (Unity's texture convention). Untick only if the daemon receives upside-down frames on your graphics API.")]
+        public bool flipCapturedRows = true;
+
         [Header("Action")]
         public NeuralActionSource actionSource;
 
@@ -80,7 +83,7 @@ namespace Neurender
         static readonly int SrcId = Shader.PropertyToID("_Src"), DstId = Shader.PropertyToID("_Dst");
         static readonly int WidthId = Shader.PropertyToID("_Width"), HeightId = Shader.PropertyToID("_Height");
         static readonly int ComponentsId = Shader.PropertyToID("_Components"), WordsId = Shader.PropertyToID("_Words");
-        static readonly int GroupsXId = Shader.PropertyToID("_GroupsX");
+        static readonly int GroupsXId = Shader.PropertyToID("_GroupsX"), FlipYId = Shader.PropertyToID("_FlipY");
         static readonly int WorldToViewId = Shader.PropertyToID("_NeurenderWorldToView"), SizeId = Shader.PropertyToID("_NeurenderSize");
         static readonly int NeuralTexId = Shader.PropertyToID("_NeuralTex"), BlendId = Shader.PropertyToID("_Blend");
         const int GroupsX = 1024;
@@ -299,6 +302,7 @@ namespace Neurender
                 cmd.SetComputeIntParam(_pack, ComponentsId, c.Components);
                 cmd.SetComputeIntParam(_pack, WordsId, c.Words);
                 cmd.SetComputeIntParam(_pack, GroupsXId, GroupsX);
+                cmd.SetComputeIntParam(_pack, FlipYId, flipCapturedRows ? 1 : 0);
                 int groups = (c.Words + 63) / 64;
                 cmd.DispatchCompute(_pack, c.Kernel, Mathf.Min(groups, GroupsX), (groups + GroupsX - 1) / GroupsX, 1);
                 CaptureChannel channel = c;
