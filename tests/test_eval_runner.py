@@ -51,7 +51,7 @@ def test_noise_scores_worse_than_engine_pass_and_passthrough_equals_engine(cache
     assert ref["psnr"] == math.inf and ref["ssim"] == pytest.approx(1.0, abs=1e-12)
     assert ref["warp_error"] == pytest.approx(_reference_floor(cache), rel=1e-12, abs=1e-15)
     assert "latency" in noise and noise["latency"]["frames"] == (36 - 2) + (24 - 2)
-    assert "latency" not in eng
+    assert "latency" not in eng and "daemon_render_p50_ms" not in noise["latency"]
     # drift: longest run (36 frames) in windows of 8
     assert eng["drift"]["windows"] == 4
     # events: prompt switches at 12 and 24 in the first run; the synthetic cut at 6 in both runs
@@ -117,6 +117,8 @@ def test_through_a_real_daemon_reports_what_the_bridge_delivers(cache):
         assert s[k] == eng[k]
     assert s["latency"]["frames"] == (36 - 2) + (24 - 2) and s["latency"]["p50_ms"] > 0
     assert res["hosts"][name]["host"].startswith("daemon at ipc://") and res["hosts"][name]["dropped_frames"] == 0
+    # the daemon's own render time is part of the round trip the caller measured
+    assert 0 <= s["latency"]["daemon_render_p50_ms"] <= s["latency"]["p50_ms"]
 
 
 def test_nonfinite_output_is_counted_and_scored_as_black(cache):

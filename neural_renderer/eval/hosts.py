@@ -1,7 +1,8 @@
 """Where the renderer under test runs: in this process (bridge.backends) or behind a daemon (bridge.client).
 
 Both give the runner the same thing: a run per sequence whose `render(...)` returns the frame as
-float32 RGB in [0, 1] and the wall-clock seconds the call took, as the caller of the bridge sees it.
+float32 RGB in [0, 1], the wall-clock seconds the call took as the caller of the bridge sees it, and
+the daemon's own timings (queue_ms, render_ms, daemon_ms) when there is a daemon, else None.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ class InProcessRun:
         self.out = np.empty((height, width, comps), np.dtype(dtype))
         self.seq = 0
 
-    def render(self, pixels, constants, action, prompt, reset) -> tuple[np.ndarray, float]:
+    def render(self, pixels, constants, action, prompt, reset) -> tuple[np.ndarray, float, None]:
         from bridge.backends import FrameInputs
 
         inputs = FrameInputs(self.seq, pixels, constants, action, prompt, reset)
@@ -39,7 +40,7 @@ class InProcessRun:
         self.session.render(inputs, self.out)
         dt = time.perf_counter() - t0
         self.seq += 1
-        return _to_rgb(self.out), dt
+        return _to_rgb(self.out), dt, None
 
     def close(self) -> None:
         self.session.close()
@@ -76,12 +77,12 @@ class DaemonRun:
                                                 action_dim=ACTION_DIM, output_format=output_format,
                                                 prompt=prompt, steps=steps)
 
-    def render(self, pixels, constants, action, prompt, reset) -> tuple[np.ndarray, float]:
+    def render(self, pixels, constants, action, prompt, reset) -> tuple[np.ndarray, float, dict]:
         t0 = time.perf_counter()
         result = self.session.render(pixels, constants=constants, action=action, prompt=prompt, reset=reset)
         dt = time.perf_counter() - t0
         self.host.dropped += len(result.dropped)
-        return _to_rgb(result.image), dt  # _to_rgb copies: the shm view is reused by later frames
+        return _to_rgb(result.image), dt, dict(result.timings)  # _to_rgb copies: the shm view is reused
 
     def close(self) -> None:
         self.session.close()

@@ -21,6 +21,7 @@ COLUMNS = [
     ("latency p50 ms", lambda s: s["latency"]["p50_ms"] if "latency" in s else None, "{:.2f}"),
     ("latency p99 ms", lambda s: s["latency"]["p99_ms"] if "latency" in s else None, "{:.2f}"),
     ("frames/s", lambda s: s["latency"]["fps"] if "latency" in s else None, "{:.1f}"),
+    ("daemon render p50 ms", lambda s: s.get("latency", {}).get("daemon_render_p50_ms"), "{:.2f}"),
 ]
 
 
@@ -172,7 +173,8 @@ def write_report(report_dir, result: dict, clip, seq, samples) -> Path:
   window (all windows in `drift.png`).
 - Prompt switch / reset frames: frames until PSNR reaches the segment's settled level minus
   {RECOVER_DB} dB; the settled PSNR is shown beside it.
-- Latency: wall-clock per `render` call as the caller sees it, warm-up frames excluded.
+- Latency: wall-clock per `render` call as the caller sees it, warm-up frames excluded; through a
+  daemon, "daemon render" is the part of it the daemon spent in the renderer.
 
 Hosts:
 {hosts}

@@ -13,7 +13,8 @@ The result (also the --json file; JSON with Infinity/NaN tokens, which Python's 
                             drift {window, windows, psnr_windows, warp_windows, last_window,
                                    psnr_last_minus_first, warp_last_over_first},
                             prompt_switch / reset {events, mean_frames, max_frames, settled_psnr},
-                            latency {p50_ms, p99_ms, mean_ms, fps, frames}   (renderers only)},
+                            latency {p50_ms, p99_ms, mean_ms, fps, frames,
+                                     daemon_render_p50_ms / _p99_ms with --endpoint}   (renderers only)},
                   per_frame: [{seed, psnr [], ssim [], warp [], latency_ms []}]}},
   headline {name: {psnr, ssim, warp_error, drift_psnr_db, drift_warp_ratio, prompt_switch_frames,
                    reset_frames, latency_p50_ms, latency_p99_ms, fps}}
@@ -46,16 +47,16 @@ def _reference_system(clip, t, style):
 
 
 def _score_run(seq, clip, produce, samples: list[int], bar) -> dict:
-    """Feed one sequence through `produce(t, style, prompt, reset) -> (image, seconds|None)`."""
+    """Feed one sequence through `produce(t, style, prompt, reset) -> (image, seconds|None, timings|None)`."""
     n = len(clip)
     run = {"seed": seq.seed, "psnr": [], "ssim": [], "warp": [], "latency_s": [], "samples": {}, "styles": [],
-           "nonfinite_frames": 0}
+           "nonfinite_frames": 0, "daemon_render_ms": []}
     prev, prev_style = None, None
     for t in range(n):
         style = seq.style_at(t)
         prompt = style if style != prev_style else None
         reset = bool(clip.reset[t]) or t in seq.resets
-        img, seconds = produce(t, style, prompt, reset or t == 0)
+        img, seconds, timings = produce(t, style, prompt, reset or t == 0)
         if not np.isfinite(img).all():
             run["nonfinite_frames"] += 1
         # scored as displayed: NaN -> 0, clipped to [0, 1] (what the bridge's rgb8 conversion does)
@@ -71,6 +72,8 @@ def _score_run(seq, clip, produce, samples: list[int], bar) -> dict:
                                                      clip.engine["disocclusion"][t]))
         if seconds is not None:
             run["latency_s"].append(seconds)
+        if timings and "render_ms" in timings:
+            run["daemon_render_ms"].append(float(timings["render_ms"]))
         if t in samples:
             run["samples"][t] = img
         prev, prev_style = img, style
@@ -156,9 +159,9 @@ def run_eval(renderer, suite: str | Suite = "quick", *, vs=None, endpoint: str |
                 clip = ds.clip(0)
                 n = len(clip)
                 samples = sorted(set(np.linspace(0, n - 1, suite.samples).round().astype(int).tolist())) if k == 0 else []
-                runs[ENGINE].append(_score_run(seq, clip, lambda t, s, p, r: (_engine_system(clip, t, s), None),
+                runs[ENGINE].append(_score_run(seq, clip, lambda t, s, p, r: (_engine_system(clip, t, s), None, None),
                                                samples, bar))
-                runs[REFERENCE].append(_score_run(seq, clip, lambda t, s, p, r: (_reference_system(clip, t, s), None),
+                runs[REFERENCE].append(_score_run(seq, clip, lambda t, s, p, r: (_reference_system(clip, t, s), None, None),
                                                   samples, bar))
                 for name, host in hosts.items():
                     produce, handle = _host_producer(host, seq, clip, w, h, declared, output_format)

@@ -100,4 +100,8 @@ def summarize(runs: list[dict], drift_window: int, timed: bool) -> dict:
     }
     if timed:
         out["latency"] = latency([s for r in runs for s in r["latency_s"][r["warmup"]:]])
+        served = [ms for r in runs for ms in r.get("daemon_render_ms", [])[r["warmup"]:]]
+        if served:  # through a daemon: how much of the round trip is the renderer itself
+            out["latency"]["daemon_render_p50_ms"] = float(np.percentile(served, 50))
+            out["latency"]["daemon_render_p99_ms"] = float(np.percentile(served, 99))
     return out
