@@ -153,15 +153,19 @@ def check_schedule(s: Schedule) -> None:
 # ----------------------------------------------------------------------------------------------- kernel
 @triton.jit
 def _wait(ctr_ptr, idx, count, gen, err_ptr, MAX_SPIN: tl.constexpr):
+    # Poll with plain volatile loads: atomic read-modify-writes from ~100 spinning SMs on one address
+    # serialise in L2 and starve the producer's own increment (measured: 2.6 ms per step instead of
+    # the compute time). One acquire RMW once the target is seen orders the loads that follow.
     target = gen * count
-    cur = tl.atomic_add(ctr_ptr + idx, 0, sem="acquire")
+    cur = tl.load(ctr_ptr + idx, volatile=True)
     spins = 0
     while (cur < target) & (spins < MAX_SPIN):
-        cur = tl.atomic_add(ctr_ptr + idx, 0, sem="acquire")
+        cur = tl.load(ctr_ptr + idx, volatile=True)
         spins += 1
         if spins % 4096 == 0:  # once any wait has timed out, the others give up fast: seconds, not hours
-            if tl.atomic_add(err_ptr, 0) != 0:
+            if tl.load(err_ptr, volatile=True) != 0:
                 spins = MAX_SPIN
+    cur = tl.atomic_add(ctr_ptr + idx, 0, sem="acquire")
     if cur < target:
         tl.atomic_or(err_ptr, 1)  # never a hang: flag it, the self-check fails
 
