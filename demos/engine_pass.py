@@ -15,6 +15,7 @@ import numpy as np
 from bridge.channels import CHANNELS
 from demos.camera import Camera, gl_bytes
 from demos.geometry import vertex_array
+from demos.gl import set_uniform, write_array
 from demos.materials import ENGINE_ALBEDO
 from demos.shader_source import load
 from demos.world import MAX_DYNAMIC, World
@@ -27,26 +28,6 @@ LAYOUT: dict[str, tuple[int, int, int]] = {
 assert set(LAYOUT) == set(CHANNELS)
 DEFAULT_DTYPES = {name: ("float32" if "float32" in spec.dtypes else spec.dtypes[0]) for name, spec in CHANNELS.items()}
 LIGHT_DIR = np.array([0.45, 0.8, 0.35]) / np.linalg.norm([0.45, 0.8, 0.35])  # world space, towards the light
-
-
-def set_uniform(prog, name: str, value) -> None:
-    """Sets a uniform if the program still has it (the GLSL compiler drops unused ones)."""
-    if name not in prog:
-        return
-    if isinstance(value, (bytes, bytearray)):
-        prog[name].write(value)
-    else:
-        prog[name].value = value
-
-
-def write_array(prog, name: str, values: np.ndarray) -> None:
-    """Writes a uniform array; the GLSL compiler may have shortened it to the entries the shader uses
-    (or dropped it)."""
-    if name not in prog:
-        return
-    u = prog[name]
-    values = np.ascontiguousarray(values, np.float32)
-    prog[name].write(values[: u.array_length].tobytes())
 
 
 def allocate(width: int, height: int, dtypes: dict[str, str] | None = None) -> dict[str, np.ndarray]:

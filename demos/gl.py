@@ -1,4 +1,5 @@
-"""The one way neurender creates an OpenGL context: EGL standalone when headless, a glfw window otherwise.
+"""The one way neurender creates an OpenGL context (EGL standalone when headless, a glfw window otherwise),
+and the uniform helpers every renderer here uses.
 
 Shaders are written for GLSL 330 core so the same code runs on Mesa llvmpipe (CPU) and on the
 NVIDIA EGL driver of the GPU machine.
@@ -6,6 +7,8 @@ NVIDIA EGL driver of the GPU machine.
 from __future__ import annotations
 
 import os
+
+import numpy as np
 
 GL_VERSION = 330
 
@@ -47,3 +50,23 @@ def release_context(ctx) -> None:
 
         glfw.destroy_window(window)
         glfw.terminate()
+
+
+def set_uniform(prog, name: str, value) -> None:
+    """Sets a uniform if the program still has it (the GLSL compiler drops unused ones)."""
+    if name not in prog:
+        return
+    if isinstance(value, (bytes, bytearray)):
+        prog[name].write(value)
+    else:
+        prog[name].value = value
+
+
+def write_array(prog, name: str, values: np.ndarray) -> None:
+    """Writes a uniform array; the GLSL compiler may have shortened it to the entries the shader uses
+    (or dropped it)."""
+    if name not in prog:
+        return
+    u = prog[name]
+    values = np.ascontiguousarray(values, np.float32)
+    prog[name].write(values[: u.array_length].tobytes())

@@ -15,8 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 from demos.camera import Camera, gl_bytes, look_at, orthographic
-from demos.engine_pass import set_uniform, write_array
 from demos.geometry import vertex_array
+from demos.gl import set_uniform, write_array
 from demos.shader_source import load
 from demos.styles import LOOKS, STYLES, Look
 from demos.world import MAX_DYNAMIC, World
