@@ -479,7 +479,7 @@ static class CoreTests
         raw(Protocol.Frame("0000000000000000", 1, 0, null, null, false, null), typeof(UnknownSessionException));
 
         // Through the normal API: errors that carry the frame's seq come back as that frame's result.
-        Func<float[], Dictionary<string, float[]>, int, DaemonErrorException> frameError = (action, constants, slotOverride) =>
+        Func<float[], Dictionary<string, float[]>, DaemonErrorException> frameError = (action, constants) =>
         {
             int slot = s.AcquireSlot();
             long seq = s.Submit(slot, action, constants);
@@ -489,11 +489,11 @@ static class CoreTests
             seen.Add(r.Error.Code);
             return r.Error;
         };
-        Check(frameError(new float[3], null, -1) is SizeMismatchException, "short action -> SizeMismatchException");
+        Check(frameError(new float[3], null) is SizeMismatchException, "short action -> SizeMismatchException");
         var nan = Action(1); nan[0] = float.NaN;
-        Check(frameError(nan, null, -1) is NonFiniteException, "NaN action -> NonFiniteException");
-        Check(frameError(null, new Dictionary<string, float[]> { { "fov_y_deg", new float[] { 60, 61 } } }, -1) is SizeMismatchException, "constants length");
-        Check(frameError(null, new Dictionary<string, float[]> { { "warp_factor", new float[] { 1 } } }, -1) is BadFieldException, "unknown constant");
+        Check(frameError(nan, null) is NonFiniteException, "NaN action -> NonFiniteException");
+        Check(frameError(null, new Dictionary<string, float[]> { { "fov_y_deg", new float[] { 60, 61 } } }) is SizeMismatchException, "constants length");
+        Check(frameError(null, new Dictionary<string, float[]> { { "warp_factor", new float[] { 1 } } }) is BadFieldException, "unknown constant");
 
         // A seq the daemon has already seen, and a slot it does not have: raw frames on our session.
         raw(Protocol.Frame(s.Id, 0, 0, null, null, false, null), typeof(BadSeqException));
