@@ -1,0 +1,136 @@
+"""One device call for the issue-6 table: shortcut-distil tiny, prune the distilled tiny (and base for
+timing), then time and evaluate every arm side by side in this one process.
+
+    python -m neural_renderer.distill_bench --ckpt-dir neural_renderer/checkpoints --out runs/bench \
+        --distill-s 60 --prune-s 40 --device cuda
+
+Writes OUT/distill_bench.json (every number), OUT/ckpt/ (the distilled and pruned tiny checkpoints),
+OUT/report.tgz (loss / sampling / score plots and the per-stage result JSONs). A stage that fails is
+recorded with its error and the later stages still run, so one call always brings back something.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tarfile
+import time
+import traceback
+from pathlib import Path
+
+
+def _stage(results: dict, name: str, fn):
+    t0 = time.time()
+    try:
+        results[name] = fn()
+    except Exception as e:  # keep going: later stages are independent measurements
+        results[name] = {"error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()[-2000:]}
+        print(f"[{name}] FAILED: {e}", flush=True)
+    results.setdefault("stage_seconds", {})[name] = time.time() - t0
+    print(f"[{name}] {time.time() - t0:.1f} s", flush=True)
+    return results[name]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--ckpt-dir", default="neural_renderer/checkpoints")
+    p.add_argument("--out", default="runs/distill_bench")
+    p.add_argument("--data", default="world")
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--distill-s", type=float, default=60.0)
+    p.add_argument("--prune-s", type=float, default=40.0)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--pool", type=int, default=48)
+    p.add_argument("--clip-len", type=int, default=6)
+    p.add_argument("--drop-blocks", type=int, default=2)
+    p.add_argument("--mlp-ratio", type=int, default=3)
+    p.add_argument("--base-drop-blocks", type=int, default=3)
+    p.add_argument("--eval-frames", type=int, default=150)
+    p.add_argument("--eval-runs", type=int, default=2)
+    p.add_argument("--eval-res", type=int, default=128)
+    p.add_argument("--timing-frames", type=int, default=60)
+    p.add_argument("--skip-base", action="store_true")
+    a = p.parse_args(argv)
+
+    import torch
+
+    from neural_renderer.bench_generator import bench
+    from neural_renderer.distill import DistillConfig, bench_suite, distill, eval_table
+    from neural_renderer.prune import PruneConfig, prune
+
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = out / "work"
+    ck = Path(a.ckpt_dir)
+    res: dict = {"device": torch.cuda.get_device_name() if a.device.startswith("cuda") else "cpu", "torch": torch.__version__,
+                 "args": vars(a)}
+    sc_dir, pr_dir, bp_dir = work / "tiny-shortcut", work / "tiny-pruned", work / "base-pruned"
+    sc_ck, pr_ck = sc_dir / "tiny.json", pr_dir / "tiny-pruned.json"
+
+    _stage(res, "distill_tiny", lambda: _slim(distill(DistillConfig(
+        teacher=str(ck / "tiny.json"), out=str(sc_dir), steps=10 ** 6, time_budget_s=a.distill_s, batch=a.batch,
+        clip_len=a.clip_len, pool=a.pool, source=a.data, device=a.device, recommended_steps=2, log_every=25), progress=False)))
+    _stage(res, "prune_tiny", lambda: _slim(prune(PruneConfig(
+        source=str(sc_ck if sc_ck.is_file() else ck / "tiny.json"), out=str(pr_dir), name="tiny-pruned",
+        drop_blocks=a.drop_blocks, mlp_ratio=a.mlp_ratio, steps=10 ** 6, time_budget_s=a.prune_s, batch=a.batch,
+        clip_len=a.clip_len, pool=max(8, a.pool // 2), lr=2e-4, data=a.data, device=a.device, log_every=25), progress=False)))
+    if not a.skip_base:
+        # base: structure only (no recovery) so its speed-up is measured; timing does not depend on values
+        _stage(res, "prune_base_structure", lambda: _slim(prune(PruneConfig(
+            source=str(ck / "base.json"), out=str(bp_dir), name="base-pruned", drop_blocks=a.base_drop_blocks,
+            mlp_ratio=a.mlp_ratio, steps=0, score_batches=1, batch=2, clip_len=3, pool=2, data=a.data,
+            device=a.device), progress=False)))
+
+    timing_arms = [("tiny", ck / "tiny.json"), ("tiny-pruned", pr_ck)]
+    if not a.skip_base:
+        timing_arms = [("base", ck / "base.json"), ("base-pruned", bp_dir / "base-pruned.json")] + timing_arms
+    for label, path in timing_arms:
+        for dtype in ("fp32", "bf16"):
+            _stage(res, f"timing_{label}_{dtype}", lambda path=path, dtype=dtype: bench(
+                str(path), [1, 2, 4], a.timing_frames, 8, a.device, False, dtype))
+
+    t, s, pr = (f"generator:{ck / 'tiny.json'}", f"generator:{sc_ck}", f"generator:{pr_ck}")
+    arms = [("teacher", t, 32), ("teacher", t, 2), ("shortcut", s, 4), ("shortcut", s, 2), ("shortcut", s, 1),
+            ("pruned shortcut", pr, 2), ("pruned shortcut", pr, 1)]
+    suite = bench_suite(a.eval_frames, a.eval_runs, a.eval_res)
+    res["suite"] = {"name": suite.name, "resolution": [suite.width, suite.height],
+                    "sequences": [{"seed": q.seed, "frames": q.frames, "schedule": q.schedule, "resets": q.resets} for q in suite.sequences]}
+    _stage(res, "eval", lambda: eval_table(arms, suite, cache_dir=str(work / "eval_cache"), device=a.device, progress=False))
+
+    (out / "distill_bench.json").write_text(json.dumps(res, indent=1, default=str))
+    (out / "ckpt").mkdir(exist_ok=True)
+    for d in (sc_dir, pr_dir):
+        for f in list(d.glob("*.json")) + list(d.glob("*.safetensors")):
+            if not f.name.endswith("_result.json"):
+                shutil.copy(f, out / "ckpt" / f"{d.name}__{f.name}")
+    with tarfile.open(out / "report.tgz", "w:gz") as tar:
+        for d in (sc_dir, pr_dir, bp_dir):
+            for f in list(d.glob("*.png")) + list(d.glob("*_result.json")):
+                tar.add(f, arcname=f"{d.name}/{f.name}")
+    _print_summary(res)
+    return 0
+
+
+def _slim(r: dict) -> dict:
+    """Stage results without the per-unit plans and scores (those stay in the stage's own JSON)."""
+    r = dict(r)
+    if "plan" in r:
+        r["plan"] = {"keep_blocks": r["plan"]["keep_blocks"], "mlp_ratio": r["plan"]["mlp_ratio"]}
+    if "scores" in r:
+        r["scores"] = {"blocks": r["scores"]["blocks"], "heads": r["scores"]["heads"]}
+    return r
+
+
+def _print_summary(res: dict) -> None:
+    for k, v in res.items():
+        if k.startswith("timing_") and isinstance(v, dict) and "rows" in v:
+            print(k, v.get("params"), [(r["steps"], round(r["median_ms"], 3)) for r in v["rows"]])
+    rows = res.get("eval")
+    if isinstance(rows, list):
+        for r in rows:
+            print(f"{r['arm']:16s} steps={r['steps']:2d} psnr={r['psnr']:.3f} ssim={r['ssim']:.4f} warp={r['warp_error']:.5f} "
+                  f"drift={r['drift_psnr_db']:.3f} fps={r.get('fps')}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
