@@ -90,7 +90,7 @@ def spawn_daemon(backend: str = "passthrough", runtime_dir: str | os.PathLike | 
     owns = False
     if runtime_dir == "private":
         runtime_dir, owns = tempfile.mkdtemp(prefix="nr-"), True
-    cmd = [sys.executable, "-m", "neural_renderer.cli", "serve", "--backend", backend]
+    cmd = [sys.executable, "-m", "bridge.serve_cmd", "--backend", backend]
     if runtime_dir is not None:
         cmd += ["--runtime-dir", str(runtime_dir)]
     if tcp:

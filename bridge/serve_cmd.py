@@ -115,3 +115,13 @@ def run(args: argparse.Namespace) -> int:
         except FileNotFoundError:
             pass
     return 0
+
+
+if __name__ == "__main__":
+    # `python -m bridge.serve_cmd ...` = `neurender serve ...` without building every other subcommand's
+    # parser (spawn_daemon uses this: a broken or heavy import elsewhere cannot stop the daemon)
+    import sys
+
+    _parser = argparse.ArgumentParser(prog="neurender serve", description="run the rendering daemon")
+    configure(_parser)
+    sys.exit(run(_parser.parse_args()))
