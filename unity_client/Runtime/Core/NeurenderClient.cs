@@ -83,6 +83,9 @@ namespace Neurender.Core
             if (_socket != null) _socket.Dispose();
             _socket = new ZmqDealer(_ctx);
             if (Options.Curve != null) _socket.SetCurve(Options.Curve);
+            // Over TCP a vanished peer (cable, NAT, crashed host) is only seen through traffic:
+            // ZMTP pings let libzmq drop and redial the connection by itself.
+            if (Endpoint.StartsWith("tcp://")) _socket.SetHeartbeat(1000, 3000, 6000);
             _socket.Connect(Endpoint);
             _awaitingSinceMs = -1;
         }
