@@ -3,7 +3,6 @@ demo starts (and stops) itself with bridge.daemon.spawn_daemon."""
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 
@@ -38,15 +37,26 @@ class DaemonLink:
                 backend = backend or serve_default("backend")
                 log(f"starting a daemon: --backend {backend}" + (f" --steps {steps}" if steps else ""))
                 self.handle = spawn_daemon(backend=backend, runtime_dir=str(rd) if runtime_dir else None,
-                                           steps=steps, device=device, stderr=sys.stderr, timeout=180.0)
+                                           steps=steps, device=device, timeout=180.0)  # its log goes to our stderr
                 endpoint = self.handle.endpoint
+        elif local_daemon_alive(endpoint, timeout=3.0) is None:
+            from bridge.client import DaemonUnavailable
+
+            raise DaemonUnavailable(f"no neurender daemon answers at {endpoint}")
         self.endpoint = endpoint
-        self.client = Client(endpoint, name="neurender-demo", timeout=60.0)
+        try:
+            self.client = Client(endpoint, name="neurender-demo", timeout=60.0)
+        except Exception:
+            self.close_daemon()
+            raise
+
+    def close_daemon(self) -> None:
+        if self.handle is not None:
+            self.handle.stop()
+            self.handle = None
 
     def close(self) -> None:
         try:
             self.client.close()
         finally:
-            if self.handle is not None:
-                self.handle.stop()
-                self.handle = None
+            self.close_daemon()

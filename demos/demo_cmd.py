@@ -71,11 +71,20 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"neurender demo: {e}", file=sys.stderr)
         return 2
+    from bridge.client import BridgeError, DaemonUnavailable
+
     log = lambda msg: print(f"neurender demo: {msg}", file=sys.stderr)  # noqa: E731
-    if args.headless:
-        from demos.headless import run_headless
+    try:
+        if args.headless:
+            from demos.headless import run_headless
 
-        return run_headless(args, log=log)
-    from demos.window import run_window
+            return run_headless(args, log=log)
+        from demos.window import run_window
 
-    return run_window(args, log=log)
+        return run_window(args, log=log)
+    except (BridgeError, DaemonUnavailable) as e:  # the daemon refused us or is not there
+        log(f"error: {e}")
+        return 1
+    except RuntimeError as e:  # e.g. the daemon we started did not come up (bad --backend)
+        log(f"error: {e}")
+        return 1

@@ -28,9 +28,9 @@ def run_headless(args, log=print) -> int:
     out.mkdir(parents=True, exist_ok=True)
     width, height = args.resolution
     ctx = create_context(headless=True)
-    link = DaemonLink(args.backend, args.steps, args.runtime_dir, args.endpoint, args.device, log=log)
-    scene = None
+    link = scene = None
     try:
+        link = DaemonLink(args.backend, args.steps, args.runtime_dir, args.endpoint, args.device, log=log)
         scene = LiveScene(ctx, link.client, args.seed, width, height, args.style, steps=args.steps, ssaa=args.ssaa)
         ctrl = ScriptedController(args.script, args.seed, fps=args.fps)
         scene.player.teleport(*ctrl.spawn(scene.world))
@@ -70,5 +70,6 @@ def run_headless(args, log=print) -> int:
     finally:
         if scene is not None:
             scene.close()
-        link.close()
+        if link is not None:
+            link.close()
         ctx.release()

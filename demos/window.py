@@ -143,9 +143,9 @@ def run_window(args, log=print) -> int:
     width, height = args.resolution
     ctx = create_context(headless=False, size=args.window_size, title="neurender demo")
     window = ctx.extra["window"]
-    link = DaemonLink(args.backend, args.steps, args.runtime_dir, args.endpoint, args.device, log=log)
-    scene = None
+    link = scene = None
     try:
+        link = DaemonLink(args.backend, args.steps, args.runtime_dir, args.endpoint, args.device, log=log)
         scene = LiveScene(ctx, link.client, args.seed, width, height, args.style, steps=args.steps, ssaa=args.ssaa)
         styles = list(STYLES)
         inputs = InputState(window, styles)
@@ -221,5 +221,6 @@ def run_window(args, log=print) -> int:
     finally:
         if scene is not None:
             scene.close()
-        link.close()
+        if link is not None:
+            link.close()
         release_context(ctx)

@@ -68,3 +68,15 @@ def test_bad_resolution_is_refused(bad, capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["demo", "--resolution", bad])
     assert "resolution" in capsys.readouterr().err
+
+
+def test_unreachable_daemon_and_bad_backend_fail_cleanly(tmp_path, runtime_dir, capsys):
+    rc = main(["demo", "--headless", "--frames", "2", "--out", str(tmp_path / "a"), "--resolution", "32x32",
+               "--endpoint", f"ipc://{runtime_dir}/nobody.sock"])
+    assert rc == 1
+    assert "no neurender daemon answers" in capsys.readouterr().err
+    rc = main(["demo", "--headless", "--frames", "2", "--out", str(tmp_path / "b"), "--resolution", "32x32",
+               "--backend", "no-such-backend", "--runtime-dir", runtime_dir])
+    assert rc == 1
+    assert "did not start" in capsys.readouterr().err
+    assert not (tmp_path / "b" / "demo.mp4").exists()
