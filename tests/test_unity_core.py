@@ -29,6 +29,9 @@ DAEMON_TESTS = ("connect", "open_session", "frames_200_changing_actions", "pipel
                 "heartbeat_keeps_idle_session", "inline_transport", "daemon_restart_recovery", "daemon_down_reconnect",
                 "close")
 W, H = 64, 48  # CoreTests.cs
+# Pinned so the test's duration does not follow the daemon's defaults: the heartbeat test idles for
+# twice the session timeout, and the client calls the daemon lost after 3 s of silence.
+TIMING = ["--heartbeat-ms", "250", "--session-timeout-ms", "1200"]
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +98,7 @@ def test_unity_core_against_real_daemon(core_exe, tmp_path):
     for d in (runtime, shm_dir, out):
         d.mkdir()
     runtime.chmod(0o700)
-    daemon = spawn_daemon("passthrough", runtime_dir=runtime, shm_dir=shm_dir)
+    daemon = spawn_daemon("passthrough", runtime_dir=runtime, shm_dir=shm_dir, extra_args=TIMING)
     first_pid, restarted = daemon.pid, []
     stderr_path = tmp_path / "mono_stderr.txt"
     lines: list[str] = []
@@ -121,7 +124,7 @@ def test_unity_core_against_real_daemon(core_exe, tmp_path):
                         daemon.proc.kill()
                         daemon.proc.wait(10)
                         time.sleep(int(fields["down_ms"]) / 1000)
-                        daemon = spawn_daemon("passthrough", runtime_dir=runtime, shm_dir=shm_dir)
+                        daemon = spawn_daemon("passthrough", runtime_dir=runtime, shm_dir=shm_dir, extra_args=TIMING)
                         restarted.append(daemon.pid)
                 rc = proc.wait(30)
             finally:
