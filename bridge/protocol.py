@@ -72,7 +72,7 @@ the daemon owns it from then until the ``frame_done`` for that seq, or until tha
 ``dropped``; then the client owns it again (it may read output slot k until it reuses slot k).
 The daemon keeps at most one frame per session waiting while one renders: a newer frame replaces the
 waiting one, whose seq is reported in the ``dropped`` list of the next ``frame_done`` of that session
-(or of the next error/closed about that session). Every seq is answered exactly once: by a frame_done,
+(or of the next error/closed about that session); its prompt and reset carry over to the frame that replaced it. Every seq is answered exactly once: by a frame_done,
 by a ``dropped`` entry, or by an error carrying that seq. Results come in increasing seq order; nothing is reordered.
 
 Shared memory (shm transport)

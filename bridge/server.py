@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import secrets
 import signal
 import threading
@@ -362,7 +363,7 @@ class Daemon:
         while True:
             try:
                 r = self.worker.results.get_nowait()
-            except Exception:  # queue.Empty
+            except queue.Empty:
                 return
             s = self.sessions.get(r.session)
             try:

@@ -65,9 +65,15 @@ class RenderWorker:
             self._cv.notify()
 
     def submit(self, job: FrameJob) -> FrameJob | None:
-        """Queue a frame; returns the frame it replaced (now dropped), if any."""
+        """Queue a frame; returns the frame it replaced (now dropped), if any. A dropped frame's prompt
+        change and reset flag carry over to the frame replacing it: they are events, not per-frame
+        state, and must not vanish with the frame."""
         with self._cv:
             dropped = self._pending.pop(job.session, None)
+            if dropped is not None:
+                if job.inputs.prompt is None:
+                    job.inputs.prompt = dropped.inputs.prompt
+                job.inputs.reset = job.inputs.reset or dropped.inputs.reset
             self._pending[job.session] = job  # to the back: sessions take turns
             self._cv.notify()
         return dropped

@@ -25,6 +25,7 @@ class GatedRenderer(Renderer):
         self.gate.set()
         self.started = threading.Event()  # set when a render begins
         self.rendered: list[tuple[str, int]] = []
+        self.events: list[tuple[int, str | None, bool]] = []  # (seq, prompt, reset) of each rendered frame
         self.fail_seqs: set[int] = set()
         self.closed_sessions = 0
 
@@ -45,6 +46,7 @@ class GatedRenderer(Renderer):
                     raise RuntimeError(f"planned failure at seq {frame.seq}")
                 inner.render(frame, out)
                 outer.rendered.append((id(self), frame.seq))
+                outer.events.append((frame.seq, frame.prompt, frame.reset))
 
             def close(self) -> None:
                 outer.closed_sessions += 1

@@ -329,3 +329,20 @@ def test_every_seq_answered_once_in_order_under_random_pipelining(env, bursts, t
         assert results == sorted(results) and results[-1] == sent[-1]
         assert not set(must_drop) & set(results)
 
+
+
+def test_prompt_and_reset_of_a_dropped_frame_carry_over(env):
+    daemon, renderer, healthy, raw = env
+    o = raw.open(W, H)
+    renderer.gate.clear()
+    renderer.started.clear()
+    raw.send_msg(type="frame", session=o["session"], seq=0, slot=0)
+    assert renderer.started.wait(5)
+    raw.send_msg(type="frame", session=o["session"], seq=1, slot=1, prompt="ink wash", reset=True)
+    raw.send_msg(type="frame", session=o["session"], seq=2, slot=2)  # replaces 1
+    assert raw.request(type="ping", req=1)["type"] == "pong"
+    renderer.events.clear()
+    renderer.gate.set()
+    replies = [raw.recv()[0] for _ in range(2)]
+    assert [(r["seq"], r["dropped"]) for r in replies] == [(0, [1]), (2, [])]
+    assert renderer.events == [(0, None, False), (2, "ink wash", True)]
