@@ -228,7 +228,8 @@ namespace Neurender
             if (newest.Pixels != null) _output.LoadRawTextureData(newest.Pixels);
             else
             {
-                Session.ReadOutput(newest.Slot, _outputBytes);
+                try { Session.ReadOutput(newest.Slot, _outputBytes); }
+                catch (InvalidOperationException) { return; } // lost in the same Pump: its memory is unmapped
                 _output.LoadRawTextureData(_outputBytes);
             }
             _output.Apply(false);
