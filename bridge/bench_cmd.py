@@ -135,7 +135,7 @@ def _bridge_arm(client, transport: str, args, pixels: dict, copy_in: bool, progr
         done = dropped = 0
         t0 = time.perf_counter()
         while done < args.frames:
-            while s._free:  # a free slot: submit without waiting
+            while s.free_slots():  # submit without waiting
                 if transport == "shm" and not copy_in:
                     s.submit(slot=s.acquire_slot())
                 else:

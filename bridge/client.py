@@ -12,7 +12,8 @@
 
 The client sends a ping for its sessions from a background thread (its own socket), so a game loop
 that stalls (loading, breakpoint) does not lose its session; a client process that dies releases its
-flock and the daemon closes the session at once. Wire format: bridge/protocol.py, docs/protocol.md.
+flock and the daemon closes the session at once. A Client and its sessions belong to one thread.
+Wire format: bridge/protocol.py, docs/protocol.md.
 """
 from __future__ import annotations
 
@@ -265,7 +266,12 @@ class Session:
         return self._in[slot]
 
     def in_flight(self) -> int:
+        """Frames submitted and not yet answered."""
         return len(self._inflight)
+
+    def free_slots(self) -> int:
+        """Slots a submit could take right now without waiting."""
+        return len(self._free)
 
     # -- frames -----------------------------------------------------------------------------------
     def submit(self, pixels: dict[str, np.ndarray] | None = None, constants: dict | None = None,

@@ -309,7 +309,7 @@ def test_every_seq_answered_once_in_order_under_random_pipelining(env, bursts, t
                 renderer.gate.clear()
                 renderer.started.clear()
             for k in range(n):
-                if not s._free:
+                if not s.free_slots():
                     break
                 sent.append(s.submit({"color": np.full((H, W, 3), s._seq % 251, np.uint8)}))
                 if paused and k == 0:
