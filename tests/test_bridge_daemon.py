@@ -138,10 +138,15 @@ def test_curve_allow_list_refuses_unknown_and_plain_clients(tmp_path):
         _, bob_secret = keys.add_client(kdir, "bob")  # allowed on disk, not yet known to the daemon
         with pytest.raises(DaemonUnavailable):
             Client(ep, server_public_key=d.server_public_key, client_keys=bob_secret, timeout=0.5)
-        os.kill(d.pid, signal.SIGHUP)  # re-read the allow-list
-        time.sleep(0.3)
-        with Client(ep, server_public_key=d.server_public_key, client_keys=bob_secret) as c:
-            assert c.welcome["pid"] == d.pid
+        os.kill(d.pid, signal.SIGHUP)  # re-read the allow-list (at the daemon's next tick)
+
+        def bob_gets_in() -> bool:
+            try:
+                with Client(ep, server_public_key=d.server_public_key, client_keys=bob_secret, timeout=0.5) as c:
+                    return c.welcome["pid"] == d.pid
+            except DaemonUnavailable:
+                return False
+        wait_until(bob_gets_in, 5.0)
 
 
 @pytest.mark.parametrize("args, message", [
