@@ -101,3 +101,33 @@ def vertex_array(ctx, prog, vbo):
         else:
             fmt.append(f"{4 * int(f[0])}x")
     return ctx.vertex_array(prog, [(vbo, " ".join(fmt), *names)])
+
+
+def ramp(lo, hi, mat: int, obj: int = 0) -> np.ndarray:
+    """A wedge over the footprint [lo.x, hi.x] x [lo.z, hi.z], rising along +z from lo.y to hi.y:
+    sloped top, two triangular sides, a vertical back (the bottom is never seen)."""
+    (x0, y0, z0), (x1, y1, z1) = lo, hi
+    a, b = np.array([x0, y0, z0]), np.array([x1, y0, z0])
+    c, d = np.array([x1, y1, z1]), np.array([x0, y1, z1])
+    e, f = np.array([x1, y0, z1]), np.array([x0, y0, z1])
+    faces = [quad([a, d, c, b], mat, obj) if _up([a, d, c]) else quad([a, b, c, d], mat, obj),
+             quad([f, e, c, d], mat, obj),  # back, facing +z
+             _tri([b, e, c], mat, obj, +1), _tri([a, d, f], mat, obj, -1)]
+    return np.concatenate(faces)
+
+
+def _up(c) -> bool:
+    return np.cross(c[1] - c[0], c[2] - c[0])[1] > 0
+
+
+def _tri(c, mat: int, obj: int, x_sign: int) -> np.ndarray:
+    c = [np.asarray(p, np.float64) for p in c]
+    n = np.cross(c[1] - c[0], c[2] - c[0])
+    if np.sign(n[0]) != x_sign:
+        c = c[::-1]
+        n = -n
+    out = np.empty((3, VERTEX_FLOATS), np.float32)
+    out[:, 0:3] = c
+    out[:, 3:6] = n / np.linalg.norm(n)
+    out[:, 6], out[:, 7] = mat, obj
+    return out

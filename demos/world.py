@@ -1,5 +1,5 @@
-"""A procedural town generated from a seed: streets, buildings, rooms, colonnades with stairs, parks with
-trees, props, street lamps, boundary walls, and a few dynamic objects that move on their own.
+"""A procedural town generated from a seed: streets, buildings, rooms, colonnades with stairs and ramps,
+parks with trees, props, street lamps, boundary walls, and a few dynamic objects that move on their own.
 
 Everything is a pure function of the seed (numpy Generator seeded with it), and dynamic objects are
 pure functions of time, so any frame can be re-rendered exactly.
@@ -50,9 +50,15 @@ def _rot_y(a: float) -> np.ndarray:
 
 class _Builder:
     def __init__(self):
+        self.ramp_mats: list[int] = []
         self.mins, self.maxs, self.mats = [], [], []
         self.solid: list[bool] = []
         self.sph_c, self.sph_r, self.sph_m = [], [], []
+        self.ramps: list[tuple] = []  # (x0, z0, x1, z1, y0, y1), rising along +z
+
+    def ramp(self, lo, hi, mat: str):
+        self.ramps.append((lo[0], lo[2], hi[0], hi[2], lo[1], hi[1]))
+        self.ramp_mats.append(M[mat])
 
     def box(self, lo, hi, mat: str, solid: bool = True):
         self.mins.append(lo)
@@ -127,6 +133,9 @@ class World:
         parts = [geometry.boxes(mins[drawn], maxs[drawn], mats[drawn])]
         if b.sph_c:
             parts.append(geometry.spheres(np.array(b.sph_c), np.array(b.sph_r), np.array(b.sph_m)))
+        for (x0, z0, x1, z1, y0, y1), mat in zip(b.ramps, b.ramp_mats):
+            parts.append(geometry.ramp((x0, y0, z0), (x1, y1, z1), mat))
+        self.ramps = np.array(b.ramps, np.float64).reshape(-1, 6)
         self.static_mesh = np.concatenate(parts)
         self.solid_min, self.solid_max = mins[solid], maxs[solid]
         self.spawn_points = np.array(spawn, np.float64)
@@ -182,8 +191,11 @@ class World:
             b.box([sx, 0.25, sz + s * 0.5], [sx + 4, 0.25 + (s + 1) * 0.25, sz + (s + 1) * 0.5], "concrete")
         b.box([sx - 1, 0.25, sz + steps * 0.5], [sx + 5, 0.25 + steps * 0.25, sz + steps * 0.5 + 5], "concrete")
         b.box([sx - 1, 2.25, sz + steps * 0.5 + 4.7], [sx + 5, 3.2, sz + steps * 0.5 + 5], "metal")  # railing
+        # a ramp up to a deck in the opposite corner
+        b.ramp([x0 + 1.5, 0.25, z0 + bl - 10], [x0 + 4.5, 1.45, z0 + bl - 4], "concrete")
+        b.box([x0 + 1.5, 0.25, z0 + bl - 4], [x0 + 4.5, 1.45, z0 + bl - 1.5], "wood")
         for _ in range(int(rng.integers(3, 8))):  # crates, some stacked
-            cx, cz = x0 + rng.uniform(2, bl - 12), z0 + rng.uniform(11, bl - 3)
+            cx, cz = x0 + rng.uniform(6, bl - 12), z0 + rng.uniform(11, bl - 3)
             s = float(rng.uniform(0.7, 1.2))
             b.box([cx, 0.25, cz], [cx + s, 0.25 + s, cz + s], "wood")
             if rng.random() < 0.4:
@@ -246,15 +258,26 @@ class World:
             out[i] = d.model(t)
         return out
 
+    def _ramp_heights(self, x: float, z: float, r: float) -> np.ndarray:
+        """Heights of the ramps whose footprint a disc of radius r at (x, z) touches (highest point under it)."""
+        rp = self.ramps
+        touch = (x + r > rp[:, 0]) & (x - r < rp[:, 2]) & (z + r > rp[:, 1]) & (z - r < rp[:, 3])
+        rp = rp[touch]
+        zz = np.clip(z + r, rp[:, 1], rp[:, 3])
+        return rp[:, 4] + (rp[:, 5] - rp[:, 4]) * (zz - rp[:, 1]) / (rp[:, 3] - rp[:, 1])
+
     def blocked(self, x: float, z: float, feet: float, radius: float, step: float, height: float) -> bool:
         lo, hi = self.solid_min, self.solid_max
         inside = (x + radius > lo[:, 0]) & (x - radius < hi[:, 0]) & (z + radius > lo[:, 2]) & (z - radius < hi[:, 2])
-        return bool(np.any(inside & (hi[:, 1] > feet + step) & (lo[:, 1] < feet + height)))
+        if np.any(inside & (hi[:, 1] > feet + step) & (lo[:, 1] < feet + height)):
+            return True
+        return bool(np.any(self._ramp_heights(x, z, radius) > feet + step))
 
     def ground(self, x: float, z: float, feet: float, radius: float, step: float) -> float:
         """Height of the highest walkable surface under a disc of `radius` at (x, z) reachable from `feet`."""
         lo, hi = self.solid_min, self.solid_max
         r = 0.5 * radius
         under = (x + r > lo[:, 0]) & (x - r < hi[:, 0]) & (z + r > lo[:, 2]) & (z - r < hi[:, 2])
-        tops = hi[under & (hi[:, 1] <= feet + step), 1]
-        return float(tops.max()) if len(tops) else 0.0
+        tops = np.concatenate([hi[under & (hi[:, 1] <= feet + step), 1], [0.0]])
+        ramps = self._ramp_heights(x, z, r)
+        return float(max(tops.max(), ramps[ramps <= feet + step].max(initial=0.0)))

@@ -141,3 +141,22 @@ def test_seed_ranges_and_styles():
     assert {"sunny", "sunset", "night", "winter", "foggy", "cartoon"} <= set(STYLES)
     assert len(set(STYLES.values())) == len(STYLES)
     assert MATERIAL_ID["sky"] == 0 and len(MATERIALS) >= 9
+
+
+def test_player_walks_up_a_ramp_but_not_into_its_high_side():
+    w = World(3)
+    kind, x0, z0 = next(b for b in w.blocks if b[0] == "plaza")
+    p = Player(w, x0 + 3.0, z0 + w.block - 12, yaw=180.0)  # below the ramp's foot, facing +z (uphill)
+    walk = np.zeros(ACTION_DIM, np.float32)
+    walk[A["forward"]] = 1.0
+    feet = []
+    for _ in range(75):
+        p.step(walk, 1 / 30)
+        feet.append(p.feet)
+    assert np.all(np.diff(feet) >= -1e-9), "climbing, never falling"
+    assert 0.4 < feet[35] < 1.3, "half way up the slope"
+    assert p.feet == pytest.approx(1.45), "on the deck at the top"
+    side = Player(w, x0 + 6.0, z0 + w.block - 5.0, yaw=270.0)  # beside the high end, facing -x
+    for _ in range(60):
+        side.step(walk, 1 / 30)
+    assert side.x > x0 + 4.5 and side.feet == pytest.approx(0.25), "the ramp's 1.2 m side is a wall"
