@@ -173,6 +173,7 @@ def run(args: argparse.Namespace) -> int:
     from bridge.daemon import spawn_daemon
     from bridge.layout import SlotLayout
 
+    load_before = os.getloadavg()  # the machine may be shared: the tails (p99) follow its load
     rng = np.random.default_rng(0)
     H, W = args.height, args.width
     layout = SlotLayout.build(W, H, BENCH_CHANNELS, args.output_format, 1)
@@ -223,7 +224,8 @@ def run(args: argparse.Namespace) -> int:
     }
     print(f"\n{W}x{H}, {len(layout.channels)} channels / {sum(c.components for c in layout.channels)} components "
           f"float16 in ({in_bytes / 2**20:.2f} MiB), {args.output_format} out ({out_bytes / 2**20:.2f} MiB), "
-          f"{args.frames} frames per arm, {os.cpu_count()} CPUs")
+          f"{args.frames} frames per arm, {os.cpu_count()} CPUs, load average {load_before[0]:.2f} before / "
+          f"{os.getloadavg()[0]:.2f} after")
     print(f"{'arm':<18}{'p50 ms':>9}{'p99 ms':>9}{'frames/s':>10}{'render p50':>12}{'overhead p99':>14}")
     for name, r in results.items():
         extra = (f"{r['render_p50_ms']:>12.3f}{r['overhead_p99_ms']:>14.3f}" if "render_p50_ms" in r else "")
@@ -234,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  goal {k:<48} {'met' if ok else 'NOT met'}")
     if args.json:
         out = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "host": platform.node(),
-               "cpus": os.cpu_count(), "width": W, "height": H, "channels": BENCH_CHANNELS,
+               "cpus": os.cpu_count(), "loadavg_1min_before_after": [load_before[0], os.getloadavg()[0]], "width": W, "height": H, "channels": BENCH_CHANNELS,
                "output_format": args.output_format, "frames": args.frames, "input_bytes": in_bytes,
                "output_bytes": out_bytes, "arms": results, "ratios": ratios, "goals_met": goals}
         path = Path(args.json)
