@@ -40,6 +40,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--script", choices=SCRIPTS, default="mixed", help="scripted player of a headless run")
     p.add_argument("--fps", type=float, default=30.0, help="simulation rate of a headless run")
     p.add_argument("--ssaa", type=int, default=2, help="supersampling of the reference look")
+    p.add_argument("--style-every", type=int, default=0, metavar="N",
+                   help="headless: switch to the next style every N frames (0: keep --style)")
     p.add_argument("--no-reference", action="store_true", help="headless: skip the reference-look panel")
     p.add_argument("--endpoint", default=None, help="connect to this daemon endpoint instead of the local one")
     p.add_argument("--runtime-dir", default=None, help="runtime dir of the local daemon (see `neurender serve`)")

@@ -1,5 +1,7 @@
 """`neurender demo --headless`: a scripted player drives the daemon with no display; writes an mp4 of
-engine pass | neural output | reference look, a contact-sheet PNG and stats.json (latency, frames/s)."""
+engine pass | neural output | reference look, a contact-sheet PNG, latency.png (round trip per frame and
+its histogram) and stats.json (latency, frames/s). `--style-every N` switches to the next style (its
+prompt) every N frames, to show live restyling."""
 from __future__ import annotations
 
 import json
@@ -14,6 +16,30 @@ def _even(img: np.ndarray) -> np.ndarray:
     return np.pad(img, ((0, h % 2), (0, w % 2), (0, 0)))
 
 
+def plot_latency(path: Path, roundtrip_ms: list[float], frame_ms: list[float], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
+    ax[0].plot(roundtrip_ms, lw=1, label="bridge round trip")
+    ax[0].plot(frame_ms, lw=1, label="whole frame (engine + daemon + reference + encode)")
+    ax[0].set_xlabel("frame")
+    ax[0].set_ylabel("ms")
+    ax[0].set_yscale("log")
+    ax[0].legend(fontsize=8)
+    ax[1].hist(roundtrip_ms, bins=40)
+    for q, ls in ((50, "-"), (99, "--")):
+        ax[1].axvline(np.percentile(roundtrip_ms, q), color="k", ls=ls, label=f"p{q} {np.percentile(roundtrip_ms, q):.2f} ms")
+    ax[1].set_xlabel("round trip (ms)")
+    ax[1].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def run_headless(args, log=print) -> int:
     import imageio.v2 as imageio
     from tqdm import tqdm
@@ -23,6 +49,7 @@ def run_headless(args, log=print) -> int:
     from demos.live import LiveScene
     from demos.player import ScriptedController
     from demos.present import contact_sheet, side_by_side, to_srgb8
+    from demos.styles import STYLES
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -39,10 +66,15 @@ def run_headless(args, log=print) -> int:
         sheet = {"engine pass": [], "neural": [], "reference": []}
         video = out / "demo.mp4"
         dt = 1.0 / args.fps
+        styles = list(STYLES)
+        roundtrips, frame_ms = [], []
         t0 = time.perf_counter()
         with imageio.get_writer(video, fps=args.fps, codec="libx264", quality=8, macro_block_size=2,
                                 ffmpeg_log_level="error") as writer:
             for i in tqdm(range(args.frames), desc="demo", unit="frame"):
+                tf = time.perf_counter()
+                if args.style_every and i > 0 and i % args.style_every == 0:  # restyle live: the next prompt
+                    scene.set_style(styles[(styles.index(scene.style) + 1) % len(styles)])
                 action, cut = ctrl(i, scene.player)
                 if cut:
                     scene.player.teleport(*ctrl.spawn(scene.world))
@@ -52,11 +84,13 @@ def run_headless(args, log=print) -> int:
                 panels = [to_srgb8(f.engine_color), to_srgb8(f.neural)]
                 if f.reference is not None:
                     panels.append(to_srgb8(f.reference))
-                labels = ["engine pass", f"neural ({scene.renderer_info.get('backend', '?')})", f"reference: {args.style}"]
+                labels = ["engine pass", f"neural ({scene.renderer_info.get('backend', '?')})", f"reference: {scene.style}"]
                 writer.append_data(_even(side_by_side(panels, labels[: len(panels)])))
                 if i in sheet_ids:
                     for name, p in zip(sheet, panels):
                         sheet[name].append(p)
+                roundtrips.append(f.roundtrip_ms)
+                frame_ms.append((time.perf_counter() - tf) * 1e3)
         wall = time.perf_counter() - t0
         sheet = {k: v for k, v in sheet.items() if v}
         imageio.imwrite(out / "contact_sheet.png", contact_sheet(sheet, sheet_ids))
@@ -64,7 +98,9 @@ def run_headless(args, log=print) -> int:
                  "script": args.script, "wall_s": wall, "renderer": scene.renderer_info,
                  **scene.stats.summary()}
         (out / "stats.json").write_text(json.dumps(stats, indent=2))
-        log(f"wrote {video}, {out / 'contact_sheet.png'}, {out / 'stats.json'}: {args.frames} frames in {wall:.1f} s, "
+        plot_latency(out / "latency.png", roundtrips, frame_ms,
+                     f"neurender demo: {args.frames} frames {width}x{height}, backend {scene.renderer_info.get('backend')}")
+        log(f"wrote {video}, contact_sheet.png, latency.png, stats.json in {out}: {args.frames} frames in {wall:.1f} s, "
             f"round trip p50 {stats['roundtrip_p50_ms']:.1f} ms p99 {stats['roundtrip_p99_ms']:.1f} ms")
         return 0
     finally:

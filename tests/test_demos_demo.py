@@ -26,7 +26,8 @@ def runtime_dir():
 def test_headless_demo_through_a_real_daemon(tmp_path, runtime_dir):
     out = tmp_path / "demo"
     rc = main(["demo", "--headless", "--frames", str(N), "--out", str(out), "--resolution", f"{W}x{H}",
-               "--backend", "passthrough", "--runtime-dir", runtime_dir, "--style", "night", "--ssaa", "1"])
+               "--backend", "passthrough", "--runtime-dir", runtime_dir, "--style", "night", "--ssaa", "1",
+               "--style-every", "5"])
     assert rc == 0
     stats = json.loads((out / "stats.json").read_text())
     assert stats["frames"] == N and stats["renderer"]["backend"] == "passthrough"
@@ -38,7 +39,8 @@ def test_headless_demo_through_a_real_daemon(tmp_path, runtime_dir):
         engine, neural, ref = (f[16:, k * (W + 2): k * (W + 2) + W].astype(np.float32) for k in range(3))
         # passthrough hands the engine colour back: the neural panel is the engine panel (up to the codec)
         assert np.abs(engine - neural).mean() < 4.0
-        assert np.abs(engine - ref).mean() > 8.0  # the night reference look is another picture
+        assert np.abs(engine - ref).mean() > 8.0  # the night (then winter) reference look is another picture
+    assert imageio.imread(out / "latency.png").shape[0] > 100
     sheet = imageio.imread(out / "contact_sheet.png")
     assert sheet.shape[0] == 3 * H + 4 and sheet.shape[1] >= 6 * W
     assert not list(Path(runtime_dir).glob("daemon.sock")), "the demo stops the daemon it started"
