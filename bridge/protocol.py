@@ -72,8 +72,11 @@ the daemon owns it from then until the ``frame_done`` for that seq, or until tha
 ``dropped``; then the client owns it again (it may read output slot k until it reuses slot k).
 The daemon keeps at most one frame per session waiting while one renders: a newer frame replaces the
 waiting one, whose seq is reported in the ``dropped`` list of the next ``frame_done`` of that session
-(or of the next error/closed about that session); its prompt and reset carry over to the frame that replaced it. Every seq is answered exactly once: by a frame_done,
-by a ``dropped`` entry, or by an error carrying that seq. Results come in increasing seq order; nothing is reordered.
+(or of the next error/closed about that session); its prompt and reset carry over to the frame that
+replaced it. Every frame is answered exactly once: a refused one at once by an error with its seq (seq
+and slot stay unused); an accepted one by its frame_done, a renderer_error with its seq, or a
+``dropped`` entry. Results come in increasing seq order, nothing is reordered; a refusal may overtake
+them.
 
 Shared memory (shm transport)
 ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
