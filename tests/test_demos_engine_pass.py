@@ -170,3 +170,25 @@ def test_readback_into_caller_buffers_in_every_allowed_dtype(ctx):
     with pytest.raises(RuntimeError):
         eng.collect()
     eng.release()
+
+
+def test_depth_and_normal_of_a_sloped_plane(ctx):
+    """A 20-degree slope (a ramp's top): depth from the ray-plane intersection, one constant view normal."""
+    from _demos_scenes import Scene
+    from demos import geometry
+
+    slope = np.radians(20.0)
+    n = np.array([0.0, np.cos(slope), np.sin(slope)])  # faces up and towards +z (the camera)
+    p0 = np.array([0.0, 0.0, -6.0])
+    u = np.array([1.0, 0.0, 0.0])
+    v = np.cross(n, u)  # in the plane, pointing away from the camera and up
+    corners = [p0 + 50 * (-u - v), p0 + 50 * (u - v), p0 + 50 * (u + v), p0 + 50 * (-u + v)]
+    scene = Scene([geometry.quad(corners, MATERIAL_ID["marble"])])
+    out = render(ctx, scene, [(CAM, scene.models(), True)])
+    hit = out["material_id"][..., 0] == MATERIAL_ID["marble"]
+    assert hit.sum() > 0.4 * W * H
+    rays = pixel_rays(CAM, W, H)
+    t = ((p0 - np.asarray(CAM.position)) @ n) / (rays @ n)
+    np.testing.assert_allclose(out["depth"][..., 0][hit], t[hit], rtol=2e-4, atol=1e-4)
+    expected_n = CAM.world_to_view()[:3, :3] @ n
+    np.testing.assert_allclose(out["normals"][hit], np.broadcast_to(expected_n, out["normals"][hit].shape), atol=1e-4)
