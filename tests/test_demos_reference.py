@@ -98,3 +98,24 @@ def test_render_styles_shares_passes_and_gives_the_same_pixels(ctx, town):
     with pytest.raises(ValueError, match="unknown style"):
         r.set_style("noir")
     r.release()
+
+
+def test_reference_look_is_temporally_stable_along_the_engine_motion():
+    """Warping error (field-notes section 7, exact engine motion): the reference look follows the motion
+    vectors as well as the flat engine colour does (no screen-space flicker of its own), and the motion
+    vectors are what aligns it (without them the error is several times larger)."""
+    from demos.sequence import render_sequence
+    from neural_renderer.eval.metrics import warping_error
+
+    engine, ref, unaligned = [], [], []
+    prev = None
+    for f in render_sequence(4, 10, W, W, styles=("sunny",), script="turn", ssaa=1):
+        if prev is not None and not f.reset:
+            m, d = f.engine["motion"], f.engine["disocclusion"]
+            engine.append(warping_error(prev.engine["color"], f.engine["color"], m, d))
+            ref.append(warping_error(prev.reference["sunny"], f.reference["sunny"], m, d))
+            unaligned.append(warping_error(prev.reference["sunny"], f.reference["sunny"], np.zeros_like(m), d))
+        prev = f
+    assert len(ref) >= 8
+    assert np.mean(ref) < 2.0 * np.mean(engine), (np.mean(ref), np.mean(engine))
+    assert np.mean(ref) < 0.3 * np.mean(unaligned), (np.mean(ref), np.mean(unaligned))
