@@ -403,6 +403,7 @@ def distill(cfg: DistillConfig, progress: bool = True) -> dict:
     teacher = load_model(cfg.teacher, device=dev).requires_grad_(False)
     scfg = copy.deepcopy(teacher.cfg)
     scfg.shortcut, scfg.steps = True, cfg.recommended_steps
+    scfg.name = cfg.name or scfg.name
     model = CausalDiT(scfg).to(dev)
     model.load_state_dict(teacher.state_dict())
     model.train()

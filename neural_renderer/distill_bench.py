@@ -4,7 +4,7 @@ timing), then time and evaluate every arm side by side in this one process.
     python -m neural_renderer.distill_bench --ckpt-dir neural_renderer/checkpoints --out runs/bench \
         --distill-s 60 --prune-s 40 --device cuda
 
-Writes OUT/distill_bench.json (every number), OUT/ckpt/ (the distilled and pruned tiny checkpoints),
+Writes OUT/distill_bench.json (every number), OUT/ckpt/<run>/ (the distilled and pruned tiny checkpoints),
 OUT/report.tgz (loss / sampling / score plots and the per-stage result JSONs). A stage that fails is
 recorded with its error and the later stages still run, so one call always brings back something.
 """
@@ -35,6 +35,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--ckpt-dir", default="neural_renderer/checkpoints")
     p.add_argument("--out", default="runs/distill_bench")
+    p.add_argument("--work", default="", help="scratch directory (runs, eval cache); default OUT/work")
     p.add_argument("--data", default="world")
     p.add_argument("--device", default="cuda")
     p.add_argument("--distill-s", type=float, default=60.0)
@@ -60,15 +61,15 @@ def main(argv=None) -> int:
 
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    work = out / "work"
+    work = Path(a.work) if a.work else out / "work"
     ck = Path(a.ckpt_dir)
     res: dict = {"device": torch.cuda.get_device_name() if a.device.startswith("cuda") else "cpu", "torch": torch.__version__,
                  "args": vars(a)}
     sc_dir, pr_dir, bp_dir = work / "tiny-shortcut", work / "tiny-pruned", work / "base-pruned"
-    sc_ck, pr_ck = sc_dir / "tiny.json", pr_dir / "tiny-pruned.json"
+    sc_ck, pr_ck = sc_dir / "tiny-shortcut.json", pr_dir / "tiny-pruned.json"
 
     _stage(res, "distill_tiny", lambda: _slim(distill(DistillConfig(
-        teacher=str(ck / "tiny.json"), out=str(sc_dir), steps=10 ** 6, time_budget_s=a.distill_s, batch=a.batch,
+        teacher=str(ck / "tiny.json"), out=str(sc_dir), name="tiny-shortcut", steps=10 ** 6, time_budget_s=a.distill_s, batch=a.batch,
         clip_len=a.clip_len, pool=a.pool, source=a.data, device=a.device, recommended_steps=2, log_every=25), progress=False)))
     _stage(res, "prune_tiny", lambda: _slim(prune(PruneConfig(
         source=str(sc_ck if sc_ck.is_file() else ck / "tiny.json"), out=str(pr_dir), name="tiny-pruned",
@@ -98,11 +99,11 @@ def main(argv=None) -> int:
     _stage(res, "eval", lambda: eval_table(arms, suite, cache_dir=str(work / "eval_cache"), device=a.device, progress=False))
 
     (out / "distill_bench.json").write_text(json.dumps(res, indent=1, default=str))
-    (out / "ckpt").mkdir(exist_ok=True)
-    for d in (sc_dir, pr_dir):
+    for d in (sc_dir, pr_dir):  # OUT/ckpt/<run>/<files>: shard names inside the JSON stay valid
+        (out / "ckpt" / d.name).mkdir(parents=True, exist_ok=True)
         for f in list(d.glob("*.json")) + list(d.glob("*.safetensors")):
             if not f.name.endswith("_result.json"):
-                shutil.copy(f, out / "ckpt" / f"{d.name}__{f.name}")
+                shutil.copy(f, out / "ckpt" / d.name / f.name)
     with tarfile.open(out / "report.tgz", "w:gz") as tar:
         for d in (sc_dir, pr_dir, bp_dir):
             for f in list(d.glob("*.png")) + list(d.glob("*_result.json")):
