@@ -356,6 +356,7 @@ class Daemon:
         replaced = self.worker.submit(job)
         if replaced is not None:
             s.dropped.append(replaced.inputs.seq)
+            s.frames_dropped += 1
             s.busy.discard(replaced.slot)
 
     # -- results and liveness ---------------------------------------------------------------------
@@ -396,10 +397,12 @@ class Daemon:
             s.busy.discard(job.slot)
         dropped, s.dropped = s.dropped, []
         if r.error is not None:
+            s.frames_failed += 1
             err = P.ProtocolError("renderer_error", f"{type(r.error).__name__}: {r.error}", session=s.id,
                                   seq=job.inputs.seq)
             self._error(s.sock, s.peer, err, dropped)
             return
+        s.frames_done += 1
         timings = dict(r.timings, daemon_ms=(time.perf_counter() - job.t_recv) * 1e3)
         header = P.encode("frame_done", session=s.id, seq=job.inputs.seq, slot=job.slot, dropped=dropped,
                           timings=timings)
@@ -425,9 +428,9 @@ class Daemon:
         s = self.sessions.pop(sid, None)
         if s is None:
             return []
-        if why:
-            log.info("session %s ended: %s", sid, why)
         pending = self.worker.cancel(sid)
+        log.info("session %s ended (%s): %d frames rendered, %d dropped, %d failed", sid, why or "closed",
+                 s.frames_done, s.frames_dropped + (pending is not None), s.frames_failed)
         dropped = s.dropped + ([pending.inputs.seq] if pending is not None else [])
         self.worker.close(sid)
         s.release_files()

@@ -34,6 +34,9 @@ class Session:
     seen_frame: bool = False
     open_req: int = 0
     ready: bool = False  # the renderer session exists
+    frames_done: int = 0  # counters for the log line when the session ends
+    frames_dropped: int = 0
+    frames_failed: int = 0
 
     def release_files(self) -> None:
         if self.segment is not None:

@@ -347,3 +347,24 @@ def test_prompt_and_reset_of_a_dropped_frame_carry_over(env):
     replies = [raw.recv()[0] for _ in range(2)]
     assert [(r["seq"], r["dropped"]) for r in replies] == [(0, [1]), (2, [])]
     assert renderer.events == [(0, None, False), (2, "ink wash", True)]
+
+
+def test_sessions_take_turns_on_the_worker(env):
+    """A session that keeps replacing its waiting frame goes to the back of the queue: a busy client
+    cannot starve another."""
+    daemon, renderer, healthy, raw = env
+    a, b = raw.open(W, H), raw.open(W, H)
+    renderer.gate.clear()
+    renderer.started.clear()
+    raw.send_msg(type="frame", session=a["session"], seq=0, slot=0)
+    assert renderer.started.wait(5)
+    raw.send_msg(type="frame", session=a["session"], seq=1, slot=1)
+    raw.send_msg(type="frame", session=b["session"], seq=100, slot=0)
+    raw.send_msg(type="frame", session=a["session"], seq=2, slot=2)  # replaces 1, queues behind b
+    assert raw.request(type="ping", req=1)["type"] == "pong"
+    renderer.events.clear()
+    renderer.gate.set()
+    replies = [raw.recv()[0] for _ in range(3)]
+    assert [e[0] for e in renderer.events] == [0, 100, 2]
+    assert sorted((r["session"] == a["session"], r["seq"], r["dropped"]) for r in replies) == [
+        (False, 100, []), (True, 0, [1]), (True, 2, [])]
