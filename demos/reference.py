@@ -94,6 +94,8 @@ class ReferenceRenderer:
         sp = self.shade_prog
         set_uniform(sp, "u_foliage", lk.foliage)
         set_uniform(sp, "u_grass", lk.grass)
+        street = getattr(self.world, "street", 0.0)  # hand-built test scenes have no street grid
+        set_uniform(sp, "u_street", (getattr(self.world, "block", 0.0) + street, street))
         set_uniform(sp, "u_flat", lk.cartoon)
         set_uniform(sp, "u_cartoon", lk.cartoon)
         set_uniform(sp, "u_ambient", lk.ambient)

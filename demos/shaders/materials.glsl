@@ -3,6 +3,20 @@
 uniform vec3 u_foliage;
 uniform vec3 u_grass;
 uniform float u_flat;   // 1 = cartoon: mostly flat colours
+uniform vec2 u_street;  // (block + street pitch, street width) of the town grid, metres
+
+// Dashed white centre lines of the streets (x = const and z = const lines of the grid).
+float lane_marking(vec3 p, vec3 n) {
+    if (n.y < 0.7 || u_street.x <= 0.0) return 0.0;
+    vec2 d = abs(mod(p.xz - 0.5 * u_street.y, u_street.x) - 0.0);  // distance past a centre line
+    d = min(d, u_street.x - d);
+    vec2 along = fract(p.zx / 3.0);  // dashes: 1.5 m paint, 1.5 m gap
+    vec2 fw = fwidth(p.xz);
+    vec2 line = (1.0 - smoothstep(0.08 - fw, 0.08 + fw, d)) * step(along, vec2(0.5));
+    // no marking inside the crossings, where the other street's line runs
+    vec2 in_cross = step(d.yx, vec2(0.5 * u_street.y));
+    return clamp(line.x * (1.0 - in_cross.x) + line.y * (1.0 - in_cross.y), 0.0, 1.0);
+}
 
 vec2 wall_uv(vec3 p, vec3 n) {  // coordinates along a face: horizontal, vertical
     vec3 a = abs(n);
@@ -70,6 +84,7 @@ vec3 material_albedo(int m, vec3 p, vec3 n, int obj, out vec2 spec) {
     vec3 c;
     if (m == 1) {          // asphalt
         c = vec3(0.09, 0.09, 0.1) * (0.7 + 0.6 * fbm(p * 1.5)) * (0.9 + 0.2 * vnoise(p * 40.0));
+        c = mix(c, vec3(0.75, 0.74, 0.7), 0.9 * lane_marking(p, n));
     } else if (m == 2) {   // concrete
         c = concrete(p, n);
     } else if (m == 3) {   // brick
