@@ -2,7 +2,7 @@
 `neurender serve` (passthrough backend): msgpack, float16 and pixel helpers offline (checked against
 Python's msgpack and numpy), then session open, 200 frames with changing actions and exact pixels,
 pipelined frames, a prompt change, a reset, malformed requests answered with typed C# exceptions,
-heartbeats, the inline transport, the daemon killed (SIGKILL) and restarted with the client
+heartbeats (Pump's own, and the background thread's across a stalled owner thread), the inline transport, the daemon killed (SIGKILL) and restarted with the client
 recovering, and close. The C# side prints one PASS/FAIL line per test; this file asserts on them,
 on the exit code, and on the files the program writes.
 """
@@ -26,11 +26,12 @@ from tests._unity_build import build, parse_lines
 OFFLINE_TESTS = ("msgpack_roundtrip", "msgpack_rejects_malformed", "half_vectors_written", "repack_flip")
 DAEMON_TESTS = ("connect", "open_session", "frames_200_changing_actions", "pipelined_frames_each_seq_answered_once",
                 "prompt_change", "reset", "malformed_requests_typed_errors", "open_refused_typed_errors", "client_side_bad_input",
-                "heartbeat_keeps_idle_session", "inline_transport", "daemon_restart_recovery", "daemon_down_reconnect",
+                "stalled_thread_kept_alive_by_heartbeat_thread", "stalled_thread_without_heartbeat_thread_loses_session",
+                "inline_transport", "daemon_restart_recovery", "daemon_down_reconnect",
                 "close")
 W, H = 64, 48  # CoreTests.cs
-# Pinned so the test's duration does not follow the daemon's defaults: the heartbeat test idles for
-# twice the session timeout, and the client calls the daemon lost after 3 s of silence.
+# Pinned so the test's duration does not follow the daemon's defaults: the stall tests wait for three
+# session timeouts, and the client calls the daemon lost after 3 s of silence.
 TIMING = ["--heartbeat-ms", "250", "--session-timeout-ms", "1200"]
 
 

@@ -26,6 +26,9 @@ namespace Neurender.Core
         public int ReconnectIntervalMs = 500;
         /// <summary>Hold a flock on each session's lock file so the daemon sees this process die at once.</summary>
         public bool UseLivenessLock = true;
+        /// <summary>Ping the daemon from a background thread (own socket) too, so a stalled owner
+        /// thread (a Unity scene load) does not let the daemon time the sessions out.</summary>
+        public bool BackgroundHeartbeat = true;
 
         /// <summary>ipc://$NEURENDER_RUNTIME_DIR/daemon.sock, else $XDG_RUNTIME_DIR/neurender/..., else
         /// /tmp/neurender-&lt;uid&gt;/... (docs/protocol.md, Transport).</summary>
@@ -56,6 +59,8 @@ namespace Neurender.Core
 
         ZmqContext _ctx;
         ZmqDealer _socket;
+        HeartbeatThread _heartbeat;
+        bool _sessionsChanged; // a session was lost or reopened: the heartbeat thread's list is stale
         readonly List<Session> _sessions = new List<Session>();
         readonly HashSet<string> _retired = new HashSet<string>(); // ids our sessions had before a reopen or close
         readonly Queue<NeurenderException> _errors = new Queue<NeurenderException>();
@@ -99,7 +104,25 @@ namespace Neurender.Core
             Welcome = w;
             Connected = true;
             _lastPingMs = NowMs;
+            StartHeartbeatThread();
             return w;
+        }
+
+        void StartHeartbeatThread()
+        {
+            if (!Options.BackgroundHeartbeat || _heartbeat != null) return;
+            _heartbeat = new HeartbeatThread(_ctx, Endpoint, Options.Curve, HeartbeatMs / 2);
+            UpdateHeartbeatSessions();
+        }
+
+        // Only sessions the daemon knows: a lost one must not be kept "alive" under its old id.
+        internal void UpdateHeartbeatSessions()
+        {
+            _sessionsChanged = false;
+            if (_heartbeat == null) return;
+            var ids = new List<string>();
+            foreach (var s in _sessions) if (!s.NeedsReopen && !s.IsClosed && s.Id != null) ids.Add(s.Id);
+            _heartbeat.SetSessions(ids);
         }
 
         /// <summary>Opens a session; throws the daemon's typed error (LimitExceededException, ...)
@@ -110,11 +133,13 @@ namespace Neurender.Core
             var s = new Session(this, config.Clone());
             s.OpenOnDaemon();
             _sessions.Add(s);
+            UpdateHeartbeatSessions();
             return s;
         }
 
-        internal void Forget(Session s) => _sessions.Remove(s);
-        internal void Retire(string id) { if (id != null) _retired.Add(id); }
+        internal void Forget(Session s) { _sessions.Remove(s); UpdateHeartbeatSessions(); }
+        internal void Retire(string id) { if (id != null) _retired.Add(id); _sessionsChanged = true; }
+        internal void SessionReopened() => _sessionsChanged = true;
 
         internal bool LockWanted => Options.UseLivenessLock && LivenessLock.Supported;
 
@@ -199,6 +224,8 @@ namespace Neurender.Core
             }
             if (!Connected && now >= _nextAttemptMs) StartReconnect();
             if (Connected && _sessions.Exists(x => x.NeedsReopen && x.ReopenDue)) ReopenLostSessions();
+            if (Connected) StartHeartbeatThread();
+            if (_sessionsChanged) UpdateHeartbeatSessions();
         }
 
         // The daemon forgot sessions while the connection looked fine: it restarted and libzmq
@@ -297,6 +324,7 @@ namespace Neurender.Core
         {
             if (_disposed) return;
             _disposed = true;
+            if (_heartbeat != null) { _heartbeat.Dispose(); _heartbeat = null; }
             foreach (var s in _sessions.ToArray()) s.CloseQuietly();
             if (_socket != null) { _socket.Dispose(); _socket = null; }
             if (_ctx != null) { _ctx.Dispose(); _ctx = null; }

@@ -292,6 +292,7 @@ namespace Neurender.Core
             catch (NeurenderException) { return; } // refused (e.g. too_many_sessions), timed out, unmappable: retry later
             Generation++;
             Stats.Reopened++;
+            _client.SessionReopened();
             _pendingReset = true; // the renderer's history died with the old session
         }
 

@@ -16,7 +16,7 @@ using Neurender.Core;
 static class CoreTests
 {
     static int _failures;
-    static string _out = ".";
+    static string _out = ".", _endpoint;
     const int W = 64, H = 48;
 
     static int Main(string[] args)
@@ -30,6 +30,7 @@ static class CoreTests
             else if (args[i] == "--offline") offline = true;
             else if (args[i] == "--curve") { serverKey = args[++i]; clientPublic = args[++i]; clientSecret = args[++i]; }
         }
+        _endpoint = endpoint;
         if (args.Contains("--hold"))
         {
             // Open a session, render one frame, then wait to be killed: the pytest side checks that
@@ -97,16 +98,8 @@ static class CoreTests
             Test("malformed_requests_typed_errors", () => Malformed(client, session));
             Test("open_refused_typed_errors", () => OpenRefused(client));
             Test("client_side_bad_input", () => ClientSideBadInput(session));
-            Test("heartbeat_keeps_idle_session", () =>
-            {
-                // Idle for twice the daemon's session timeout, pumping only: pings must keep it.
-                int idle = 2 * client.Welcome.SessionTimeoutMs;
-                var until = DateTime.UtcNow.AddMilliseconds(idle);
-                while (DateTime.UtcNow < until) client.Pump(20);
-                Check(session.Generation == 0, "session was reopened: heartbeats did not keep it");
-                RenderOne(session, 11, Action(5));
-                return $"idle {idle} ms, still generation 0";
-            });
+            Test("stalled_thread_kept_alive_by_heartbeat_thread", () => Stall(client, session, true));
+            Test("stalled_thread_without_heartbeat_thread_loses_session", () => Stall(null, null, false));
             Test("inline_transport", () => Inline(client));
             // Back at once: libzmq reconnects the socket, the pong names our session unknown.
             Test("daemon_restart_recovery", () => Restart(client, session, 0));
@@ -566,6 +559,51 @@ static class CoreTests
         Expect<IOException>(() => ShmRegion.Open(s.Info.ShmPath, s.Info.ShmSize + 1)); // smaller than announced
         RenderOne(s, 450, Action(450)); // and the session is untouched
         return "short write, undeclared channel, bad slot, small output buffer, inline on shm, slot exhaustion, out-of-range shm access, short shm file";
+    }
+
+    // The owner thread sleeps for 3x the daemon's session timeout without calling Pump (a Unity
+    // scene load). With the background heartbeat the session survives; without it, it is gone.
+    static string Stall(NeurenderClient client, Session s, bool background)
+    {
+        NeurenderClient own = null;
+        if (!background)
+        {
+            own = client = new NeurenderClient(new ClientOptions { Endpoint = _endpoint, BackgroundHeartbeat = false, RequestTimeoutMs = 10000, LostAfterMs = 3000 });
+            client.Connect();
+            s = client.Open(Config());
+        }
+        try
+        {
+            RenderOne(s, 600, Action(600));
+            int gen = s.Generation;
+            int stall = 3 * client.Welcome.SessionTimeoutMs;
+            if (!background)
+            {
+                // First, idle but pumping: Pump's own pings alone keep the session.
+                var idleUntil = DateTime.UtcNow.AddMilliseconds(stall);
+                while (DateTime.UtcNow < idleUntil) client.Pump(20);
+                Check(s.Generation == gen, "Pump's pings did not keep the idle session");
+                RenderOne(s, 599, Action(599));
+            }
+            System.Threading.Thread.Sleep(stall);
+            if (background)
+            {
+                RenderOne(s, 601, Action(601)); // straight away, no reopen
+                Check(s.Generation == gen && s.Stats.Lost == 0, "the session was lost during the stall");
+                return $"stalled {stall} ms, session kept";
+            }
+            // The daemon dropped it: the first frame after the stall fails, the client reopens, frames render again.
+            int slot = s.AcquireSlot();
+            long seq = s.Submit(slot, Action(602));
+            FrameResult r = s.NextResult(10000);
+            Check(r != null && r.Seq == seq && r.Status == FrameStatus.Lost, "the first frame after the stall is lost, got " + (r == null ? "none" : r.Status.ToString()));
+            var until = DateTime.UtcNow.AddSeconds(10);
+            while (s.Generation == gen && DateTime.UtcNow < until) client.Pump(10);
+            Check(s.Generation == gen + 1, "reopened");
+            RenderOne(s, 603, Action(603));
+            return $"idle {stall} ms pumping: kept; stalled {stall} ms: timed out, reopened (generation {s.Generation})";
+        }
+        finally { if (own != null) own.Dispose(); }
     }
 
     static string Inline(NeurenderClient client)
