@@ -39,20 +39,29 @@ namespace Neurender.Core
             lock (_lock) _sessions = copy;
         }
 
+        /// <summary>Why the thread stopped early (null while it runs or after a clean stop).</summary>
+        public Exception Failure { get; private set; }
+
         void Run()
         {
-            using (var socket = new ZmqDealer(_ctx))
+            // An exception escaping a thread would end the whole process (the game): catch, record, stop.
+            // The main socket's own pings still run.
+            try
             {
-                if (_curve != null) socket.SetCurve(_curve);
-                socket.Connect(_endpoint);
-                while (!_stop.WaitOne(_intervalMs))
+                using (var socket = new ZmqDealer(_ctx))
                 {
-                    string[] ids;
-                    lock (_lock) ids = _sessions;
-                    if (ids.Length > 0) socket.Send(new[] { Protocol.Ping(_req++, ids) }, 0);
-                    while (socket.Receive(0) != null) { } // pongs: liveness is judged on the main socket
+                    if (_curve != null) socket.SetCurve(_curve);
+                    socket.Connect(_endpoint);
+                    while (!_stop.WaitOne(_intervalMs))
+                    {
+                        string[] ids;
+                        lock (_lock) ids = _sessions;
+                        if (ids.Length > 0) socket.Send(new[] { Protocol.Ping(_req++, ids) }, 0);
+                        while (socket.Receive(0) != null) { } // pongs: liveness is judged on the main socket
+                    }
                 }
             }
+            catch (Exception e) { Failure = e; }
         }
 
         public void Dispose()
