@@ -47,7 +47,7 @@ def _attention_kernel(
 
 
 def cached_attention(q, k_cache, v_cache, valid, rot_cos, rot_sin, *, out=None, block_m=64, block_n=64,
-                     num_warps=4):
+                     num_warps=4, num_stages=None):
     if q.dim() != 4:
         raise ValueError(f"q must be (B, H, T, HD), got {tuple(q.shape)}")
     B, H, T, HD = q.shape
@@ -76,5 +76,5 @@ def cached_attention(q, k_cache, v_cache, valid, rot_cos, rot_sin, *, out=None, 
         T, S, q, q.stride(0), q.stride(1), q.stride(2), k_cache, v_cache, *k_cache.stride()[:4], valid_i,
         rot_cos.float().contiguous(), rot_sin.float().contiguous(), out, out.stride(0), out.stride(1),
         1.0 / math.sqrt(HD), H, HD=HD, BLOCK_M=block_m, BLOCK_N=block_n, DOT_UPCAST=tiles.DOT_UPCAST,
-        num_warps=num_warps)
+        num_warps=num_warps, **({} if num_stages is None else {"num_stages": num_stages}))
     return out

@@ -29,6 +29,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--autotune-configs", default="base",
                         help="configs that get the max-autotune arm at all (default: base)")
     parser.add_argument("--no-compile", action="store_true", help="skip both torch.compile arms")
+    parser.add_argument("--compile-configs", default=",".join(CONFIG_NAMES),
+                        help="configs that get the torch.compile arms (default: all)")
+    parser.add_argument("--variant-configs", default="base",
+                        help="configs that also get the megakernel variants: no prefetch, 32-row tiles, "
+                             "cooperative launch (default: base)")
     parser.add_argument("--no-prefetch-ablation", action="store_true",
                         help="skip the megakernel arm without L2 prefetch")
     parser.add_argument("--batch", type=int, default=1)
@@ -187,7 +192,7 @@ def bench_config(name, cfg, args, ceilings, deadline, log, res, dump=lambda: Non
         return entry
 
     arm("eager", lambda cache: (lambda: model.forward_frame(*inp, cache)))
-    if not args.no_compile:
+    if not args.no_compile and name in args.compile_configs.split(","):
         for mode in ("default", "max-autotune-no-cudagraphs"):
             label = f"compile {mode}"
             if mode != "default" and name not in args.autotune_configs.split(","):
@@ -213,9 +218,9 @@ def bench_config(name, cfg, args, ceilings, deadline, log, res, dump=lambda: Non
 
     arm("fused ops + cuda graph", fused, kernel_layout=True)
 
-    def mega(prefetch, cooperative):
+    def mega(prefetch, cooperative, **kw):
         def make(cache):
-            mk = MegakernelStep(model, batch=B, prefetch=prefetch)
+            mk = MegakernelStep(model, batch=B, prefetch=prefetch, **kw)
             mk(*inp, cache)  # first launch: co-residency check + compile, outside the capture
             torch.cuda.synchronize()
             res.setdefault("megakernel_build", mk.compiled_info)
@@ -238,10 +243,12 @@ def bench_config(name, cfg, args, ceilings, deadline, log, res, dump=lambda: Non
         return make
 
     e = arm("megakernel + cuda graph", mega(True, False), kernel_layout=True)
-    if not args.no_prefetch_ablation and time.time() + 60 < deadline:
-        arm("megakernel, no prefetch", mega(False, False), kernel_layout=True)
-    if e.get("pass") and time.time() + 30 < deadline:
-        arm("megakernel cooperative", mega(True, True), kernel_layout=True)
+    arm("megakernel 32-row tiles", mega(True, False, block_m=32, att_split=1), kernel_layout=True)
+    if name in args.variant_configs.split(","):
+        if not args.no_prefetch_ablation and time.time() + 60 < deadline:
+            arm("megakernel, no prefetch", mega(False, False), kernel_layout=True)
+        if e.get("pass") and time.time() + 30 < deadline:
+            arm("megakernel cooperative", mega(True, True), kernel_layout=True)
 
     ms = {k: v["ms"] for k, v in res["arms"].items() if "ms" in v}
     res["config_name"] = name

@@ -108,7 +108,7 @@ def export_keys(k: torch.Tensor) -> torch.Tensor:
 
 
 class FusedStep:
-    def __init__(self, model, block_m: int = 64, attn_block_n: int = 64):
+    def __init__(self, model, block_m: int = 64, attn_block_n: int = 128):
         self.model = model
         self.cfg = model.cfg
         self.w = PackedWeights(model)

@@ -74,8 +74,8 @@ def _linear_kernel(
     qknorm_ptr, cos_ptr, sin_ptr, stride_cs_t, stride_qb, stride_qh, stride_qt,
     k_dst_ptr, v_dst_ptr, stride_kb, stride_kh, stride_kt,
     img_ptr, s_ib, s_ic, s_ih, s_iw, cond_ptr, s_cb, s_cc, s_ch, s_cw, C0, C_REST, MAT_AT, NB, NMAT, mat_ptr,
-    TOK_W, eps, P,
-    A_MODE: tl.constexpr, EPI: tl.constexpr,
+    TOK_W, eps,
+    P: tl.constexpr, A_MODE: tl.constexpr, EPI: tl.constexpr, UNIFORM_B: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DOT_UPCAST: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
@@ -87,8 +87,8 @@ def _linear_kernel(
         qknorm_ptr, cos_ptr, sin_ptr, stride_cs_t, stride_qb, stride_qh, stride_qt,
         k_dst_ptr, v_dst_ptr, stride_kb, stride_kh, stride_kt,
         img_ptr, s_ib, s_ic, s_ih, s_iw, cond_ptr, s_cb, s_cc, s_ch, s_cw, C0, C_REST, MAT_AT, NB, NMAT, mat_ptr,
-        TOK_W, eps, P,
-        A_MODE, EPI, BLOCK_M, BLOCK_N, BLOCK_K, "", DOT_UPCAST)
+        TOK_W, eps,
+        P, A_MODE, EPI, UNIFORM_B, BLOCK_M, BLOCK_N, BLOCK_K, "", DOT_UPCAST)
 
 
 def _check(cond: bool, msg: str) -> None:
@@ -99,7 +99,8 @@ def _check(cond: bool, msg: str) -> None:
 def launch_linear(*, M, N, K, a=None, a_strides=(0, 0), w, bias, bias_b_stride=0, out=None, out_strides=(0, 0),
                   mod=None, shift_off=0, scale_off=0, gate_off=0, res=None, res_strides=(0, 0), T=1,
                   qk=None, img=None, cond=None, patch_geom=(0, 0, 0, 1, 1), mat=None, tok_w=1, p=1, eps=1e-6,
-                  a_mode=tiles.A_PLAIN, epi=tiles.E_BIAS, block_m=64, block_n=64, block_k=64, num_warps=4):
+                  a_mode=tiles.A_PLAIN, epi=tiles.E_BIAS, block_m=64, block_n=64, block_k=64, num_warps=4,
+                  num_stages=None):
     """Low-level launcher shared by every fused linear: unused pointers get a dummy (never read).
 
     qk = (qknorm (2, HD) fp32, cos (T, HD/2), sin, q_out (B, H, T, HD), k_dst, v_dst (B, H, T, HD) views)."""
@@ -123,13 +124,13 @@ def launch_linear(*, M, N, K, a=None, a_strides=(0, 0), w, bias, bias_b_stride=0
         res if res is not None else dummy, res_strides[0], res_strides[1], T,
         qknorm, cos, sin, cs, *q_s, k_dst, v_dst, *kv_s,
         img if img is not None else dummy, *img_s, cond if cond is not None else dummy, *cond_s,
-        *patch_geom, mat if mat is not None else dummy, tok_w, eps, p,
-        A_MODE=a_mode, EPI=epi, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
-        DOT_UPCAST=tiles.DOT_UPCAST, num_warps=num_warps)
+        *patch_geom, mat if mat is not None else dummy, tok_w, eps,
+        P=p, A_MODE=a_mode, EPI=epi, UNIFORM_B=(T % block_m == 0), BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
+        DOT_UPCAST=tiles.DOT_UPCAST, num_warps=num_warps, **({} if num_stages is None else {"num_stages": num_stages}))
 
 
 def fused_linear(a, w, b, *, prologue=None, mod=None, shift_off=0, scale_off=0, epilogue="bias", gate_off=0,
-                 res=None, out=None, eps=1e-6, block_m=64, block_n=64, block_k=64):
+                 res=None, out=None, eps=1e-6, block_m=64, block_n=64, block_k=64, num_warps=4, num_stages=None):
     """a (B, T, K) contiguous rows, w (N, K), b (N,) -> (B, T, N). `out` may be `res` (in-place residual)."""
     _check(prologue in _PROLOGUES, f"unknown prologue {prologue!r}")
     _check(epilogue in _EPILOGUES, f"unknown epilogue {epilogue!r}")
@@ -154,7 +155,7 @@ def fused_linear(a, w, b, *, prologue=None, mod=None, shift_off=0, scale_off=0, 
                   mod=mod, shift_off=shift_off, scale_off=scale_off, gate_off=gate_off, res=res2,
                   res_strides=res2.stride() if res2 is not None else (0, 0), T=T, eps=eps,
                   a_mode=_PROLOGUES[prologue], epi=_EPILOGUES[epilogue], block_m=block_m, block_n=block_n,
-                  block_k=block_k)
+                  block_k=block_k, num_warps=num_warps, num_stages=num_stages)
     return out
 
 

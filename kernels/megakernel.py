@@ -190,8 +190,8 @@ def _megakernel(
     kc_ptr, vc_ptr, s_kl, s_kb, s_kh, s_ks, s_kt,
     x_ptr, q_ptr, a_ptr, h_ptr, mod_ptr,
     B, NMOD, sm_scale, eps,
-    D, HEADS, T, SLOTS, P, TOK_W, C_REST, MAT_AT, NB, NMAT, HID, NFIN, NPROG,
-    BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, ATT_BM: tl.constexpr, ATT_BN: tl.constexpr, MOD_BM: tl.constexpr,
+    D, HEADS, T, SLOTS, TOK_W, C_REST, MAT_AT, NB, NMAT, HID, NFIN, NPROG,
+    P: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, ATT_BM: tl.constexpr, ATT_BN: tl.constexpr, MOD_BM: tl.constexpr,
     MAX_SPIN: tl.constexpr, PREFETCH: tl.constexpr, DOT_UPCAST: tl.constexpr,
 ):
     BN: tl.constexpr = 64
@@ -232,8 +232,8 @@ def _megakernel(
                 0, a1 * BN, B, NMOD, D, cvec_ptr, D, 1, wmod_ptr, D, 1, bmod_ptr, 0, mod_ptr, NMOD, 1,
                 mod_ptr, 0, 0, 0, 0, mod_ptr, 0, 0, 1,
                 qkn_ptr, rcos_ptr, rsin_ptr, 0, 0, 0, 0, kc_ptr, vc_ptr, 0, 0, 0,
-                xin_ptr, 0, 0, 0, 0, cond_ptr, 0, 0, 0, 0, 3, C_REST, MAT_AT, NB, NMAT, mat_ptr, TOK_W, eps, P,
-                2, 0, MOD_BM, BN, BLOCK_K, CG, DOT_UPCAST)
+                xin_ptr, 0, 0, 0, 0, cond_ptr, 0, 0, 0, 0, 3, C_REST, MAT_AT, NB, NMAT, mat_ptr, TOK_W, eps,
+                P, 2, 0, True, MOD_BM, BN, BLOCK_K, CG, DOT_UPCAST)
         elif typ == 1:
             tiles.linear_tile(
                 a0 * BLOCK_M, a1 * BN, M, D, KIN, xin_ptr, 0, 0, wemb_ptr, KIN, 1, bemb_ptr, 0, x_ptr, D, 1,
@@ -241,8 +241,8 @@ def _megakernel(
                 qkn_ptr, rcos_ptr, rsin_ptr, 0, 0, 0, 0, kc_ptr, vc_ptr, 0, 0, 0,
                 xin_ptr, 3 * T * P * P, T * P * P, TOK_W * P, 1,
                 cond_ptr, (C_REST + 1) * T * P * P, T * P * P, TOK_W * P, 1,
-                3, C_REST, MAT_AT, NB, NMAT, mat_ptr, TOK_W, eps, P,
-                3, 0, BLOCK_M, BN, BLOCK_K, CG, DOT_UPCAST)
+                3, C_REST, MAT_AT, NB, NMAT, mat_ptr, TOK_W, eps,
+                P, 3, 0, True, BLOCK_M, BN, BLOCK_K, CG, DOT_UPCAST)
         elif typ == 2:
             kl = layer.to(tl.int64) * s_kl + (SLOTS - 1) * s_ks
             tiles.linear_tile(
@@ -251,8 +251,8 @@ def _megakernel(
                 mod_ptr, NMOD, lm, lm + D, 0, x_ptr, 0, 0, T,
                 qkn_ptr + layer * 2 * HD, rcos_ptr, rsin_ptr, HD // 2, HEADS * T * HD, T * HD, HD,
                 kc_ptr + kl, vc_ptr + kl, s_kb, s_kh, s_kt,
-                xin_ptr, 0, 0, 0, 0, cond_ptr, 0, 0, 0, 0, 3, C_REST, MAT_AT, NB, NMAT, mat_ptr, TOK_W, eps, P,
-                1, 3, BLOCK_M, BN, BLOCK_K, CG, DOT_UPCAST)
+                xin_ptr, 0, 0, 0, 0, cond_ptr, 0, 0, 0, 0, 3, C_REST, MAT_AT, NB, NMAT, mat_ptr, TOK_W, eps,
+                P, 1, 3, True, BLOCK_M, BN, BLOCK_K, CG, DOT_UPCAST)
         elif typ == 3:
             r0 = a0 * ATT_BM
             kl = layer.to(tl.int64) * s_kl
@@ -265,30 +265,30 @@ def _megakernel(
                 a0 * BLOCK_M, a1 * BN, M, D, D, a_ptr, D, 1, wo_ptr + layer.to(tl.int64) * D * D, D, 1,
                 bo_ptr + layer * D, 0, x_ptr, D, 1, mod_ptr, NMOD, 0, 0, lm + 2 * D, x_ptr, D, 1, T,
                 qkn_ptr, rcos_ptr, rsin_ptr, 0, 0, 0, 0, kc_ptr, vc_ptr, 0, 0, 0,
-                xin_ptr, 0, 0, 0, 0, cond_ptr, 0, 0, 0, 0, 3, C_REST, MAT_AT, NB, NMAT, mat_ptr, TOK_W, eps, P,
-                0, 2, BLOCK_M, BN, BLOCK_K, CG, DOT_UPCAST)
+                xin_ptr, 0, 0, 0, 0, cond_ptr, 0, 0, 0, 0, 3, C_REST, MAT_AT, NB, NMAT, mat_ptr, TOK_W, eps,
+                P, 0, 2, True, BLOCK_M, BN, BLOCK_K, CG, DOT_UPCAST)
         elif typ == 5:
             tiles.linear_tile(
                 a0 * BLOCK_M, a1 * BN, M, HID, D, x_ptr, D, 1, w1_ptr + layer.to(tl.int64) * HID * D, D, 1,
                 b1_ptr + layer * HID, 0, h_ptr, HID, 1, mod_ptr, NMOD, lm + 3 * D, lm + 4 * D, 0, x_ptr, 0, 0, T,
                 qkn_ptr, rcos_ptr, rsin_ptr, 0, 0, 0, 0, kc_ptr, vc_ptr, 0, 0, 0,
-                xin_ptr, 0, 0, 0, 0, cond_ptr, 0, 0, 0, 0, 3, C_REST, MAT_AT, NB, NMAT, mat_ptr, TOK_W, eps, P,
-                1, 1, BLOCK_M, BN, BLOCK_K, CG, DOT_UPCAST)
+                xin_ptr, 0, 0, 0, 0, cond_ptr, 0, 0, 0, 0, 3, C_REST, MAT_AT, NB, NMAT, mat_ptr, TOK_W, eps,
+                P, 1, 1, True, BLOCK_M, BN, BLOCK_K, CG, DOT_UPCAST)
         elif typ == 6:
             tiles.linear_tile(
                 a0 * BLOCK_M, a1 * BN, M, D, HID, h_ptr, HID, 1, w2_ptr + layer.to(tl.int64) * D * HID, HID, 1,
                 b2_ptr + layer * D, 0, x_ptr, D, 1, mod_ptr, NMOD, 0, 0, lm + 5 * D, x_ptr, D, 1, T,
                 qkn_ptr, rcos_ptr, rsin_ptr, 0, 0, 0, 0, kc_ptr, vc_ptr, 0, 0, 0,
-                xin_ptr, 0, 0, 0, 0, cond_ptr, 0, 0, 0, 0, 3, C_REST, MAT_AT, NB, NMAT, mat_ptr, TOK_W, eps, P,
-                0, 2, BLOCK_M, BN, BLOCK_K, CG, DOT_UPCAST)
+                xin_ptr, 0, 0, 0, 0, cond_ptr, 0, 0, 0, 0, 3, C_REST, MAT_AT, NB, NMAT, mat_ptr, TOK_W, eps,
+                P, 0, 2, True, BLOCK_M, BN, BLOCK_K, CG, DOT_UPCAST)
         else:
             tiles.linear_tile(
                 a0 * BLOCK_M, a1 * BN, M, NFIN, D, x_ptr, D, 1, wfin_ptr, D, 1, bfin_ptr, 0, x_ptr, 0, 0,
                 mod_ptr, NMOD, lm, lm + D, 0, x_ptr, 0, 0, T,
                 qkn_ptr, rcos_ptr, rsin_ptr, 0, 0, 0, 0, kc_ptr, vc_ptr, 0, 0, 0,
                 out_img_ptr, 3 * T * P * P, T * P * P, TOK_W * P, 1, cond_ptr, 0, 0, 0, 0,
-                3, C_REST, MAT_AT, NB, NMAT, mat_ptr, TOK_W, eps, P,
-                1, 4, BLOCK_M, BN, BLOCK_K, CG, DOT_UPCAST)
+                3, C_REST, MAT_AT, NB, NMAT, mat_ptr, TOK_W, eps,
+                P, 1, 4, True, BLOCK_M, BN, BLOCK_K, CG, DOT_UPCAST)
         tl.debug_barrier()  # every thread's stores of this tile are issued before the release below
         tl.atomic_add(ctr_ptr + tl.load(row + 8), 1, sem="release")
         cur = nxt
@@ -366,13 +366,13 @@ class MegakernelStep:
 
     def _dims(self):
         c = self.cfg
-        return (c.dim, c.heads, c.tokens, c.slots, c.patch, c.resolution // c.patch, self.c_rest, self.mat_at,
+        return (c.dim, c.heads, c.tokens, c.slots, c.resolution // c.patch, self.c_rest, self.mat_at,
                 self.w.mat_table.shape[0], self.w.mat_table.shape[1], c.mlp_ratio * c.dim, 3 * c.patch * c.patch,
                 self.n_programs)
 
     def _constexprs(self):
         m = self.meta
-        return dict(BLOCK_M=m["block_m"], BLOCK_K=m["block_k"], ATT_BM=m["att_bm"], ATT_BN=m["attn_block_n"],
+        return dict(P=self.cfg.patch, BLOCK_M=m["block_m"], BLOCK_K=m["block_k"], ATT_BM=m["att_bm"], ATT_BN=m["attn_block_n"],
                     MOD_BM=16, MAX_SPIN=m["max_spin"], PREFETCH=self.prefetch, DOT_UPCAST=tiles.DOT_UPCAST)
 
     def check_co_residency(self, cache) -> int:

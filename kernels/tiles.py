@@ -43,24 +43,22 @@ def gelu_tanh(x):
 @triton.jit
 def ln_stats(a_ptr, rows, M, K, stride_am, stride_ak, eps,
              BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, CACHE: tl.constexpr):
-    """Mean and 1/std of each row of A (two passes over the row block: exact like torch's LN)."""
+    """Mean and 1/std of each row of A in one pass, shifted by the row's first element so the
+    sum-of-squares form does not cancel when |mean| >> std."""
     rmask = rows < M
-    s = tl.zeros([BLOCK_M], dtype=tl.float32)
+    x0 = tl.load(a_ptr + rows * stride_am, mask=rmask, other=0.0, cache_modifier=CACHE).to(tl.float32)
+    s1 = tl.zeros([BLOCK_M], dtype=tl.float32)
+    s2 = tl.zeros([BLOCK_M], dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)
         x = tl.load(a_ptr + rows[:, None] * stride_am + ks[None, :] * stride_ak,
                     mask=rmask[:, None] & (ks[None, :] < K), other=0.0, cache_modifier=CACHE)
-        s += tl.sum(x.to(tl.float32), axis=1)
-    mean = s / K
-    v = tl.zeros([BLOCK_M], dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        ks = k0 + tl.arange(0, BLOCK_K)
-        x = tl.load(a_ptr + rows[:, None] * stride_am + ks[None, :] * stride_ak,
-                    mask=rmask[:, None] & (ks[None, :] < K), other=0.0, cache_modifier=CACHE)
-        d = tl.where(ks[None, :] < K, x.to(tl.float32) - mean[:, None], 0.0)
-        v += tl.sum(d * d, axis=1)
-    rstd = 1.0 / tl.sqrt(v / K + eps)
-    return mean, rstd
+        d = tl.where(ks[None, :] < K, x.to(tl.float32) - x0[:, None], 0.0)
+        s1 += tl.sum(d, axis=1)
+        s2 += tl.sum(d * d, axis=1)
+    m1 = s1 / K
+    var = tl.maximum(s2 / K - m1 * m1, 0.0)
+    return x0 + m1, 1.0 / tl.sqrt(var + eps)
 
 
 @triton.jit
@@ -82,8 +80,8 @@ def linear_tile(
     img_ptr, s_ib, s_ic, s_ih, s_iw,
     cond_ptr, s_cb, s_cc, s_ch, s_cw,
     C0, C_REST, MAT_AT, NB, NMAT, mat_ptr, TOK_W,
-    eps, P,
-    A_MODE: tl.constexpr, EPI: tl.constexpr,
+    eps,
+    P: tl.constexpr, A_MODE: tl.constexpr, EPI: tl.constexpr, UNIFORM_B: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     CACHE: tl.constexpr, DOT_UPCAST: tl.constexpr,
 ):
@@ -91,6 +89,7 @@ def linear_tile(
     rows = m0 + tl.arange(0, BLOCK_M)
     rmask = rows < M
     bidx = rows // T                                   # batch of each row
+    b0 = m0 // T                                       # the batch of every row when UNIFORM_B (T % BLOCK_M == 0)
     cols_lo = n0 + tl.arange(0, HALF)
     cols_hi = cols_lo + HALF
     if A_MODE == 1:
@@ -104,34 +103,55 @@ def linear_tile(
         if A_MODE == 3:
             # implicit im2col: k = c * P * P + py * P + px over the concatenated channels
             t = rows % T
-            py_ = (ks // P) % P
-            px_ = ks % P
-            ch = (ks // (P * P))[None, :]
-            yy = (t // TOK_W)[:, None] * P + py_[None, :]
-            xx = (t % TOK_W)[:, None] * P + px_[None, :]
-            rc = ch - C0
-            from_img = ch < C0
-            from_rest = (rc >= 0) & (rc < C_REST)
-            src = tl.where(rc >= MAT_AT, rc + 1, rc)           # skip the material-id plane
-            cbase = cond_ptr + bidx[:, None] * s_cb + yy * s_ch + xx * s_cw
-            a_img = tl.load(img_ptr + bidx[:, None] * s_ib + ch * s_ic + yy * s_ih + xx * s_iw,
-                            mask=amask & from_img, other=0.0).to(tl.float32)
-            a_rst = tl.load(cbase + src * s_cc, mask=amask & from_rest, other=0.0).to(tl.float32)
-            is_mat = rc >= C_REST
-            mid = tl.load(cbase + MAT_AT * s_cc, mask=amask & is_mat, other=0.0).to(tl.float32)
-            mid = tl.minimum(tl.maximum(tl.floor(mid + 0.5), 0.0), NB - 1.0).to(tl.int32)
-            a_mat = tl.load(mat_ptr + mid * NMAT + (rc - C_REST), mask=amask & is_mat, other=0.0).to(tl.float32)
-            a = tl.where(from_img, a_img, tl.where(from_rest, a_rst, a_mat)).to(w_ptr.dtype.element_ty)
+            yy = (t // TOK_W)[:, None] * P + ((ks // P) % P)[None, :]
+            xx = (t % TOK_W)[:, None] * P + (ks % P)[None, :]
+            if (P * P) % BLOCK_K == 0:
+                # the whole chunk is one channel: one source, chosen by a scalar branch
+                ch = k0 // (P * P)
+                rc = ch - C0
+                if ch < C0:
+                    a = tl.load(img_ptr + bidx[:, None] * s_ib + ch * s_ic + yy * s_ih + xx * s_iw,
+                                mask=amask, other=0.0).to(tl.float32)
+                elif rc < C_REST:
+                    src = tl.where(rc >= MAT_AT, rc + 1, rc)   # skip the material-id plane
+                    a = tl.load(cond_ptr + bidx[:, None] * s_cb + src * s_cc + yy * s_ch + xx * s_cw,
+                                mask=amask, other=0.0).to(tl.float32)
+                else:
+                    mid = tl.load(cond_ptr + bidx[:, None] * s_cb + MAT_AT * s_cc + yy * s_ch + xx * s_cw,
+                                  mask=amask, other=0.0).to(tl.float32)
+                    mid = tl.minimum(tl.maximum(tl.floor(mid + 0.5), 0.0), NB - 1.0).to(tl.int32)
+                    a = tl.load(mat_ptr + mid * NMAT + (rc - C_REST), mask=amask, other=0.0).to(tl.float32)
+                a = a.to(w_ptr.dtype.element_ty)
+            else:
+                ch = (ks // (P * P))[None, :]
+                rc = ch - C0
+                from_img = ch < C0
+                from_rest = (rc >= 0) & (rc < C_REST)
+                src = tl.where(rc >= MAT_AT, rc + 1, rc)
+                cbase = cond_ptr + bidx[:, None] * s_cb + yy * s_ch + xx * s_cw
+                a_img = tl.load(img_ptr + bidx[:, None] * s_ib + ch * s_ic + yy * s_ih + xx * s_iw,
+                                mask=amask & from_img, other=0.0).to(tl.float32)
+                a_rst = tl.load(cbase + src * s_cc, mask=amask & from_rest, other=0.0).to(tl.float32)
+                is_mat = rc >= C_REST
+                mid = tl.load(cbase + MAT_AT * s_cc, mask=amask & is_mat, other=0.0).to(tl.float32)
+                mid = tl.minimum(tl.maximum(tl.floor(mid + 0.5), 0.0), NB - 1.0).to(tl.int32)
+                a_mat = tl.load(mat_ptr + mid * NMAT + (rc - C_REST), mask=amask & is_mat, other=0.0).to(tl.float32)
+                a = tl.where(from_img, a_img, tl.where(from_rest, a_rst, a_mat)).to(w_ptr.dtype.element_ty)
         else:
             a = tl.load(a_ptr + rows[:, None] * stride_am + ks[None, :] * stride_ak, mask=amask, other=0.0,
                         cache_modifier=CACHE)
             if A_MODE == 1:
-                sh = tl.load(mod_ptr + bidx[:, None] * stride_mod_b + shift_off + ks[None, :], mask=amask, other=0.0,
-                             cache_modifier=CACHE)
-                sc = tl.load(mod_ptr + bidx[:, None] * stride_mod_b + scale_off + ks[None, :], mask=amask, other=0.0,
-                             cache_modifier=CACHE)
-                a = ((a.to(tl.float32) - mean[:, None]) * rstd[:, None] * (1.0 + sc.to(tl.float32))
-                     + sh.to(tl.float32)).to(w_ptr.dtype.element_ty)
+                if UNIFORM_B:  # one batch per row block: the adaLN vectors are 1-D, broadcast over rows
+                    sh = tl.load(mod_ptr + b0 * stride_mod_b + shift_off + ks, mask=kmask, other=0.0,
+                                 cache_modifier=CACHE).to(tl.float32)[None, :]
+                    sc = tl.load(mod_ptr + b0 * stride_mod_b + scale_off + ks, mask=kmask, other=0.0,
+                                 cache_modifier=CACHE).to(tl.float32)[None, :]
+                else:
+                    sh = tl.load(mod_ptr + bidx[:, None] * stride_mod_b + shift_off + ks[None, :], mask=amask,
+                                 other=0.0, cache_modifier=CACHE).to(tl.float32)
+                    sc = tl.load(mod_ptr + bidx[:, None] * stride_mod_b + scale_off + ks[None, :], mask=amask,
+                                 other=0.0, cache_modifier=CACHE).to(tl.float32)
+                a = ((a.to(tl.float32) - mean[:, None]) * rstd[:, None] * (1.0 + sc) + sh).to(w_ptr.dtype.element_ty)
             elif A_MODE == 2:
                 af = a.to(tl.float32)
                 a = (af / (1.0 + tl.exp(-af))).to(w_ptr.dtype.element_ty)
@@ -161,10 +181,16 @@ def linear_tile(
         y_lo = gelu_tanh(y_lo)
         y_hi = gelu_tanh(y_hi)
     if EPI == 2:
-        g_lo = tl.load(mod_ptr + bidx[:, None] * stride_mod_b + gate_off + cols_lo[None, :], mask=m_lo, other=0.0,
-                       cache_modifier=CACHE).to(tl.float32)
-        g_hi = tl.load(mod_ptr + bidx[:, None] * stride_mod_b + gate_off + cols_hi[None, :], mask=m_hi, other=0.0,
-                       cache_modifier=CACHE).to(tl.float32)
+        if UNIFORM_B:
+            g_lo = tl.load(mod_ptr + b0 * stride_mod_b + gate_off + cols_lo, mask=nm_lo, other=0.0,
+                           cache_modifier=CACHE).to(tl.float32)[None, :]
+            g_hi = tl.load(mod_ptr + b0 * stride_mod_b + gate_off + cols_hi, mask=nm_hi, other=0.0,
+                           cache_modifier=CACHE).to(tl.float32)[None, :]
+        else:
+            g_lo = tl.load(mod_ptr + bidx[:, None] * stride_mod_b + gate_off + cols_lo[None, :], mask=m_lo,
+                           other=0.0, cache_modifier=CACHE).to(tl.float32)
+            g_hi = tl.load(mod_ptr + bidx[:, None] * stride_mod_b + gate_off + cols_hi[None, :], mask=m_hi,
+                           other=0.0, cache_modifier=CACHE).to(tl.float32)
         r_lo = tl.load(res_ptr + rows[:, None] * stride_rm + cols_lo[None, :] * stride_rn, mask=m_lo, other=0.0,
                        cache_modifier=CACHE).to(tl.float32)
         r_hi = tl.load(res_ptr + rows[:, None] * stride_rm + cols_hi[None, :] * stride_rn, mask=m_hi, other=0.0,
