@@ -21,7 +21,7 @@ from bridge import protocol
 from bridge.backends.passthrough import to_output
 from bridge.channels import ACTION_LAYOUT, CONSTANTS_LAYOUT
 from bridge.daemon import spawn_daemon
-from tests._unity_build import build, parse_lines
+from _unity_build import build, parse_lines
 
 OFFLINE_TESTS = ("msgpack_roundtrip", "msgpack_rejects_malformed", "half_vectors_written", "repack_flip")
 DAEMON_TESTS = ("connect", "open_session", "frames_200_changing_actions", "pipelined_frames_each_seq_answered_once",

@@ -90,7 +90,7 @@ def test_unity_layer_parses():
     pipeline with the legacy Input Manager sees it and once with URP and the Input System defined."""
     import subprocess
 
-    from tests._unity_build import require_tools
+    from _unity_build import require_tools
     require_tools()
     files = [str(p) for p in (PKG / "Runtime").glob("*.cs")] + [str(p) for p in (PKG / "Editor").glob("*.cs")] + \
             [str(p) for p in (PKG / "Samples~").rglob("*.cs")]

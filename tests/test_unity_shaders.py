@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests._unity_hlsl import kernel_to_glsl
+from _unity_hlsl import kernel_to_glsl
 
 PACK = Path(__file__).resolve().parents[1] / "unity_client" / "Runtime" / "Resources" / "Neurender" / "NeurenderPack.compute"
 KERNELS = {"PackF32": ("<f4", 4), "PackF16": ("<f2", 2), "PackU8": ("u1", 1)}
