@@ -118,7 +118,7 @@ def noisy_clips(ema_model: CausalDiT, batch: ClipBatch, tcfg: TrainConfig, g: to
     function also runs the forward and the loss."""
     B, L = batch.target.shape[:2]
     dev = batch.target.device
-    keep = {grp: (torch.rand(B, generator=g) >= tcfg.drop_group_p) for grp in ("color", "gbuffer")}
+    keep = {grp: (torch.rand(B, generator=g) >= tcfg.drop_group_p).to(dev) for grp in ("color", "gbuffer")}
     cond = drop_groups(batch.cond, keep)
     t = frame_levels(B, L, tcfg, g, dev)
     noise = torch.randn(batch.target.shape, generator=g).to(dev)
