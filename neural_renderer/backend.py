@@ -63,7 +63,7 @@ class GeneratorSession(RendererSession):
         ours = {k: v for k, v in pixels.items() if k in ("color", "depth", "normals", "albedo", "material_id")}
         if not ours:
             return blank_cond(1, resolution=self.res, device=self.r.device)
-        tensors = {k: torch.from_numpy(np.ascontiguousarray(v).astype(np.int32) if v.dtype == np.uint16 else np.ascontiguousarray(v))
+        tensors = {k: torch.from_numpy(v.astype(np.int32) if v.dtype == np.uint16 else np.array(v))  # a copy: slots are read-only
                    for k, v in ours.items()}
         tensors = {k: v.to(self.r.device, non_blocking=True) for k, v in tensors.items()}
         return engine_to_cond(tensors, resolution=self.res)[None]
@@ -107,6 +107,9 @@ class GeneratorRenderer(Renderer):
         if spec_arg is None:
             spec_arg = "base" if self.device.type == "cuda" and _shipped("base") else "tiny"
         self.checkpoint = resolve(spec_arg)
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
         self.model = load_model(self.checkpoint, device=self.device)
         self.steps = int(steps or self.model.cfg.steps)
         self.seed = seed

@@ -30,4 +30,4 @@ def schedule(steps: int) -> list[float]:
 def sample_train_t(shape, generator=None, device=None) -> torch.Tensor:
     """Independent noise level per frame (diffusion forcing): logit-normal, mean shifted towards
     noise, so the one-or-two-step regime that inference uses gets most of the training signal."""
-    return torch.sigmoid(torch.randn(shape, generator=generator, device=device) * 1.0 + 0.4)
+    return torch.sigmoid(torch.randn(shape, generator=generator, device=device) * 1.0 + 1.0)

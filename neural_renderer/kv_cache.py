@@ -50,13 +50,21 @@ class KVCache:
         """Views (B, H, slots, T, D) of layer i; the model writes the current frame into slot -1."""
         return self.k[i], self.v[i]
 
-    def advance(self) -> None:
-        """Keep the current slot as context: shift the window by one, fill a sink while n < S."""
+    @property
+    def steady(self) -> bool:
+        """From here on every advance() does the same device work (no sink write, same mask),
+        so it can live inside a CUDA graph."""
+        return self.frames >= len(self.valid_table) - 1
+
+    def advance(self, count: bool = True) -> None:
+        """Keep the current slot as context: shift the window by one, fill a sink while n < S.
+        count=False does only the device work (inside a captured graph the caller counts frames)."""
         S, W, n = self.sinks, self.window, self.frames
         for buf in (self.k, self.v):
             if n < S:
                 buf[:, :, :, n].copy_(buf[:, :, :, -1])
             if W > 0:
                 buf[:, :, :, S : S + W].copy_(buf[:, :, :, S + 1 :].clone())
-        self.frames = n + 1
-        self.valid.copy_(self.valid_table[min(self.frames, len(self.valid_table) - 1)])
+        self.valid.copy_(self.valid_table[min(n + 1, len(self.valid_table) - 1)])
+        if count:
+            self.frames = n + 1

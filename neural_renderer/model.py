@@ -311,9 +311,12 @@ class CausalDiT(nn.Module):
 
         def attend(q, k, v):  # q, k, v (B, H, L, T, 64)
             B, H, _, _, Dh = k.shape
-            kk = apply_temporal_rope(k[:, :, idx], self.rope_cos_t, self.rope_sin_t).reshape(B, H, L, slots * T, Dh)
-            vv = v[:, :, idx].reshape(B, H, L, slots * T, Dh)
-            return F.scaled_dot_product_attention(q, kk, vv, attn_mask=mask)
+            kk = apply_temporal_rope(k[:, :, idx], self.rope_cos_t, self.rope_sin_t).reshape(B, H * L, slots * T, Dh)
+            vv = v[:, :, idx].reshape(B, H * L, slots * T, Dh)
+            m = mask[None].expand(H, L, 1, slots * T).reshape(1, H * L, 1, slots * T)
+            # 4-D (B, H*L, ...) so the memory-efficient kernel runs instead of the math fallback
+            a = F.scaled_dot_product_attention(q.reshape(B, H * L, T, Dh), kk, vv, attn_mask=m)
+            return a.view(B, H, L, T, Dh)
 
         return self._run(x_noisy, cond, t, d, action, prompt, lambda i: attend)
 
@@ -326,7 +329,7 @@ class CausalDiT(nn.Module):
         """x_noisy (B, 3, H, W), cond (B, C, H, W), t/d (B,), action (B, A), prompt (B, 384) ->
         predicted clean frame (B, 3, H, W). Writes this frame's K/V into the cache's current slot;
         `cache.advance()` afterwards keeps it as context."""
-        mask = cache.valid[:, None].expand(-1, self.cfg.tokens).reshape(1, -1)  # (1, slots*T)
+        mask = cache.valid[:, None].expand(-1, self.cfg.tokens).reshape(1, 1, 1, -1)  # (1, 1, 1, slots*T)
 
         def attend_for_layer(i):
             def attend(q, k, v):  # (B, H, 1, T, 64)
@@ -334,8 +337,9 @@ class CausalDiT(nn.Module):
                 kc[:, :, -1] = k[:, :, 0]
                 vc[:, :, -1] = v[:, :, 0]
                 B, H, slots, T, Dh = kc.shape
-                kk = apply_temporal_rope(kc, self.rope_cos_t, self.rope_sin_t).reshape(B, H, 1, slots * T, Dh)
-                return F.scaled_dot_product_attention(q, kk, vc.reshape(B, H, 1, slots * T, Dh), attn_mask=mask)
+                kk = apply_temporal_rope(kc, self.rope_cos_t, self.rope_sin_t).reshape(B, H, slots * T, Dh)
+                a = F.scaled_dot_product_attention(q[:, :, 0], kk, vc.reshape(B, H, slots * T, Dh), attn_mask=mask)
+                return a[:, :, None]
 
             return attend
 

@@ -46,7 +46,7 @@ class TrainConfig:
     refresh_every: int = 4  # steps between two new clips entering the pool
     styles: list[str] = field(default_factory=list)  # empty = all
     # history augmentation / diffusion forcing
-    own_output_frac: float = 0.25
+    own_output_frac: float = 0.3
     context_frac: float = 0.5
     context_max_noise: float = 0.2
     blur_p: float = 0.25
@@ -137,7 +137,7 @@ def clip_stream(cfg: TrainConfig, resolution: int, styles: list[str], rank: int)
     return dataset_clips(cfg.source, cfg.clip_len, seed=seed)
 
 
-def training_step(model, ema_model, batch: ClipBatch, cfg: TrainConfig, g: torch.Generator, amp_dtype):
+def training_step(model, raw_model, batch: ClipBatch, cfg: TrainConfig, g: torch.Generator, amp_dtype):
     B, L = batch.target.shape[:2]
     dev = batch.target.device
     keep = {grp: (torch.rand(B, generator=g) >= cfg.drop_group_p) for grp in ("color", "gbuffer")}
@@ -151,7 +151,7 @@ def training_step(model, ema_model, batch: ClipBatch, cfg: TrainConfig, g: torch
             # the model's own one-step outputs as the clean signal of the context
             with torch.no_grad(), torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 ones = torch.ones_like(t)
-                own = ema_model.forward_clip(noise, cond, ones, d, batch.action, batch.prompt).float().clamp(-1, 1)
+                own = raw_model.forward_clip(noise, cond, ones, d, batch.action, batch.prompt).float().clamp(-1, 1)
             source = own
         else:
             source = history_augment(batch.target, cfg, g)
@@ -218,6 +218,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     if world > 1:
         ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
     amp_dtype = torch.bfloat16 if dev.type == "cuda" else None
+    ema_params, model_params = list(ema_model.parameters()), list(model.parameters())
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
 
@@ -248,15 +249,14 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         for pg in opt.param_groups:
             pg["lr"] = lr_at(step, cfg)
         batch = pool.sample(cfg.batch, g)
-        loss = training_step(ddp_model, ema_model, batch, cfg, g, amp_dtype)
+        loss = training_step(ddp_model, model, batch, cfg, g, amp_dtype)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         with torch.no_grad():
             decay = min(cfg.ema, (1 + step) / (10 + step))
-            for pe, pm in zip(ema_model.parameters(), model.parameters()):
-                pe.lerp_(pm, 1 - decay)
+            torch._foreach_lerp_(ema_params, model_params, 1 - decay)
         loss_acc += loss.detach()
         n_acc += 1
         step += 1
