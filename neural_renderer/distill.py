@@ -315,6 +315,8 @@ def run_loop(model: CausalDiT, ema_model: CausalDiT | None, loss_fn, pool, cfg, 
 
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
     st = LoopState()
+    if ema_model is not None:
+        ema_params, model_params = list(ema_model.parameters()), list(model.parameters())
     sums: dict[str, torch.Tensor] = {}
     n_acc = 0
     t0 = time.time()
@@ -333,9 +335,8 @@ def run_loop(model: CausalDiT, ema_model: CausalDiT | None, loss_fn, pool, cfg, 
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         if ema_model is not None:
-            with torch.no_grad():
-                for pe, pm in zip(ema_model.parameters(), model.parameters()):
-                    pe.lerp_(pm, 1 - cfg.ema)
+            with torch.no_grad():  # one fused launch for all parameters, not one per tensor
+                torch._foreach_lerp_(ema_params, model_params, 1.0 - cfg.ema)
         for k, v in {"loss": loss.detach(), **parts}.items():
             sums[k] = sums.get(k, 0.0) + v
         n_acc += 1
