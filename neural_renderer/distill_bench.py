@@ -41,6 +41,8 @@ def main(argv=None) -> int:
     p.add_argument("--distill-s", type=float, default=60.0)
     p.add_argument("--prune-s", type=float, default=40.0)
     p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--distill-lr", type=float, default=2e-4)
+    p.add_argument("--prune-lr", type=float, default=2e-4)
     p.add_argument("--pool", type=int, default=48)
     p.add_argument("--clip-len", type=int, default=6)
     p.add_argument("--drop-blocks", type=int, default=2)
@@ -70,11 +72,11 @@ def main(argv=None) -> int:
 
     _stage(res, "distill_tiny", lambda: _slim(distill(DistillConfig(
         teacher=str(ck / "tiny.json"), out=str(sc_dir), name="tiny-shortcut", steps=10 ** 6, time_budget_s=a.distill_s, batch=a.batch,
-        clip_len=a.clip_len, pool=a.pool, source=a.data, device=a.device, recommended_steps=2, log_every=25), progress=False)))
+        clip_len=a.clip_len, pool=a.pool, source=a.data, device=a.device, recommended_steps=2, log_every=25, lr=a.distill_lr), progress=False)))
     _stage(res, "prune_tiny", lambda: _slim(prune(PruneConfig(
         source=str(sc_ck if sc_ck.is_file() else ck / "tiny.json"), out=str(pr_dir), name="tiny-pruned",
         drop_blocks=a.drop_blocks, mlp_ratio=a.mlp_ratio, steps=10 ** 6, time_budget_s=a.prune_s, batch=a.batch,
-        clip_len=a.clip_len, pool=max(8, a.pool // 2), lr=2e-4, data=a.data, device=a.device, log_every=25), progress=False)))
+        clip_len=a.clip_len, pool=max(8, a.pool // 2), lr=a.prune_lr, data=a.data, device=a.device, log_every=25), progress=False)))
     if not a.skip_base:
         # base: structure only (no recovery) so its speed-up is measured; timing does not depend on values
         _stage(res, "prune_base_structure", lambda: _slim(prune(PruneConfig(
