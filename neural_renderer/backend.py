@@ -55,7 +55,8 @@ class GeneratorSession(RendererSession):
 
         first = renderer.prompts.submit(spec.prompt or STYLES[DEFAULT_STYLE])
         # the very first prompt is awaited once, at session open (not in a frame)
-        self.gen = Generator(renderer.model, first.result(), steps=spec.steps or renderer.steps, seed=seed)
+        self.gen = Generator(renderer.model, first.result(), steps=spec.steps or renderer.steps, seed=seed,
+                             use_context=renderer.use_context)
         self.pending: Future | None = None
         self.res = renderer.model.cfg.resolution
 
@@ -100,7 +101,7 @@ class GeneratorSession(RendererSession):
 
 class GeneratorRenderer(Renderer):
     def __init__(self, spec_arg: str | None = None, steps: int | None = None, device: str | None = None,
-                 seed: int = 0, **_ignored):
+                 seed: int = 0, use_context: bool = True, **_ignored):
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
@@ -113,12 +114,14 @@ class GeneratorRenderer(Renderer):
         self.model = load_model(self.checkpoint, device=self.device)
         self.steps = int(steps or self.model.cfg.steps)
         self.seed = seed
+        self.use_context = use_context  # False: the per-frame ablation (same weights, no KV cache)
+        self.name = f"generator:{self.model.cfg.name}" + ("" if use_context else "/per-frame")
         self.prompts = PromptService()
         self.sessions = 0
 
     def describe(self) -> dict:
         return {"backend": "generator", "model": self.model.cfg.name, "steps": self.steps, "device": str(self.device),
-                "checkpoint": str(self.checkpoint), "resolution": self.model.cfg.resolution}
+                "checkpoint": str(self.checkpoint), "resolution": self.model.cfg.resolution, "context": self.use_context}
 
     def open_session(self, spec: SessionSpec) -> RendererSession:
         if spec.output_format not in OUTPUT_FORMATS:
