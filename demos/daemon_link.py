@@ -6,6 +6,9 @@ import argparse
 from pathlib import Path
 
 
+SESSION_TIMEOUT_MS = 15000  # for the daemon the demo starts itself
+
+
 def serve_default(option: str):
     """The default of a `neurender serve` option, read from its own parser (never restated here)."""
     from bridge import serve_cmd
@@ -36,8 +39,11 @@ class DaemonLink:
             else:
                 backend = backend or serve_default("backend")
                 log(f"starting a daemon: --backend {backend}" + (f" --steps {steps}" if steps else ""))
+                # A generous heartbeat timeout: on a loaded machine a frame of this process can stall
+                # for seconds; a dead demo is still noticed at once through its shm lock.
                 self.handle = spawn_daemon(backend=backend, runtime_dir=str(rd) if runtime_dir else None,
-                                           steps=steps, device=device, timeout=180.0)  # its log goes to our stderr
+                                           steps=steps, device=device, timeout=180.0,
+                                           extra_args=["--session-timeout-ms", str(SESSION_TIMEOUT_MS)])
                 endpoint = self.handle.endpoint
         elif local_daemon_alive(endpoint, timeout=3.0) is None:
             from bridge.client import DaemonUnavailable
