@@ -36,8 +36,9 @@ def test_headless_demo_through_a_real_daemon(tmp_path, runtime_dir):
     assert len(frames) == N
     assert frames[0].shape[:2] == (H, 3 * W + 4)  # engine | neural | reference, 2-pixel gaps
     for f in frames[1:]:
-        engine, neural, ref = (f[16:, k * (W + 2): k * (W + 2) + W].astype(np.float32) for k in range(3))
-        # passthrough hands the engine colour back: the neural panel is the engine panel (up to the codec)
+        engine, neural, ref = (f[22:, k * (W + 2): k * (W + 2) + W].astype(np.float32) for k in range(3))
+        # below the labels (rows 4-20): passthrough hands the engine colour back, so the neural panel
+        # is the engine panel up to the codec
         assert np.abs(engine - neural).mean() < 4.0
         assert np.abs(engine - ref).mean() > 8.0  # the night (then winter) reference look is another picture
     assert imageio.imread(out / "latency.png").shape[0] > 100
