@@ -101,10 +101,15 @@ def graph_of(fn, warm=3):
 graph_of.keep = []
 
 
-def _replay_returning(replay, out):
+def _replay_returning(replay, out, owner):
+    """A graph replay that also keeps `owner` (the step object holding the weights and buffers the
+    graph reads) alive: freed, its memory goes to the next allocation (do_bench's 256 MiB L2-flush
+    buffer) and the replays compute on garbage - which is how a run of this bench once timed a
+    megakernel whose queue and counters had been zeroed."""
     def fn():
         replay()
         return out
+    fn.owner = owner
     return fn
 
 
@@ -151,6 +156,7 @@ def bench_config(name, cfg, args, ceilings, deadline, log, res, dump=lambda: Non
                 cache = import_cache(cache)
             with torch.no_grad():
                 fn = make(cache)
+                fn.cache = cache  # the arm's cache lives as long as its callable
                 static = fn()
                 # poison the (static) output and the current cache slot: a launch that skips work must fail
                 static.fill_(float("nan"))
@@ -210,11 +216,12 @@ def bench_config(name, cfg, args, ceilings, deadline, log, res, dump=lambda: Non
                 return lambda: f(*inp, cache)
 
             arm(label, make)
-    arm("cuda graph (eager)", lambda cache: _replay_returning(*graph_of(lambda: model.forward_frame(*inp, cache))))
+    arm("cuda graph (eager)",
+        lambda cache: _replay_returning(*graph_of(lambda: model.forward_frame(*inp, cache)), owner=(model, cache)))
 
     def fused(cache):
         fs = FusedStep(model)
-        return _replay_returning(*graph_of(lambda: fs(*inp, cache)))
+        return _replay_returning(*graph_of(lambda: fs(*inp, cache)), owner=(fs, cache))
 
     arm("fused ops + cuda graph", fused, kernel_layout=True)
 
@@ -232,7 +239,7 @@ def bench_config(name, cfg, args, ceilings, deadline, log, res, dump=lambda: Non
             replay()
             torch.cuda.synchronize()
             res["megakernel_spin_flag"] = int(mk.err.item())
-            fn = _replay_returning(replay, out)
+            fn = _replay_returning(replay, out, owner=(mk, cache))
 
             def poison():  # every intermediate buffer too: stale values from an earlier launch would match
                 for b in (mk.out, mk.x, mk.q, mk.a, mk.h, mk.mod):
