@@ -11,6 +11,13 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="renderer: passthrough | generator[:tiny|:base|:/path/ckpt.safetensors] (default passthrough)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (backend default if absent)")
     p.add_argument("--device", default=None, help="torch device for model backends (e.g. cuda, cpu)")
+    pool = p.add_mutually_exclusive_group()
+    pool.add_argument("--gpus", default=None, metavar="all|N|0,1",
+                      help="one render worker process per GPU (CUDA_VISIBLE_DEVICES pinned); new sessions go to "
+                           "the least-loaded one (bridge/workers.py)")
+    pool.add_argument("--workers", type=int, default=None, metavar="N",
+                      help="N render worker processes on --device (CPU testing of the multi-GPU path); "
+                           "default: one render thread in the daemon")
     p.add_argument("--runtime-dir", default=None,
                    help="0700 dir for the ipc socket and pid file (default $XDG_RUNTIME_DIR/neurender or "
                         "/tmp/neurender-$UID; env NEURENDER_RUNTIME_DIR)")
@@ -39,9 +46,10 @@ def run(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
-    from bridge import paths, protocol, shm
+    from bridge import paths, protocol, shm, workers
     from bridge.backends import BackendUnavailable, create_renderer
     from bridge.server import Daemon, DaemonConfig, install_signal_handlers
+    from bridge.workers import WorkerStartError
 
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s neurender serve %(levelname)s %(message)s")
@@ -72,11 +80,26 @@ def run(args: argparse.Namespace) -> int:
     if not shm_dir.is_dir() or not os.access(shm_dir, os.W_OK):
         print(f"neurender serve: shared-memory dir {shm_dir} does not exist or is not writable", file=sys.stderr)
         return 2
-    try:
-        renderer = create_renderer(args.backend, steps=args.steps, device=args.device)
-    except BackendUnavailable as e:
-        print(f"neurender serve: {e}", file=sys.stderr)
-        return 2
+    worker_factory = None
+    if args.gpus is not None or args.workers is not None:
+        try:
+            specs = workers.worker_specs({"steps": args.steps, "device": args.device},
+                                         gpus=workers.parse_gpus(args.gpus, workers.visible_gpus())
+                                         if args.gpus is not None else None, workers=args.workers)
+        except ValueError as e:
+            print(f"neurender serve: {e}", file=sys.stderr)
+            return 2
+        renderer = workers.PoolRenderer()
+
+        def worker_factory(wake):
+            renderer.pool = workers.WorkerPool(args.backend, specs, wake, shm_dir)
+            return renderer.pool
+    else:
+        try:
+            renderer = create_renderer(args.backend, steps=args.steps, device=args.device)
+        except BackendUnavailable as e:
+            print(f"neurender serve: {e}", file=sys.stderr)
+            return 2
     limits = protocol.Limits(max_width=args.max_width, max_height=args.max_height,
                              max_sessions=args.max_sessions,
                              **({"max_channels": args.max_channels} if args.max_channels else {}))
@@ -85,8 +108,8 @@ def run(args: argparse.Namespace) -> int:
                        session_timeout_ms=args.session_timeout_ms,
                        shm_dir=shm_dir)
     try:
-        daemon = Daemon(renderer, cfg)
-    except (ValueError, OSError) as e:
+        daemon = Daemon(renderer, cfg, worker_factory=worker_factory)
+    except (ValueError, OSError, WorkerStartError) as e:
         print(f"neurender serve: {e}", file=sys.stderr)
         return 2
     install_signal_handlers(daemon)
@@ -97,7 +120,8 @@ def run(args: argparse.Namespace) -> int:
     pid_file.write_text(f"{os.getpid()}\n")
     info = {"pid": os.getpid(), "endpoints": daemon.endpoints, "renderer": renderer.describe(),
             "server_public_key": server_keys[0].decode() if server_keys else None,
-            "shm_dir": str(cfg.shm_dir), "swept": [str(p) for p in daemon.swept]}
+            "shm_dir": str(cfg.shm_dir), "swept": [str(p) for p in daemon.swept],
+            "workers": daemon.worker.info() if daemon.pooled else None}
     for ep in daemon.endpoints:
         log.info("serving %s", ep)
     log.info("renderer %s", info["renderer"])

@@ -26,10 +26,12 @@ from bridge.backends import FrameInputs, Renderer, SessionSpec, UnsupportedSpec
 from bridge.layout import SlotLayout
 from bridge.session import Session
 from bridge.worker import FrameJob, RenderWorker
+from bridge.workers import WorkerLost, WorkerLostError
 
 log = logging.getLogger("neurender.bridge")
 
 HEARTBEAT_MS, SESSION_TIMEOUT_MS = P.HEARTBEAT_MS, P.SESSION_TIMEOUT_MS
+LOST_REMEMBERED = 4096  # sessions of dead workers whose later frames still get `worker_lost`
 TICK_S = 0.1  # liveness checks: timeout + flock probe (dead client noticed within ~0.1-0.2 s)
 ZAP_DOMAIN = "neurender"
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
@@ -56,8 +58,10 @@ def _tcp_host(hostport: str) -> str:
 
 
 class Daemon:
-    def __init__(self, renderer: Renderer, config: DaemonConfig, context: zmq.Context | None = None):
-        """`context`: share one (tests talking over inproc://); by default the daemon makes its own."""
+    def __init__(self, renderer: Renderer, config: DaemonConfig, context: zmq.Context | None = None,
+                 worker_factory=None):
+        """`context`: share one (tests talking over inproc://); by default the daemon makes its own.
+        `worker_factory(wake)`: a bridge.workers.WorkerPool in place of the render thread (issue 9)."""
         self.renderer, self.cfg = renderer, config
         self.limits = config.limits
         self._own_ctx = context is None
@@ -72,7 +76,16 @@ class Daemon:
         self._wake_pull = self.ctx.socket(zmq.PULL)
         self._wake_pull.bind(self._wake_addr)
         self._wake_push: zmq.Socket | None = None  # created and used by the worker thread only
-        self.worker = RenderWorker(renderer, self._wake)
+        self.pooled = worker_factory is not None
+        self.lost: dict[str, tuple] = {}  # session of a dead worker -> (sock, peer) that opened it
+        self.worker = None
+        try:
+            self.worker = worker_factory(self._wake) if self.pooled else RenderWorker(renderer, self._wake)
+        except BaseException:
+            self._wake_pull.close(0)
+            if self._own_ctx:
+                self.ctx.destroy(0)
+            raise
         self.swept = shm.sweep_stale(config.shm_dir)
         try:
             self._bind()
@@ -190,7 +203,8 @@ class Daemon:
     def close(self) -> None:
         for sid in list(self.sessions):
             self._end_session(sid, "daemon shutting down")
-        self.worker.stop()
+        if self.worker is not None:
+            self.worker.stop()
         try:
             self.renderer.close()
         except Exception:  # noqa: BLE001
@@ -271,7 +285,10 @@ class Daemon:
             except OSError as e:
                 raise P.ProtocolError("limit_exceeded", f"cannot allocate shared memory: {e}", req=req.req) from None
         self.sessions[sid] = s
-        self.worker.open(sid, spec)
+        if self.pooled:  # the worker process maps the session's file itself (inline: the pool stages)
+            self.worker.open(sid, spec, s.segment.path if s.segment is not None else None, layout)
+        else:
+            self.worker.open(sid, spec)
 
     def _opened(self, s: Session) -> None:
         L = s.layout
@@ -286,11 +303,13 @@ class Daemon:
             lock_path=str(s.lock_path) if shm_mode else None,
             input_offsets=[list(o) for o in L.input_offsets] if shm_mode else [],
             output_offsets=list(L.output_offsets) if shm_mode else [],
-            renderer=self.renderer.describe(), heartbeat_ms=self.cfg.heartbeat_ms,
-            session_timeout_ms=self.cfg.session_timeout_ms))
+            renderer=self.worker.describe_session(s.id) if self.pooled else self.renderer.describe(),
+            heartbeat_ms=self.cfg.heartbeat_ms, session_timeout_ms=self.cfg.session_timeout_ms))
 
     def _session_of(self, sock, peer, sid: str, **ids) -> Session:
         s = self.sessions.get(sid)
+        if s is None and self.lost.get(sid) == (sock, peer):
+            raise WorkerLostError(f"session {sid} was lost with its render worker", session=sid, **ids)
         if s is None or s.sock is not sock or s.peer != peer or not s.ready:
             raise P.ProtocolError("unknown_session", f"no session {sid!r} on this connection", session=sid, **ids)
         return s
@@ -372,6 +391,8 @@ class Daemon:
                     self._finish_open(r, s)
                 elif r.kind == "frame" and s is not None:
                     self._finish_frame(r, s)
+                elif r.kind == "lost" and s is not None:
+                    self._lose_session(r, s)
             except Exception:  # noqa: BLE001 - see _handle
                 log.exception("internal error while answering session %s", r.session)
 
@@ -383,6 +404,9 @@ class Daemon:
         if r.error is not None:
             del self.sessions[s.id]
             s.release_files()
+            if isinstance(r.error, WorkerLost):
+                self._error(s.sock, s.peer, WorkerLostError(str(r.error), req=s.open_req))
+                return
             code = "unsupported" if isinstance(r.error, UnsupportedSpec) else "renderer_error"
             self._error(s.sock, s.peer, P.ProtocolError(code, f"{type(r.error).__name__}: {r.error}",
                                                         req=s.open_req))
@@ -410,6 +434,21 @@ class Daemon:
             self._send(s.sock, s.peer, header, job.out)
         else:
             self._send(s.sock, s.peer, header)
+
+    def _lose_session(self, r, s: Session) -> None:
+        """The session's worker process died: its oldest unanswered frame gets `worker_lost` (a waiting
+        one is listed as dropped), the session ends, its later frames get `worker_lost` too."""
+        job = r.value  # the frame it was rendering, if any
+        waiting = self.worker.cancel(s.id)
+        seqs = [j.inputs.seq for j in (job, waiting) if j is not None]
+        dropped, s.dropped = s.dropped + seqs[1:], []
+        if seqs:
+            self._error(s.sock, s.peer, WorkerLostError(str(r.error), session=s.id, seq=seqs[0]), dropped)
+        s.frames_failed += len(seqs)
+        self._end_session(s.id, str(r.error))
+        self.lost[s.id] = (s.sock, s.peer)
+        while len(self.lost) > LOST_REMEMBERED:
+            self.lost.pop(next(iter(self.lost)))
 
     def _check_liveness(self) -> None:
         now = time.monotonic()
