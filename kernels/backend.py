@@ -7,11 +7,18 @@ and `neurender serve`:
 
 The self-check builds a small random model on the device, runs one megakernel step against the fp32
 model (tolerance rule of the tests, plus the spin-timeout flag), and is cached per device.
+
+NEURENDER_KERNELS_BACKEND=eager|fused|megakernel overrides the choice (a CUDA backend on a CPU device
+is refused). On the H100 measurements of 2026-11-23 (benchmarks/RESULTS.md, Kernels) the fused ops
+beat the megakernel on dim 512 / depth 12, so a deployment may want `fused` there.
 """
 from __future__ import annotations
 
+import os
+
 import torch
 
+BACKENDS = ("megakernel", "fused", "eager")
 _SELF_CHECK: dict[str, tuple[bool, str]] = {}
 
 
@@ -40,6 +47,13 @@ def megakernel_self_check(device) -> tuple[bool, str]:
 
 def select_backend(device) -> str:
     device = torch.device(device)
+    forced = os.environ.get("NEURENDER_KERNELS_BACKEND", "").strip()
+    if forced:
+        if forced not in BACKENDS:
+            raise ValueError(f"NEURENDER_KERNELS_BACKEND={forced!r}: choose one of {', '.join(BACKENDS)}")
+        if forced != "eager" and device.type != "cuda":
+            raise ValueError(f"NEURENDER_KERNELS_BACKEND={forced!r} needs a CUDA device, got {device}")
+        return forced
     if device.type != "cuda" or not torch.cuda.is_available():
         return "eager"
     try:
@@ -54,7 +68,8 @@ def select_backend(device) -> str:
 def build_step(model, backend: str, batch: int = 1):
     """A callable with CausalDiT.forward_frame's contract for the chosen backend. The fused and
     megakernel steps keep keys in kernel layout in the cache they are given (kernels.fused_model):
-    use one backend for every forward of a run, including the cache-write pass."""
+    use one backend for every forward of a run, including the cache-write pass. They return a
+    static output buffer that their next call overwrites (CUDA-graph friendly): copy what you keep."""
     if backend == "eager":
         return model.forward_frame
     if backend == "fused":

@@ -91,7 +91,8 @@ def test_co_residency_refusal():
 
 
 def test_bad_inputs_and_backend_on_cpu():
-    """Tried: wrong image size, cache of another dtype, unknown backend name."""
+    """Tried: wrong image size, cache of another dtype, unknown backend name, a bad or CPU-impossible
+    NEURENDER_KERNELS_BACKEND override."""
     cfg = H.tiny_cfg(depth=1)
     model = H.randomize_(CausalDiT(cfg).eval())
     mk = MegakernelStep(model, batch=1, block_m=16, att_split=1)
@@ -102,6 +103,18 @@ def test_bad_inputs_and_backend_on_cpu():
     with pytest.raises(ValueError, match="cache"):
         mk(x, cond, t, d, a, p, import_cache(filled_cache(model, 1, "cpu", torch.float64)))
     assert select_backend("cpu") == "eager"
+    mp = pytest.MonkeyPatch()
+    try:
+        mp.setenv("NEURENDER_KERNELS_BACKEND", "eager")
+        assert select_backend("cpu") == "eager"
+        mp.setenv("NEURENDER_KERNELS_BACKEND", "fused")
+        with pytest.raises(ValueError, match="needs a CUDA device"):
+            select_backend("cpu")
+        mp.setenv("NEURENDER_KERNELS_BACKEND", "tensorrt")
+        with pytest.raises(ValueError, match="choose one of"):
+            select_backend("cpu")
+    finally:
+        mp.undo()
     assert build_step(model, "eager") == model.forward_frame
     with pytest.raises(ValueError, match="unknown backend"):
         build_step(model, "tensorrt")
