@@ -118,3 +118,17 @@ def test_bad_inputs_and_backend_on_cpu():
     assert build_step(model, "eager") == model.forward_frame
     with pytest.raises(ValueError, match="unknown backend"):
         build_step(model, "tensorrt")
+
+
+def test_roofline_inputs_for_base_match_a_hand_count():
+    """The bench's floor column: FLOPs and KV bytes of one base step, counted by hand."""
+    from kernels.bench_cmd import step_cost
+
+    model = CausalDiT(MODELS["base"]())
+    D, L, T, keys = 256, 8, 1024, 5 * 1024          # base: 4 context slots + the current frame
+    linear_params = L * 12 * D * D + D * (18 * 16 * 16) + (3 * 16 * 16) * D  # blocks, patch embed, final
+    flops = 2 * T * linear_params + 4 * T * keys * D * L
+    w_bytes, kv_bytes, got = step_cost(model)
+    assert got == flops == 58_653_147_136
+    assert kv_bytes == 2 * 2 * L * keys * D
+    assert w_bytes == 2 * sum(p.numel() for n, p in model.named_parameters() if not n.startswith("material"))
