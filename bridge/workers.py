@@ -100,20 +100,23 @@ class WorkerRenderError(RuntimeError):
 
 def parse_gpus(spec: str, visible: list[str]) -> list[str]:
     """`--gpus` -> GPU ids (CUDA_VISIBLE_DEVICES values). `visible`: the ids this machine shows.
-    'all' = every visible one; 'N' = the first N; '0,1' = exactly those (each must be visible, no repeats)."""
+    'all' = every visible one; 'N' = the first N; '0,1' (or '1,' for one) = exactly those ids (each
+    visible, no repeats)."""
     spec = spec.strip()
     if spec == "all":
         if not visible:
             raise ValueError("--gpus all: no GPU is visible")
         return list(visible)
-    if spec.isdigit() and "," not in spec:
+    if spec.isdigit():
         n = int(spec)
-        if not 1 <= n <= len(visible):
+        if n == 0:
+            raise ValueError("--gpus 0: N counts GPUs; to pin GPU 0 alone write --gpus 0,")
+        if n > len(visible):
             raise ValueError(f"--gpus {n}: {len(visible)} GPU(s) visible")
         return list(visible[:n])
-    ids = [p.strip() for p in spec.split(",")]
-    if not ids or any(not p for p in ids):
-        raise ValueError(f"--gpus wants all, N or a comma list of GPU ids, got {spec!r}")
+    ids = [p.strip() for p in spec.split(",") if p.strip()]
+    if "," not in spec or not ids or not all(p.isdigit() for p in ids):
+        raise ValueError(f"--gpus wants all, N (a count) or a comma list of GPU ids such as 0,1 or 1, ; got {spec!r}")
     if len(set(ids)) != len(ids):
         raise ValueError(f"--gpus {spec}: a GPU is listed twice")
     missing = [p for p in ids if p not in visible]
