@@ -30,11 +30,6 @@ DEFAULT_DTYPES = {name: ("float32" if "float32" in spec.dtypes else spec.dtypes[
 LIGHT_DIR = np.array([0.45, 0.8, 0.35]) / np.linalg.norm([0.45, 0.8, 0.35])  # world space, towards the light
 
 
-def allocate(width: int, height: int, dtypes: dict[str, str] | None = None) -> dict[str, np.ndarray]:
-    dtypes = {**DEFAULT_DTYPES, **(dtypes or {})}
-    return {n: np.zeros((height, width, CHANNELS[n].components), dtypes[n]) for n in CHANNELS}
-
-
 def store(dst: np.ndarray, src: np.ndarray, name: str) -> None:
     """Writes a float32 image into `dst` in whatever dtype bridge.channels allows for that channel."""
     if dst.shape != src.shape:
@@ -63,13 +58,14 @@ class EngineRenderer:
         albedo[: len(ENGINE_ALBEDO)] = ENGINE_ALBEDO
         for p in (self.prog, self.sky_prog):
             write_array(p, "u_albedo", albedo)
-        self.fbos, self.targets = [], []
+        self.fbos, self.targets, self.depths = [], [], []
         for _ in range(2):
             tex = [ctx.texture((self.width, self.height), 4, dtype="f4") for _ in range(4)]
             for t in tex:
                 t.filter = (moderngl.NEAREST, moderngl.NEAREST)
             depth = ctx.depth_renderbuffer((self.width, self.height))
             self.targets.append(tex)
+            self.depths.append(depth)
             self.fbos.append(ctx.framebuffer(color_attachments=tex, depth_attachment=depth))
         self.current = 0
         self.frames = 0
@@ -77,7 +73,7 @@ class EngineRenderer:
         self._pending = False
 
     def release(self) -> None:
-        for obj in [self.vao, self.sky_vao, self.vbo, self.prog, self.sky_prog, *self.fbos,
+        for obj in [self.vao, self.sky_vao, self.vbo, self.prog, self.sky_prog, *self.fbos, *self.depths,
                     *[t for ts in self.targets for t in ts], *(self._pbos or [])]:
             obj.release()
 
@@ -105,18 +101,19 @@ class EngineRenderer:
             set_uniform(p, "u_prev_viewproj", gl_bytes(prev_vp))
         inv_rot = np.eye(4)
         inv_rot[:3, :3] = view[:3, :3].T
-        self.sky_prog["u_inv_view_rot"].write(gl_bytes(inv_rot))
-        self.sky_prog["u_tan_half"].value = (tan_y * cam.aspect, tan_y)
+        set_uniform(self.sky_prog, "u_inv_view_rot", gl_bytes(inv_rot))
+        set_uniform(self.sky_prog, "u_tan_half", (tan_y * cam.aspect, tan_y))
         ctx.disable(moderngl.DEPTH_TEST | moderngl.CULL_FACE)
         self.sky_vao.render(moderngl.TRIANGLES, vertices=3)
         ctx.enable(moderngl.DEPTH_TEST | moderngl.CULL_FACE)
-        self.prog["u_view"].write(gl_bytes(view))
-        self.prog["u_proj"].write(gl_bytes(proj))
-        self.prog["u_models"].write(b"".join(gl_bytes(m) for m in models[: MAX_DYNAMIC + 1]))
-        self.prog["u_prev_models"].write(b"".join(gl_bytes(m) for m in prev_models[: MAX_DYNAMIC + 1]))
-        self.prog["u_light_view"].value = tuple(view[:3, :3] @ LIGHT_DIR)
-        self.prog["u_light_color"].value = (0.85, 0.82, 0.78)
-        self.prog["u_ambient"].value = (0.25, 0.27, 0.3)
+        ctx.depth_func = "<"
+        set_uniform(self.prog, "u_view", gl_bytes(view))
+        set_uniform(self.prog, "u_proj", gl_bytes(proj))
+        set_uniform(self.prog, "u_models", b"".join(gl_bytes(m) for m in models[: MAX_DYNAMIC + 1]))
+        set_uniform(self.prog, "u_prev_models", b"".join(gl_bytes(m) for m in prev_models[: MAX_DYNAMIC + 1]))
+        set_uniform(self.prog, "u_light_view", tuple(view[:3, :3] @ LIGHT_DIR))
+        set_uniform(self.prog, "u_light_color", (0.85, 0.82, 0.78))
+        set_uniform(self.prog, "u_ambient", (0.25, 0.27, 0.3))
         self.vao.render(moderngl.TRIANGLES)
         ctx.disable(moderngl.DEPTH_TEST | moderngl.CULL_FACE)
         self.frames += 1
