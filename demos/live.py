@@ -51,6 +51,7 @@ class LatencyStats:
 class LiveScene:
     def __init__(self, ctx, client, seed: int, width: int, height: int, style: str, steps: int | None = None,
                  ssaa: int = 2):
+        from bridge.client import BridgeError
         from demos.engine_pass import EngineRenderer
         from demos.player import Player, ScriptedController
         from demos.styles import STYLES
@@ -62,17 +63,13 @@ class LiveScene:
         self.spawner = ScriptedController("still", self.seed)
         self.player = Player(self.world, *self.spawner.spawn(self.world))
         self.engine = EngineRenderer(ctx, self.world, self.width, self.height)
-        self.references: dict = {}
+        self.ref_renderer = None  # created on first use: one renderer serves every style
         self.style, self.prompt = style, STYLES[style]
         self._prompt_to_send: str | None = None
-        try:
+        try:  # half floats keep the dark styles free of banding
             self.session = client.open_session(self.width, self.height, DEMO_CHANNELS, output_format="rgb16f",
                                                prompt=self.prompt, steps=steps)
-        except Exception as e:  # a backend that only writes 8-bit output
-            from bridge.client import BridgeError
-
-            if not isinstance(e, BridgeError):
-                raise
+        except BridgeError:  # a backend that only writes 8-bit output
             self.session = client.open_session(self.width, self.height, DEMO_CHANNELS, output_format="rgb8",
                                                prompt=self.prompt, steps=steps)
         self.renderer_info = self.session.info.get("renderer", {})
@@ -100,12 +97,12 @@ class LiveScene:
     def reference(self, style: str) -> np.ndarray:
         from demos.reference import ReferenceRenderer
 
-        if style not in self.references:
-            self.references[style] = ReferenceRenderer(self.ctx, self.world, self.width, self.height, style,
-                                                       ssaa=self.ssaa)
-        r = self.references[style]
-        r.render(self.cam, self.models, self.t)
-        return r.read()
+        if self.ref_renderer is None:
+            self.ref_renderer = ReferenceRenderer(self.ctx, self.world, self.width, self.height, style, ssaa=self.ssaa)
+        elif self.ref_renderer.style != style:
+            self.ref_renderer.set_style(style)
+        self.ref_renderer.render(self.cam, self.models, self.t)
+        return self.ref_renderer.read()
 
     def step(self, action: np.ndarray, dt: float, with_reference: bool = False) -> LiveFrame:
         from demos.camera import frame_constants
@@ -155,5 +152,5 @@ class LiveScene:
             self.session.close()
         finally:
             self.engine.release()
-            for r in self.references.values():
-                r.release()
+            if self.ref_renderer is not None:
+                self.ref_renderer.release()
