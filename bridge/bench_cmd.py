@@ -14,6 +14,9 @@ Arms (every one a DEALER client in this process, the server in another process):
                  a reply of the inline arm's size back (floor of the inline arms)
 Latency is the blocking round trip (submit, wait). Frames/s is the pipelined rate of one session
 (submit whenever a slot is free, count frame_done replies; dropped frames do not count).
+
+With `--clients K` it measures something else: K concurrent paced clients (bridge/bench_clients.py)
+against each daemon configuration of `--workers` / `--gpus`, side by side (the multi-GPU comparison).
 """
 from __future__ import annotations
 
@@ -31,6 +34,20 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=30, help="untimed round trips before each arm")
     p.add_argument("--output-format", default="rgb8", help="rgb8 | rgba8 | rgb16f (default rgb8)")
     p.add_argument("--json", metavar="PATH", default=None, help="write the numbers here (and a PNG beside it)")
+    g = p.add_argument_group("several paced clients (bridge/bench_clients.py)")
+    g.add_argument("--clients", type=int, default=0, metavar="K",
+                   help="K concurrent client processes, one session each, pacing at --fps (default 0: the "
+                        "round-trip arms above)")
+    g.add_argument("--fps", type=float, default=60.0, help="each client's target frames/s (default 60)")
+    g.add_argument("--seconds", type=float, default=10.0, help="paced run length per configuration")
+    g.add_argument("--workers", type=int, nargs="+", default=None, metavar="N",
+                   help="daemon configurations: N render worker processes each (0 = the render thread)")
+    g.add_argument("--gpus", nargs="+", default=None, metavar="SPEC",
+                   help="daemon configurations: serve --gpus SPEC each (e.g. --gpus 1 2)")
+    g.add_argument("--backend", default="passthrough", help="serve --backend (default passthrough)")
+    g.add_argument("--device", default=None, help="serve --device")
+    g.add_argument("--steps", type=int, default=None, help="serve --steps")
+    g.add_argument("--transport", choices=("shm", "inline"), default="shm")
 
 
 def _echo_server(endpoint: str, reply_bytes: int, ready) -> None:
@@ -173,6 +190,9 @@ def run(args: argparse.Namespace) -> int:
     from bridge.daemon import spawn_daemon
     from bridge.layout import SlotLayout
 
+    if args.clients:
+        from bridge import bench_clients
+        return bench_clients.run(args)
     load_before = os.getloadavg()  # the machine may be shared: the tails (p99) follow its load
     rng = np.random.default_rng(0)
     H, W = args.height, args.width
