@@ -42,6 +42,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ssaa", type=int, default=2, help="supersampling of the reference look")
     p.add_argument("--style-every", type=int, default=0, metavar="N",
                    help="headless: switch to the next style every N frames (0: keep --style)")
+    p.add_argument("--pipeline", action="store_true",
+                   help="submit each frame without waiting for its result; show the newest result (lags a frame "
+                        "or more, keeps the game's frame rate when the daemon is slower)")
     p.add_argument("--no-reference", action="store_true", help="headless: skip the reference-look panel")
     p.add_argument("--endpoint", default=None, help="connect to this daemon endpoint instead of the local one")
     p.add_argument("--runtime-dir", default=None, help="runtime dir of the local daemon (see `neurender serve`)")

@@ -29,9 +29,11 @@ def plot_latency(path: Path, roundtrip_ms: list[float], frame_ms: list[float], t
     ax[0].set_ylabel("ms")
     ax[0].set_yscale("log")
     ax[0].legend(fontsize=8)
-    ax[1].hist(roundtrip_ms, bins=40)
+    rt = np.asarray(roundtrip_ms, np.float64)
+    ax[1].hist(rt[np.isfinite(rt)], bins=40)
     for q, ls in ((50, "-"), (99, "--")):
-        ax[1].axvline(np.percentile(roundtrip_ms, q), color="k", ls=ls, label=f"p{q} {np.percentile(roundtrip_ms, q):.2f} ms")
+        v = np.nanpercentile(roundtrip_ms, q)
+        ax[1].axvline(v, color="k", ls=ls, label=f"p{q} {v:.2f} ms")
     ax[1].set_xlabel("round trip (ms)")
     ax[1].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
@@ -58,7 +60,8 @@ def run_headless(args, log=print) -> int:
     link = scene = None
     try:
         link = DaemonLink(args.backend, args.steps, args.runtime_dir, args.endpoint, args.device, log=log)
-        scene = LiveScene(ctx, link.client, args.seed, width, height, args.style, steps=args.steps, ssaa=args.ssaa)
+        scene = LiveScene(ctx, link.client, args.seed, width, height, args.style, steps=args.steps, ssaa=args.ssaa,
+                          pipelined=args.pipeline)
         ctrl = ScriptedController(args.script, args.seed, fps=args.fps)
         scene.player.teleport(*ctrl.spawn(scene.world))
         n_sheet = min(6, args.frames)
@@ -94,7 +97,7 @@ def run_headless(args, log=print) -> int:
         wall = time.perf_counter() - t0
         sheet = {k: v for k, v in sheet.items() if v}
         imageio.imwrite(out / "contact_sheet.png", contact_sheet(sheet, sheet_ids))
-        stats = {"frames": args.frames, "resolution": [width, height], "style": args.style, "seed": args.seed,
+        stats = {"frames": args.frames, "pipelined": bool(args.pipeline), "resolution": [width, height], "style": args.style, "seed": args.seed,
                  "script": args.script, "wall_s": wall, "renderer": scene.renderer_info,
                  **scene.stats.summary()}
         (out / "stats.json").write_text(json.dumps(stats, indent=2))

@@ -26,7 +26,16 @@ class LiveFrame:
     reference: np.ndarray | None  # (H, W, 3) linear, when asked
     action: np.ndarray
     reset: bool
-    roundtrip_ms: float
+    roundtrip_ms: float  # NaN when the neural image is one already shown (pipelined, nothing new arrived)
+    lag: int = 0  # frames between this game frame and the one the neural image was rendered from
+
+
+@dataclass
+class _Held:
+    """A result whose image was copied out of the shared-memory output slot."""
+    seq: int
+    image: np.ndarray
+    timings: dict
 
 
 class LatencyStats:
@@ -34,8 +43,10 @@ class LatencyStats:
         self.roundtrip = deque(maxlen=window)
         self.frame_times = deque(maxlen=window)
 
-    def add(self, roundtrip_ms: float, frame_s: float) -> None:
-        self.roundtrip.append(roundtrip_ms)
+    def add(self, roundtrip_ms: float | None, frame_s: float) -> None:
+        """roundtrip_ms is None for a frame that showed an older neural result (pipelined)."""
+        if roundtrip_ms is not None:
+            self.roundtrip.append(roundtrip_ms)
         self.frame_times.append(frame_s)
 
     def summary(self) -> dict:
@@ -50,7 +61,7 @@ class LatencyStats:
 
 class LiveScene:
     def __init__(self, ctx, client, seed: int, width: int, height: int, style: str, steps: int | None = None,
-                 ssaa: int = 2):
+                 ssaa: int = 2, pipelined: bool = False):
         from bridge.client import BridgeError
         from demos.engine_pass import EngineRenderer
         from demos.player import Player, ScriptedController
@@ -78,6 +89,9 @@ class LiveScene:
         self.prev_cam = self.prev_models = None
         self._reset_next = True
         self._last = time.perf_counter()
+        self.pipelined = pipelined
+        self._pending: dict[int, tuple] = {}  # seq -> (engine colour, reference) waiting for its neural frame
+        self._shown = None  # (result, (engine colour, reference)) last shown, pipelined mode
 
     def set_style(self, style: str) -> None:
         from demos.styles import STYLES
@@ -105,6 +119,9 @@ class LiveScene:
         return self.ref_renderer.read()
 
     def step(self, action: np.ndarray, dt: float, with_reference: bool = False) -> LiveFrame:
+        """One game frame. Blocking (default): waits for this frame's neural result. Pipelined
+        (`self.pipelined`): submits this frame and shows the newest result that has arrived, so the
+        game keeps its own frame rate while the daemon renders (the neural frame lags by `lag` frames)."""
         from demos.camera import frame_constants
 
         action = np.asarray(action, np.float32).reshape(ACTION_DIM)
@@ -121,29 +138,59 @@ class LiveScene:
         views = self.session.input_views(slot)
         self.engine.read(out=views)  # straight into the shared-memory slot (a copy only for inline transport)
         engine_color = views["color"].astype(np.float32)
-        prompt, self._prompt_to_send = self._prompt_to_send, None
-        result = self.session.render(constants=frame_constants(cam, prev_cam, dt), action=action, prompt=prompt,
-                                     reset=reset, slot=slot)
-        neural = result.image[..., :3].astype(np.float32)
-        if result.image.dtype == np.uint8:
-            neural /= 255.0
         self.cam, self.models = cam, models
         self.prev_cam, self.prev_models = cam, models
         ref = self.reference(self.style) if with_reference else None
+        prompt, self._prompt_to_send = self._prompt_to_send, None
+        kwargs = dict(constants=frame_constants(cam, prev_cam, dt), action=action, prompt=prompt, reset=reset, slot=slot)
+        fresh = True
+        if not self.pipelined:
+            result = self.session.render(**kwargs)
+            shown = (engine_color, ref)
+        else:
+            seq = self.session.submit(**kwargs)
+            self._pending[seq] = (engine_color, ref)
+            result = self._newest_result(wait=self._shown is None)
+            if result is None:  # nothing new yet: keep showing the last neural frame
+                result, shown = self._shown
+                fresh = False
+            else:
+                shown = self._pending.pop(result.seq, (engine_color, ref))
+                for old in [q for q in self._pending if q < result.seq]:
+                    del self._pending[old]  # answered out of order or dropped by the daemon
+        neural = result.image[..., :3].astype(np.float32)
+        if result.image.dtype == np.uint8:
+            neural /= 255.0
+        if self.pipelined:
+            result = _Held(result.seq, neural, result.timings)
+            self._shown = (result, shown)
         now = time.perf_counter()
         rt = float(result.timings.get("roundtrip_ms", 0.0))
-        self.stats.add(rt, now - self._last)
+        self.stats.add(rt if fresh else None, now - self._last)
         self._last = now
-        frame = LiveFrame(self.index, engine_color, neural, ref, action, reset, rt)
+        frame = LiveFrame(self.index, shown[0], neural, shown[1], action, reset, rt if fresh else float("nan"),
+                          lag=self.index - result.seq)
         self.index += 1
         return frame
+
+    def _newest_result(self, wait: bool):
+        """The newest result that has arrived (waiting for one if `wait`), or None."""
+        newest = None
+        timeout = None if wait else 0.0
+        while (r := self.session.poll(timeout=timeout)) is not None:
+            if newest is None or r.seq > newest.seq:
+                # copy now: the output slot is reused when its input slot is submitted again
+                newest = _Held(r.seq, r.image.copy(), r.timings)
+            timeout = 0.0
+        return newest
 
     def hud_lines(self) -> list[str]:
         s = self.stats.summary()
         info = self.renderer_info
         return [
             f"{s['fps']:.1f} frames/s   round trip p50 {s['roundtrip_p50_ms']:.1f} ms  p99 {s['roundtrip_p99_ms']:.1f} ms",
-            f"backend {info.get('backend', '?')}  model {info.get('model', '-')}  steps {info.get('steps', '-')}",
+            f"backend {info.get('backend', '?')}  model {info.get('model', '-')}  steps {info.get('steps', '-')}"
+            + (f"  pipelined (lag {self.index - 1 - self._shown[0].seq if self._shown else 0})" if self.pipelined else ""),
             f"style {self.style}: {self.prompt[:60]}",
         ]
 

@@ -146,7 +146,8 @@ def run_window(args, log=print) -> int:
     link = scene = None
     try:
         link = DaemonLink(args.backend, args.steps, args.runtime_dir, args.endpoint, args.device, log=log)
-        scene = LiveScene(ctx, link.client, args.seed, width, height, args.style, steps=args.steps, ssaa=args.ssaa)
+        scene = LiveScene(ctx, link.client, args.seed, width, height, args.style, steps=args.steps, ssaa=args.ssaa,
+                          pipelined=args.pipeline)
         styles = list(STYLES)
         inputs = InputState(window, styles)
         prog = ctx.program(vertex_shader=_BLIT_VS, fragment_shader=_BLIT_FS)

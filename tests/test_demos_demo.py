@@ -23,14 +23,16 @@ def runtime_dir():
     shutil.rmtree(d, ignore_errors=True)
 
 
-def test_headless_demo_through_a_real_daemon(tmp_path, runtime_dir):
+@pytest.mark.parametrize("pipeline", [False, True], ids=["blocking", "pipelined"])
+def test_headless_demo_through_a_real_daemon(tmp_path, runtime_dir, pipeline):
     out = tmp_path / "demo"
     rc = main(["demo", "--headless", "--frames", str(N), "--out", str(out), "--resolution", f"{W}x{H}",
                "--backend", "passthrough", "--runtime-dir", runtime_dir, "--style", "night", "--ssaa", "1",
-               "--style-every", "5"])
+               "--style-every", "5"] + (["--pipeline"] if pipeline else []))
     assert rc == 0
     stats = json.loads((out / "stats.json").read_text())
     assert stats["frames"] == N and stats["renderer"]["backend"] == "passthrough"
+    assert stats["pipelined"] == pipeline
     assert 0 < stats["roundtrip_p50_ms"] <= stats["roundtrip_p99_ms"]
     frames = imageio.mimread(out / "demo.mp4")
     assert len(frames) == N
@@ -38,7 +40,7 @@ def test_headless_demo_through_a_real_daemon(tmp_path, runtime_dir):
     for f in frames[1:]:
         engine, neural, ref = (f[22:, k * (W + 2): k * (W + 2) + W].astype(np.float32) for k in range(3))
         # below the labels (rows 4-20): passthrough hands the engine colour back, so the neural panel
-        # is the engine panel up to the codec
+        # is the engine panel up to the codec (pipelined: the engine frame the neural one came from)
         assert np.abs(engine - neural).mean() < 4.0
         assert np.abs(engine - ref).mean() > 8.0  # the night (then winter) reference look is another picture
     assert imageio.imread(out / "latency.png").shape[0] > 100
