@@ -44,7 +44,6 @@ import logging
 import multiprocessing as mp
 import os
 import queue
-import signal
 import threading
 import time
 from collections import OrderedDict
@@ -172,7 +171,9 @@ def worker_main(conn, backend: str, env: dict, options: dict, factory: Callable[
     """Entry point of a worker process: serve pipe messages until 'stop' or the daemon's end of the pipe
     closes (the daemon died: exit too, no orphans)."""
     os.environ.update(env)  # before the backend imports torch: CUDA_VISIBLE_DEVICES must be in place
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the daemon stops us
+    # Our own session: Ctrl-C, `timeout` or a group SIGTERM aimed at the daemon must not kill a worker
+    # under it (that would read as a crash); the daemon stops us over the pipe, and its death closes it.
+    os.setsid()
     from bridge.backends import FrameInputs
     try:
         renderer = factory(backend, **{k: v for k, v in options.items() if v is not None})
@@ -360,7 +361,7 @@ class WorkerPool:
             self._spawn(w)
         try:
             self._await_ready(w)
-        except WorkerStartError as e:
+        except (WorkerStartError, OSError, EOFError) as e:  # OSError: the daemon stopped meanwhile
             log.error("restart of render worker %s failed: %s", w.spec.name, e)
             with self._lock:
                 w.alive = False

@@ -29,7 +29,7 @@ from _bridge_helpers import Raw, expected_rgb8, wait_until
 
 W, H = 16, 8
 SLOW_PROMPT = "slow"  # sessions opened with this prompt take SLOW_S per frame in the probe renderer
-SLOW_S = 3.0
+SLOW_S = 5.0
 
 
 # -- a renderer for the worker processes (imported there by name: spawn pickles the factory) ---------
@@ -179,7 +179,7 @@ def test_a_killed_worker_takes_down_only_its_sessions_with_worker_lost(tmp_path)
             staging = list(tmp_path.glob(f"neurender-*-{sid}0.shm"))
             assert len(staging) == 1  # inline pixels are staged in a file the worker maps
             raw.send_msg(pixels, type="frame", session=sid, seq=0)
-            wait_until(lambda: w1.inflight is not None, 10)  # seq 0 renders (3 s)
+            wait_until(lambda: w1.inflight is not None, 10)  # seq 0 renders (SLOW_S)
             raw.send_msg(pixels, type="frame", session=sid, seq=1)
             wait_until(lambda: sid in w1.pending, 10)  # seq 1 waits
             render_ok(healthy, 1)
@@ -310,3 +310,23 @@ def test_serve_gpus_pins_one_worker_per_gpu(tmp_path):
         with Client(d.endpoint, timeout=10) as c:
             render_ok(c.open_session(W, H, {"color": "float16"}), 0)
     json.dumps(d.info)  # the READY line is plain JSON
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return "\nState:\tZ" in f.read()  # a zombie has exited; only its parent's wait is missing
+    except FileNotFoundError:
+        return True
+
+
+def test_workers_exit_when_the_daemon_is_killed(tmp_path):
+    d = spawn_daemon("passthrough", runtime_dir="private", shm_dir=tmp_path, extra_args=["--workers", "2"])
+    try:
+        pids = [w["pid"] for w in d.info["workers"]]
+        assert not any(_gone(p) for p in pids)
+        d.proc.kill()  # SIGKILL: no shutdown code runs; the workers see their pipe close
+        d.proc.wait(10)
+        wait_until(lambda: all(_gone(p) for p in pids), 10)
+    finally:
+        d.stop()
