@@ -60,18 +60,18 @@ class _Builder:
         self.ramps.append((lo[0], lo[2], hi[0], hi[2], lo[1], hi[1]))
         self.ramp_mats.append(M[mat])
 
-    def box(self, lo, hi, mat: str, solid: bool = True):
+    def box(self, lo, hi, mat: str | None, solid: bool = True):
+        """mat None: a collision box only, never drawn."""
         self.mins.append(lo)
         self.maxs.append(hi)
-        self.mats.append(M[mat])
+        self.mats.append(-1 if mat is None else M[mat])
         self.solid.append(solid)
 
     def sphere(self, c, r, mat: str):
         self.sph_c.append(c)
         self.sph_r.append(r)
         self.sph_m.append(M[mat])
-        self.box([c[0] - r, c[1] - r, c[2] - r], [c[0] + r, c[1] + r, c[2] + r], "sky", solid=True)
-        self.mats[-1] = -1  # collision only, not drawn
+        self.box([c[0] - r, c[1] - r, c[2] - r], [c[0] + r, c[1] + r, c[2] + r], None)  # its collision box
 
 
 class World:
@@ -85,7 +85,7 @@ class World:
         b = _Builder()
         self.kinds: list[str] = []
         self.blocks: list[tuple[str, float, float]] = []  # (kind, x0, z0) of every city block
-        self.lamps: list[tuple[float, float, float]] = []
+        lamps: list[tuple[float, float, float]] = []
         spawn: list[tuple[float, float]] = []
         dyn_specs: list[tuple] = []
         L = self.size
@@ -112,7 +112,7 @@ class World:
                                (x0 + 0.6, z0 + block - 0.6), (x0 + block - 0.6, z0 + block - 0.6)):
                     b.box([cx - 0.1, 0.15, cz - 0.1], [cx + 0.1, 4.6, cz + 0.1], "metal")
                     b.box([cx - 0.3, 4.6, cz - 0.3], [cx + 0.3, 4.8, cz + 0.3], "lamp")
-                    self.lamps.append((cx, 4.5, cz))
+                    lamps.append((cx, 4.5, cz))
                 getattr(self, f"_{kind}")(b, rng, x0, z0, dyn_specs)
         for _ in range(6):  # cars along random streets
             k = int(rng.integers(0, blocks + 1))
@@ -139,7 +139,7 @@ class World:
         self.static_mesh = np.concatenate(parts)
         self.solid_min, self.solid_max = mins[solid], maxs[solid]
         self.spawn_points = np.array(spawn, np.float64)
-        self.lamp_positions = np.array(self.lamps, np.float32)
+        self.lamp_positions = np.array(lamps, np.float32)  # (L, 3) light positions under the lamp heads
 
     # ---- block kinds -------------------------------------------------------------------------
     def _buildings(self, b, rng, x0, z0, dyn):
