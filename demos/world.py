@@ -79,6 +79,8 @@ class World:
 
     def __init__(self, seed: int, blocks: int = 8, block: float = 28.0, street: float = 10.0):
         self.seed = int(seed)
+        if self.seed < 0:
+            raise ValueError(f"world seed must be >= 0, got {seed}")
         self.block, self.street, self.n = block, street, blocks
         self.size = blocks * block + (blocks + 1) * street
         rng = np.random.default_rng([self.seed, 17])

@@ -126,6 +126,11 @@ def test_scripted_controllers_are_deterministic(world, script):
         assert np.abs(acts[:, A["mouse_dx"]]).sum() > 30
 
 
+def test_negative_seed_is_refused():
+    with pytest.raises(ValueError, match="seed must be >= 0"):
+        World(-1)
+
+
 def test_unknown_script_is_refused():
     with pytest.raises(ValueError, match="unknown script"):
         ScriptedController("dance", 0)
