@@ -100,6 +100,7 @@ class ReferenceRenderer:
         set_uniform(sp, "u_cartoon", lk.cartoon)
         set_uniform(sp, "u_ambient", lk.ambient)
         set_uniform(sp, "u_snow", lk.snow)
+        set_uniform(sp, "u_leaves", lk.leaves)
         set_uniform(sp, "u_lamp_intensity", lk.lamps)
         set_uniform(sp, "u_shadow_softness", lk.shadow_softness)
         set_uniform(sp, "u_shadow_texel", 1.0 / self.shadow_size)

@@ -31,6 +31,7 @@ class Look:
     exposure: float = 0.8
     lamps: float = 0.0  # street-lamp intensity (night)
     snow: float = 0.0  # 0..1 snow cover on up-facing surfaces
+    leaves: float = 0.0  # 0..1 fallen leaves on the ground
     cartoon: float = 0.0  # 1 = quantised lighting, flat textures, outlines
     foliage: tuple[float, float, float] = (0.18, 0.38, 0.10)
     grass: tuple[float, float, float] = (0.20, 0.42, 0.12)
@@ -52,7 +53,7 @@ LOOKS: dict[str, Look] = {
     "cartoon": Look(55, 20, (1.9, 1.85, 1.7), (0.20, 0.55, 1.0), (0.55, 0.85, 1.0), 0.7, (0.6, 0.8, 1.0), 0.0015,
                     cartoon=1.0, foliage=(0.15, 0.7, 0.15), grass=(0.3, 0.8, 0.2), saturation=1.5, shadow_softness=0.5),
     "autumn": Look(30, 200, (2.2, 1.8, 1.3), (0.30, 0.45, 0.75), (0.85, 0.75, 0.62), 0.5, (0.8, 0.7, 0.58), 0.004,
-                   foliage=(0.65, 0.22, 0.04), grass=(0.42, 0.38, 0.12)),
+                   foliage=(0.65, 0.22, 0.04), grass=(0.42, 0.38, 0.12), leaves=1.0),
 }
 
 assert set(LOOKS) == set(STYLES)

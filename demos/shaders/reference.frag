@@ -16,6 +16,7 @@ uniform float u_fog_density;
 uniform vec3 u_lamps[12];
 uniform float u_lamp_intensity;
 uniform float u_snow;
+uniform float u_leaves;
 uniform float u_cartoon;
 in vec3 v_world;
 in vec3 v_object;
@@ -71,6 +72,12 @@ void main() {
     if (u_snow > 0.0)
         snow = (1.0 - glass) * u_snow * smoothstep(0.45, 0.75, n.y + 0.35 * (fbm(v_world * 1.7) - 0.5));
     albedo = mix(albedo, vec3(0.88, 0.9, 0.95), snow);
+    if (u_leaves > 0.0 && n.y > 0.7 && v_obj == 0 && (v_mat == 1 || v_mat == 2 || v_mat == 6 || v_mat == 8)) {
+        vec3 q = v_world * 5.0;
+        float leaf = u_leaves * smoothstep(0.76, 0.8, vnoise(q) * 0.6 + fbm(v_world * 0.35) * 0.5);
+        vec3 leaf_c = mix(vec3(0.42, 0.11, 0.02), vec3(0.58, 0.3, 0.04), hash13(floor(q)));
+        albedo = mix(albedo, leaf_c, leaf);
+    }
     spec = mix(spec, vec2(0.15, 30.0), snow);
 
     vec3 v = normalize(u_camera - v_world);
