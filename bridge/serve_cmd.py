@@ -18,6 +18,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     pool.add_argument("--workers", type=int, default=None, metavar="N",
                       help="N render worker processes on --device (CPU testing of the multi-GPU path); "
                            "default: one render thread in the daemon")
+    p.add_argument("--render-timeout", type=float, default=None, metavar="S",
+                   help="with --gpus/--workers: restart a worker whose frame takes longer than S seconds (its "
+                        "sessions get worker_lost); default never (first frames may compile)")
     p.add_argument("--runtime-dir", default=None,
                    help="0700 dir for the ipc socket and pid file (default $XDG_RUNTIME_DIR/neurender or "
                         "/tmp/neurender-$UID; env NEURENDER_RUNTIME_DIR)")
@@ -92,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
         renderer = workers.PoolRenderer()
 
         def worker_factory(wake):
-            renderer.pool = workers.WorkerPool(args.backend, specs, wake, shm_dir)
+            renderer.pool = workers.WorkerPool(args.backend, specs, wake, shm_dir,
+                                               render_timeout=args.render_timeout)
             return renderer.pool
     else:
         try:

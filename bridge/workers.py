@@ -264,6 +264,8 @@ class _Worker:
     ready: bool = False
     alive: bool = True
     inflight: FrameJob | None = None
+    inflight_since: float = 0.0  # monotonic time the in-flight frame was handed over
+    killed_why: str | None = None  # set when the pool killed it (render timeout)
     pending: "OrderedDict[str, FrameJob]" = field(default_factory=OrderedDict)
     sessions: dict = field(default_factory=dict)  # sid -> _Placed
     reader: threading.Thread | None = None
@@ -291,11 +293,14 @@ class WorkerPool:
 
     def __init__(self, backend: str, specs: list[WorkerSpec], wake: Callable[[], None], shm_dir: Path,
                  factory: Callable[..., Renderer] | None = None, max_restarts: int = MAX_RESTARTS,
-                 start_timeout: float = START_TIMEOUT_S):
+                 start_timeout: float = START_TIMEOUT_S, render_timeout: float | None = None):
+        """render_timeout: kill (then restart) a worker whose frame takes longer than this many seconds
+        (a hung GPU or renderer), so its sessions get `worker_lost` instead of silence. None: never.
+        Leave room for a first frame that compiles or captures graphs."""
         from bridge.backends import create_renderer
         self.backend, self.specs, self.shm_dir = backend, specs, Path(shm_dir)
         self.factory = factory or create_renderer
-        self.max_restarts, self.start_timeout = max_restarts, start_timeout
+        self.max_restarts, self.start_timeout, self.render_timeout = max_restarts, start_timeout, render_timeout
         self.results: "queue.SimpleQueue[Result]" = queue.SimpleQueue()
         self._wake_fn = wake
         self._wake_lock = threading.Lock()  # the daemon's wake socket is used by every reader thread
@@ -380,6 +385,8 @@ class WorkerPool:
 
     def _read(self, w: _Worker) -> None:
         while True:
+            if self.render_timeout and not self._wait_or_kill(w):
+                continue
             try:
                 msg = w.conn.recv()
             except (EOFError, OSError):
@@ -390,6 +397,23 @@ class WorkerPool:
                 self._on_opened(w, msg)
         if not self._stopping:
             self._on_death(w)
+
+    def _wait_or_kill(self, w: _Worker) -> bool:
+        """True when a message is ready; else kills the worker if its frame overran render_timeout
+        (its death then reaches this reader as EOF)."""
+        try:
+            if w.conn.poll(min(0.5, self.render_timeout / 4)):
+                return True
+        except (EOFError, OSError):
+            return True  # recv() reports it
+        with self._lock:
+            overrun = (w.inflight is not None and not self._stopping and w.killed_why is None
+                       and time.monotonic() - w.inflight_since > self.render_timeout)
+            if overrun:
+                w.killed_why = f"killed: a frame took longer than {self.render_timeout:g} s"
+                log.error("render worker %s (pid %s) %s", w.spec.name, w.pid, w.killed_why)
+                w.proc.kill()
+        return False
 
     def _on_frame(self, w: _Worker, msg) -> None:
         _, sid, seq, err, t_start, t_end = msg
@@ -430,7 +454,8 @@ class WorkerPool:
             w.alive = w.ready = False
             self.deaths[w.index] += 1
             code = w.proc.exitcode
-            why = WorkerLost(f"render worker {w.spec.name} (pid {w.pid}) died (exit code {code})")
+            why = WorkerLost(f"render worker {w.spec.name} (pid {w.pid}) died (exit code {code})"
+                             + (f", {w.killed_why}" if w.killed_why else ""))
             log.error("%s; its %d session(s) are lost", why, len(w.sessions))
             lost = []
             for sid, placed in list(w.sessions.items()):
@@ -534,7 +559,7 @@ class WorkerPool:
             for name, view in placed.in_views.items():
                 view[...] = job.inputs.pixels[name]
             job.keepalive = None
-        w.inflight = job
+        w.inflight, w.inflight_since = job, time.monotonic()
         i = job.inputs
         self._send(w, ("frame", sid, slot, i.seq, i.constants, i.action, i.prompt, i.reset))
 

@@ -67,14 +67,15 @@ def make_probe(backend: str, **options) -> Renderer:
 
 
 @contextmanager
-def pool_daemon(tmp_path, workers: int = 2, gpus=None, options=None, max_restarts: int = 3):
+def pool_daemon(tmp_path, workers: int = 2, gpus=None, options=None, max_restarts: int = 3, render_timeout=None):
     """A Daemon with a WorkerPool of probe renderers serving inproc:// on a thread; yields (daemon, ctx)."""
     ctx = zmq.Context()
     specs = worker_specs(options or {}, gpus=gpus, workers=None if gpus else workers)
     renderer = PoolRenderer()
 
     def factory(wake):
-        renderer.pool = WorkerPool("probe", specs, wake, tmp_path, factory=make_probe, max_restarts=max_restarts)
+        renderer.pool = WorkerPool("probe", specs, wake, tmp_path, factory=make_probe, max_restarts=max_restarts,
+                                   render_timeout=render_timeout)
         return renderer.pool
 
     cfg = DaemonConfig(ipc_endpoint=f"inproc://multigpu-{id(ctx)}", shm_dir=tmp_path)
@@ -232,6 +233,28 @@ def test_no_worker_left_means_open_fails_with_worker_lost(tmp_path):
             reply = raw.open(W, H)
             assert reply["type"] == "error" and reply["code"] == WORKER_LOST and reply["req"] == 1
             assert raw.request(type="hello", req=2)["type"] == "welcome"  # the daemon itself goes on
+        finally:
+            raw.close()
+
+
+def test_a_hung_worker_is_killed_after_the_render_timeout(tmp_path):
+    """A frame that takes longer than render_timeout (here SLOW_S > 1 s) is a hung worker: it is killed
+    and restarted, the session gets worker_lost rather than silence, the other worker's session goes on."""
+    with pool_daemon(tmp_path, workers=2, render_timeout=1.0) as (d, ctx), \
+            Client(d.endpoints[0], context=ctx, timeout=10) as c:
+        healthy = c.open_session(W, H, {"color": "float16"})
+        raw = Raw(ctx, d.endpoints[0])
+        try:
+            hung = raw.open(W, H, transport="inline", prompt=SLOW_PROMPT)
+            assert hung["renderer"]["worker"] == 1
+            t0 = time.monotonic()
+            raw.send_msg([b"\0" * ch["nbytes"] for ch in hung["channels"]], type="frame", session=hung["session"], seq=0)
+            err, _ = raw.recv(timeout=10)
+            assert (err["code"], err["seq"]) == (WORKER_LOST, 0) and "longer than 1 s" in err["message"]
+            assert 1.0 <= time.monotonic() - t0 < SLOW_S  # killed at the timeout, not after the frame
+            render_ok(healthy, 0)
+            wait_until(lambda: d.worker.info()[1]["ready"], 60)
+            assert d.worker.info()[1]["deaths"] == 1
         finally:
             raw.close()
 
