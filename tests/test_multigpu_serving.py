@@ -96,8 +96,7 @@ def pool_daemon(tmp_path, workers: int = 2, gpus=None, options=None, max_restart
         ctx.term()
         for w in d.worker.workers:  # every worker process, restarted ones included, is gone
             assert w.proc is None or not w.proc.is_alive()
-        for pid in pids:
-            assert not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read()
+        assert all(_gone(pid) for pid in pids)
 
 
 def color_frame(seed: int) -> np.ndarray:
@@ -305,8 +304,7 @@ def test_serve_workers_subprocess_survives_a_killed_worker(tmp_path):
         assert d.alive()
     assert d.proc.returncode == 0
     assert not list(tmp_path.glob("neurender-*"))
-    for w in workers:
-        assert not os.path.exists(f"/proc/{w['pid']}")
+    assert all(_gone(w["pid"]) for w in workers)
 
 
 @pytest.mark.parametrize("args, message", [
