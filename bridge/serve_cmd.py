@@ -84,6 +84,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"neurender serve: shared-memory dir {shm_dir} does not exist or is not writable", file=sys.stderr)
         return 2
     worker_factory = None
+    if args.render_timeout is not None and args.gpus is None and args.workers is None:
+        print("neurender serve: --render-timeout needs --gpus or --workers (a render thread cannot be killed)",
+              file=sys.stderr)
+        return 2
     if args.gpus is not None or args.workers is not None:
         try:
             specs = workers.worker_specs({"steps": args.steps, "device": args.device},

@@ -313,6 +313,7 @@ def test_serve_workers_subprocess_survives_a_killed_worker(tmp_path):
     (["--gpus", "0"], "to pin GPU 0 alone"),
     (["--gpus", "1", "--device", "cpu"], "contradicts"),
     (["--workers", "0"], "at least one worker"),
+    (["--render-timeout", "5"], "needs --gpus or --workers"),
 ])
 def test_serve_refuses_bad_worker_options(tmp_path, args, message):
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "0,1"}
