@@ -9,14 +9,19 @@ uniform float u_saturation;
 uniform float u_outline;
 out vec4 o_color;
 vec3 aces(vec3 x) { return clamp(x * (2.51 * x + 0.03) / (x * (2.43 * x + 0.59) + 0.14), 0.0, 1.0); }
+// An outline pixel: sky/surface boundary, a crease (normals differ), or a depth step that a plane
+// would not make (the second difference, so a wall seen at a grazing angle is not outlined).
 float edge(ivec2 q, ivec2 size) {
     vec4 c = texelFetch(u_normal_depth, q, 0);
     float e = 0.0;
-    for (int k = 0; k < 4; ++k) {
-        ivec2 o = ivec2(k == 0 ? 1 : (k == 1 ? -1 : 0), k == 2 ? 1 : (k == 3 ? -1 : 0));
-        vec4 d = texelFetch(u_normal_depth, clamp(q + o, ivec2(0), size), 0);
-        float dd = abs(c.a - d.a) / max(min(c.a, d.a), 0.1);
-        if ((c.a <= 0.0) != (d.a <= 0.0) || dd > 0.08 || (c.a > 0.0 && dot(c.xyz, d.xyz) < 0.7)) e = 1.0;
+    for (int axis = 0; axis < 2; ++axis) {
+        ivec2 o = (axis == 0) ? ivec2(1, 0) : ivec2(0, 1);
+        vec4 a = texelFetch(u_normal_depth, clamp(q + o, ivec2(0), size), 0);
+        vec4 b = texelFetch(u_normal_depth, clamp(q - o, ivec2(0), size), 0);
+        if ((c.a <= 0.0) != (a.a <= 0.0) || (c.a <= 0.0) != (b.a <= 0.0)) { e = 1.0; continue; }
+        if (c.a <= 0.0) continue;  // sky
+        if (dot(c.xyz, a.xyz) < 0.7 || dot(c.xyz, b.xyz) < 0.7) e = 1.0;
+        if (abs(a.a + b.a - 2.0 * c.a) > 0.04 * c.a) e = 1.0;
     }
     return e;
 }
