@@ -28,8 +28,8 @@ from bridge.workers import (MULTI_GPU_ENV, WORKER_LOST, PoolRenderer, WorkerPool
 from _bridge_helpers import Raw, expected_rgb8, wait_until
 
 W, H = 16, 8
-SLOW_PROMPT = "slow"  # sessions opened with this prompt take SLOW_S per frame in the probe renderer
 SLOW_S = 5.0
+SLOW_PROMPT = f"slow={SLOW_S}"  # a session opened with prompt "slow=S" takes S seconds per frame in the probe
 
 
 # -- a renderer for the worker processes (imported there by name: spawn pickles the factory) ---------
@@ -37,10 +37,11 @@ class ProbeRenderer(Renderer):
     """Passthrough that tells which process and environment it runs in, fails on request, and renders
     slowly for sessions opened with the prompt SLOW_PROMPT."""
 
-    def __init__(self, device=None, fail_at_start=False, **_):
+    def __init__(self, device=None, fail_at_start=False, events=None, **_):
         if fail_at_start:
             raise RuntimeError("planned start failure")
         self.inner = PassthroughRenderer(device=device)
+        self.events = events  # a file each rendered frame's (seq, prompt, reset) is appended to
 
     def describe(self) -> dict:
         env = {k: os.environ.get(k) for k in ("CUDA_VISIBLE_DEVICES", *MULTI_GPU_ENV)}
@@ -50,7 +51,8 @@ class ProbeRenderer(Renderer):
         if list(spec.channels) == ["material_id"]:
             raise UnsupportedSpec("probe refuses a material-id-only session")
         inner = self.inner.open_session(spec)
-        delay = SLOW_S if spec.prompt == SLOW_PROMPT else 0.0
+        delay = float(spec.prompt[5:]) if (spec.prompt or "").startswith("slow=") else 0.0
+        events = self.events
 
         class S(RendererSession):
             def render(self, frame: FrameInputs, out: np.ndarray) -> None:
@@ -58,6 +60,9 @@ class ProbeRenderer(Renderer):
                     raise RuntimeError(f"planned failure at seq {frame.seq}")
                 time.sleep(delay)
                 inner.render(frame, out)
+                if events:
+                    with open(events, "a") as f:
+                        f.write(json.dumps([frame.seq, frame.prompt, frame.reset]) + "\n")
 
         return S()
 
@@ -207,6 +212,32 @@ def test_a_killed_worker_takes_down_only_its_sessions_with_worker_lost(tmp_path)
             assert fresh.info["renderer"]["worker"] == 1 and fresh.info["renderer"]["pid"] == info["pid"]
             render_ok(fresh, 7)
             render_ok(healthy, 8)
+        finally:
+            raw.close()
+
+
+def test_newest_frame_wins_in_a_worker_with_prompt_and_reset_carried_over(tmp_path):
+    events = tmp_path / "events.jsonl"
+    with pool_daemon(tmp_path, workers=2, options={"events": str(events)}) as (d, ctx):
+        raw = Raw(ctx, d.endpoints[0])
+        try:
+            o = raw.open(W, H, transport="inline", prompt="slow=1.0")
+            sid, w = o["session"], d.worker.workers[o["renderer"]["worker"]]
+            color = color_frame(5)
+            px = [color.tobytes()]
+            raw.send_msg(px, type="frame", session=sid, seq=0)
+            wait_until(lambda: w.inflight is not None, 10)  # seq 0 renders for 1 s
+            raw.send_msg(px, type="frame", session=sid, seq=1, prompt="night")
+            raw.send_msg(px, type="frame", session=sid, seq=2, reset=True)
+            raw.send_msg(px, type="frame", session=sid, seq=3)  # replaces 2, which replaced 1
+            replies = [raw.recv(timeout=10) for _ in range(2)]
+            # the replaced seqs are reported with the session's next result (section 5 of docs/protocol.md)
+            assert [(m["type"], m["seq"], m["dropped"]) for m, _ in replies] == [
+                ("frame_done", 0, [1, 2]), ("frame_done", 3, [])]
+            for _, extra in replies:  # the inline image came back through the worker's staging file
+                np.testing.assert_array_equal(np.frombuffer(extra[0], np.uint8).reshape(H, W, 3), expected_rgb8(color))
+            seen = [json.loads(line) for line in events.read_text().splitlines()]
+            assert seen == [[0, None, False], [3, "night", True]]  # events of dropped frames are not lost
         finally:
             raw.close()
 
