@@ -72,7 +72,8 @@ def make_probe(backend: str, **options) -> Renderer:
 
 
 @contextmanager
-def pool_daemon(tmp_path, workers: int = 2, gpus=None, options=None, max_restarts: int = 3, render_timeout=None):
+def pool_daemon(tmp_path, workers: int = 2, gpus=None, options=None, max_restarts: int = 3, render_timeout=None,
+                **config):
     """A Daemon with a WorkerPool of probe renderers serving inproc:// on a thread; yields (daemon, ctx)."""
     ctx = zmq.Context()
     specs = worker_specs(options or {}, gpus=gpus, workers=None if gpus else workers)
@@ -83,7 +84,7 @@ def pool_daemon(tmp_path, workers: int = 2, gpus=None, options=None, max_restart
                                    render_timeout=render_timeout)
         return renderer.pool
 
-    cfg = DaemonConfig(ipc_endpoint=f"inproc://multigpu-{id(ctx)}", shm_dir=tmp_path)
+    cfg = DaemonConfig(ipc_endpoint=f"inproc://multigpu-{id(ctx)}", shm_dir=tmp_path, **config)
     try:
         d = Daemon(renderer, cfg, context=ctx, worker_factory=factory)
     except BaseException:
@@ -172,7 +173,8 @@ def test_sessions_placed_on_least_loaded_worker_processes_with_exact_pixels(tmp_
 
 
 def test_a_killed_worker_takes_down_only_its_sessions_with_worker_lost(tmp_path):
-    with pool_daemon(tmp_path, workers=2) as (d, ctx), Client(d.endpoints[0], context=ctx, timeout=10) as c:
+    # the raw peer sends no pings: a session timeout far above this test's steps
+    with pool_daemon(tmp_path, workers=2, session_timeout_ms=30_000) as (d, ctx), Client(d.endpoints[0], context=ctx, timeout=10) as c:
         healthy = c.open_session(W, H, {"color": "float16"})  # worker 0
         raw = Raw(ctx, d.endpoints[0])
         try:
@@ -218,7 +220,8 @@ def test_a_killed_worker_takes_down_only_its_sessions_with_worker_lost(tmp_path)
 
 def test_newest_frame_wins_in_a_worker_with_prompt_and_reset_carried_over(tmp_path):
     events = tmp_path / "events.jsonl"
-    with pool_daemon(tmp_path, workers=2, options={"events": str(events)}) as (d, ctx):
+    # the raw peer sends no pings: a session timeout longer than the two slow frames
+    with pool_daemon(tmp_path, workers=2, options={"events": str(events)}, session_timeout_ms=30_000) as (d, ctx):
         raw = Raw(ctx, d.endpoints[0])
         try:
             o = raw.open(W, H, transport="inline", prompt="slow=1.0")
@@ -270,7 +273,7 @@ def test_no_worker_left_means_open_fails_with_worker_lost(tmp_path):
 def test_a_hung_worker_is_killed_after_the_render_timeout(tmp_path):
     """A frame that takes longer than render_timeout (here SLOW_S > 1 s) is a hung worker: it is killed
     and restarted, the session gets worker_lost rather than silence, the other worker's session goes on."""
-    with pool_daemon(tmp_path, workers=2, render_timeout=1.0) as (d, ctx), \
+    with pool_daemon(tmp_path, workers=2, render_timeout=1.0, session_timeout_ms=30_000) as (d, ctx), \
             Client(d.endpoints[0], context=ctx, timeout=10) as c:
         healthy = c.open_session(W, H, {"color": "float16"})
         raw = Raw(ctx, d.endpoints[0])
