@@ -28,6 +28,8 @@ def _stage(results: dict, name: str, fn):
         print(f"[{name}] FAILED: {e}", flush=True)
     results.setdefault("stage_seconds", {})[name] = time.time() - t0
     print(f"[{name}] {time.time() - t0:.1f} s", flush=True)
+    if results.get("_path"):  # after every stage, so a run cut off by its time limit still reports
+        Path(results["_path"]).write_text(json.dumps({k: v for k, v in results.items() if k != "_path"}, indent=1, default=str))
     return results[name]
 
 
@@ -66,7 +68,7 @@ def main(argv=None) -> int:
     work = Path(a.work) if a.work else out / "work"
     ck = Path(a.ckpt_dir)
     res: dict = {"device": torch.cuda.get_device_name() if a.device.startswith("cuda") else "cpu", "torch": torch.__version__,
-                 "args": vars(a)}
+                 "args": vars(a), "_path": str(out / "distill_bench.json")}
     sc_dir, pr_dir, bp_dir = work / "tiny-shortcut", work / "tiny-pruned", work / "base-pruned"
     sc_ck, pr_ck = sc_dir / "tiny-shortcut.json", pr_dir / "tiny-pruned.json"
 
@@ -100,6 +102,7 @@ def main(argv=None) -> int:
                     "sequences": [{"seed": q.seed, "frames": q.frames, "schedule": q.schedule, "resets": q.resets} for q in suite.sequences]}
     _stage(res, "eval", lambda: eval_table(arms, suite, cache_dir=str(work / "eval_cache"), device=a.device, progress=False))
 
+    res.pop("_path")
     (out / "distill_bench.json").write_text(json.dumps(res, indent=1, default=str))
     for d in (sc_dir, pr_dir):  # OUT/ckpt/<run>/<files>: shard names inside the JSON stay valid
         (out / "ckpt" / d.name).mkdir(parents=True, exist_ok=True)
