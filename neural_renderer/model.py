@@ -162,9 +162,12 @@ def apply_temporal_rope(k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -
 
 # ---------------------------------------------------------------------------------------------
 # KERNEL CONTRACT: the block below is what kernels/ fuses. Shapes: x (B, F, T, D) with F frames
-# of T tokens; c (B, F, D) one conditioning vector per frame. Attention of each frame's queries
-# over `slots` key frames given by `context` (B, H, F, slots, T, 64) after temporal rotary by age;
-# `valid` (F, slots) masks absent slots. No mask inside a frame; scale 1/sqrt(64).
+# of T tokens (F = 1 when streaming); c (B, F, D) one conditioning vector per frame. q, k: per-head
+# RMSNorm (learned weight, eps 1e-6), then 2D rotary on pairs 0..23 (x: 0..11, y: 12..23, consecutive
+# pairs (2i, 2i+1), tables rope_tables()). Streaming: the current k/v go into the cache's last slot;
+# the keys of all S + W + 1 slots (B, H, slots, T, 64) get the temporal rotary of their slot's static
+# age on pairs 24..31 (queries get none); slots not yet filled are masked by KVCache.valid.
+# Attention over slots*T keys, no mask inside a frame, scale 1/sqrt(64).
 
 
 class Block(nn.Module):
