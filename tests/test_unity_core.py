@@ -216,3 +216,37 @@ def test_unity_core_killed_client_is_noticed_through_its_lock(core_exe, tmp_path
     assert not shm_file.exists()
     assert gone_after < 5.0, f"session files lingered {gone_after:.1f} s: the lock was not noticed"
 
+
+def test_unity_core_worker_lost_recovery(core_exe, tmp_path):
+    """A daemon with a render worker pool (serve --workers 1): the worker hosting the C# client's
+    session is SIGKILLed mid-stream; the client must get `worker_lost` (a typed WorkerLostException
+    on the frame in flight) or see the session unknown, reopen it on the restarted worker, and
+    render exact pixels again."""
+    import os
+    import signal
+
+    shm_dir = tmp_path / "shm"
+    shm_dir.mkdir()
+    with spawn_daemon("passthrough", runtime_dir=tmp_path / "rt", shm_dir=shm_dir,
+                      extra_args=["--workers", "1", *TIMING]) as daemon:
+        worker_pid = daemon.info["workers"][0]["pid"]
+        proc = subprocess.Popen(["mono", str(core_exe), "--worker-lost", "--endpoint", daemon.endpoint,
+                                 "--out", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, cwd=core_exe.parent)
+        lines = []
+        try:
+            for line in proc.stdout:
+                lines.append(line)
+                if line.startswith("KILL_WORKER"):
+                    os.kill(worker_pid, signal.SIGKILL)
+            rc = proc.wait(60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        err = proc.stderr.read()
+    passed, failed, _ = parse_lines(lines)
+    assert not failed, "".join(lines) + err
+    assert "worker_lost_recovery" in passed and rc == 0, "".join(lines) + err
+    print("".join(lines))
+

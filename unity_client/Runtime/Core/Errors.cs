@@ -60,13 +60,14 @@ namespace Neurender.Core
                 { "internal_error", (m, r, s, q) => new InternalErrorException(m, r, s, q) },
             };
 
-        /// <summary>The documented error codes, in the order of docs/protocol.md.</summary>
+        /// <summary>The protocol-v1 error codes (bridge/protocol.py ERROR_CODES), in their order.</summary>
         public static IEnumerable<string> KnownCodes => ByCode.Keys;
 
         /// <summary>The exception for one error reply; an undocumented code still yields the base type.</summary>
         public static DaemonErrorException From(string code, string message, long? req, string session, long? seq)
         {
             Func<string, long?, string, long?, DaemonErrorException> make;
+            if (code == WorkerLostException.CodeName) return new WorkerLostException(message, req, session, seq);
             return ByCode.TryGetValue(code, out make) ? make(message, req, session, seq)
                                                       : new DaemonErrorException(code, message, req, session, seq);
         }
@@ -86,6 +87,14 @@ namespace Neurender.Core
     public sealed class NonFiniteException : DaemonErrorException { public NonFiniteException(string m, long? r, string s, long? q) : base("non_finite", m, r, s, q) { } }
     public sealed class UnsupportedException : DaemonErrorException { public UnsupportedException(string m, long? r, string s, long? q) : base("unsupported", m, r, s, q) { } }
     public sealed class RendererErrorException : DaemonErrorException { public RendererErrorException(string m, long? r, string s, long? q) : base("renderer_error", m, r, s, q) { } }
+    /// <summary>Daemons with a worker pool (serve --workers / --gpus, docs/protocol.md section 7c): the
+    /// render worker hosting the session died and the session is gone. Not in v1's ERROR_CODES table.
+    /// The client reopens the session (on a live worker) by itself.</summary>
+    public sealed class WorkerLostException : DaemonErrorException
+    {
+        public const string CodeName = "worker_lost";
+        public WorkerLostException(string m, long? r, string s, long? q) : base(CodeName, m, r, s, q) { }
+    }
     /// <summary>A bug in the daemon while handling the message (it may be half applied); the daemon goes on.</summary>
     public sealed class InternalErrorException : DaemonErrorException { public InternalErrorException(string m, long? r, string s, long? q) : base("internal_error", m, r, s, q) { } }
 }

@@ -307,7 +307,8 @@ namespace Neurender.Core
                 Session s = e.Session != null ? Find(e.Session) : null;
                 if (s != null) s.OnDropped(((ErrorReply)r).Dropped);
                 if (s != null && s.OnError(e)) return;
-                if (s == null && e is UnknownSessionException && _retired.Contains(e.Session)) return; // an old id of ours: stale
+                if (s == null && (e is UnknownSessionException || e is WorkerLostException) && _retired.Contains(e.Session))
+                    return; // an old id of ours: stale
                 _errors.Enqueue(e);
                 return;
             }

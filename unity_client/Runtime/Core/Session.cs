@@ -260,12 +260,15 @@ namespace Neurender.Core
         internal bool OnError(DaemonErrorException e)
         {
             if (e is UnknownSessionException) { MarkLost(); return true; }
+            bool handled = false;
             if (e.Seq.HasValue)
             {
                 FrameResult r = Finish(e.Seq.Value, FrameStatus.Failed);
-                if (r != null) { r.Error = e; Stats.Failed++; return true; }
+                if (r != null) { r.Error = e; Stats.Failed++; handled = true; }
             }
-            return false;
+            // The session died with its render worker: the rest in flight is lost, reopen it.
+            if (e is WorkerLostException) { MarkLost(); handled = true; }
+            return handled;
         }
 
         // ---- loss and reopen -----------------------------------------------------------------

@@ -44,6 +44,12 @@ static class CoreTests
             Console.Out.Flush();
             while (true) { c.Pump(50); }
         }
+        if (args.Contains("--worker-lost"))
+        {
+            Test("worker_lost_recovery", WorkerLost);
+            Console.WriteLine("DONE failures=" + _failures);
+            return _failures;
+        }
         if (serverKey != null)
         {
             Test("curve_allowed_client", () => CurveAllowed(endpoint, new CurveKeys { ServerPublic = serverKey, ClientPublic = clientPublic, ClientSecret = clientSecret }));
@@ -626,6 +632,51 @@ static class CoreTests
         }
         finally { s.Close(); }
         return "inline round trip exact";
+    }
+
+    // A daemon with a worker pool (serve --workers 1): pytest kills the render worker hosting the
+    // session; the client gets worker_lost (or a pong naming the session unknown), reopens the
+    // session on the restarted worker and renders exact pixels again.
+    static string WorkerLost()
+    {
+        using (var client = new NeurenderClient(new ClientOptions { Endpoint = _endpoint, RequestTimeoutMs = 10000, LostAfterMs = 3000, ReconnectIntervalMs = 300 }))
+        {
+            client.Connect();
+            Session s = client.Open(Config());
+            _scratch = new byte[W * H * 6];
+            for (int i = 0; i < 3; i++) RenderOne(s, 700 + i, Action(i));
+            Console.WriteLine("KILL_WORKER");
+            Console.Out.Flush();
+            var seen = new Dictionary<string, int>();
+            var until = DateTime.UtcNow.AddSeconds(40);
+            int frame = 710;
+            while (DateTime.UtcNow < until)
+            {
+                client.Pump(5);
+                FrameResult r;
+                while (s.TryGetResult(out r))
+                {
+                    string k = r.Status == FrameStatus.Failed ? r.Error.Code : r.Status.ToString();
+                    seen[k] = seen.TryGetValue(k, out int n) ? n + 1 : 1;
+                    Check(r.Status != FrameStatus.Failed || r.Error is WorkerLostException, "unexpected error " + r.Error?.Code);
+                }
+                if (s.Generation > 0 && s.InFlightCount == 0)
+                {
+                    for (int i = 0; i < 3; i++) RenderOne(s, frame++, Action(i));
+                    s.Close();
+                    Check(seen.ContainsKey("worker_lost") || seen.ContainsKey("Lost"), "no frame reported lost");
+                    return "recovered; results while the worker was gone: " + string.Join(",", seen.Select(kv => kv.Key + "=" + kv.Value));
+                }
+                int slot = s.AcquireSlot();
+                if (slot >= 0)
+                {
+                    try { PixelCopy.RepackToChannel(s, slot, "color", ReadbackColor(frame++), 4, true, _scratch); s.Submit(slot, Action(frame)); }
+                    catch (InvalidOperationException) { s.ReleaseSlot(slot); }
+                }
+                System.Threading.Thread.Sleep(10);
+            }
+            throw new Exception("no recovery within 40 s, results seen: " + string.Join(",", seen.Select(kv => kv.Key + "=" + kv.Value)));
+        }
     }
 
     // ---- CURVE over TCP ------------------------------------------------------------------------
