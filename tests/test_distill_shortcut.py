@@ -127,3 +127,17 @@ def test_distill_run_lowers_self_consistency_loss(tmp_path, one_thread, capsys):
     ref = {k: v.bfloat16().float() for k, v in base.state_dict().items()}  # checkpoints are stored in bf16
     changed = [k for k, v in student.state_dict().items() if not torch.equal(v, ref[k])]
     assert any(k.startswith("d_embed") for k in changed)  # the step size is now used
+
+
+def test_shipped_shortcut_checkpoint_loads_as_a_shortcut_model():
+    """The committed `tiny-shortcut` (the H100 run in benchmarks/RESULTS.md) resolves by name, is marked a
+    shortcut model with its recommended steps, and its step-size embedding differs from the teacher's."""
+    from neural_renderer.checkpoint import load_model, load_state
+
+    cfg, state, meta = load_state("tiny-shortcut")
+    assert cfg.shortcut and cfg.steps == meta["recommended_steps"] == 2
+    assert meta["kind"] == "shortcut" and meta["step_sizes"] == step_sizes(meta["finest_steps"])
+    student = load_model("tiny-shortcut")
+    assert (student.cfg.resolution, student.cfg.dim, student.cfg.depth) == (128, 128, 6)
+    _, teacher_state, _ = load_state("tiny")
+    assert not torch.equal(state["d_embed.mlp.2.weight"], teacher_state["d_embed.mlp.2.weight"])
