@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     import torch
 
     from neural_renderer.bench_generator import bench
-    from neural_renderer.distill import DistillConfig, bench_suite, distill, eval_table
+    from neural_renderer.distill import DistillConfig, distill
     from neural_renderer.prune import PruneConfig, prune
 
     out = Path(a.out)
@@ -115,6 +115,34 @@ def main(argv=None) -> int:
                 tar.add(f, arcname=f"{d.name}/{f.name}")
     _print_summary(res)
     return 0
+
+
+def bench_suite(frames: int = 150, runs: int = 2, resolution: int = 128):
+    """The first `runs` sequences of eval's `standard` suite, cut to `frames` frames with the same
+    shape (look switch at 1/3, back at 2/3, eval-forced reset at 1/2), so a whole table of arms fits
+    in a few device minutes."""
+    from neural_renderer.eval.suites import EvalSequence, Suite, standard
+
+    seqs = []
+    for s in standard().sequences[:runs]:
+        a, b = s.schedule[0][1], s.schedule[1][1]
+        seqs.append(EvalSequence(s.seed, frames, s.styles, ((0, a), (frames // 3, b), (2 * frames // 3, a)),
+                                 s.script, resets=(frames // 2,)))
+    return Suite(f"standard[:{runs}]x{frames}f", resolution, resolution, tuple(seqs), drift_window=max(4, frames // 6))
+
+
+def eval_table(arms: list[tuple[str, str, int]], suite, cache_dir: str | None = None, device: str | None = None,
+               progress: bool = True) -> list[dict]:
+    """`arms`: (label, renderer spec, steps). Every arm runs through eval's `run_eval` on the same suite
+    (same frames, same cached references) in this one process; returns one headline row per arm."""
+    from neural_renderer.eval import run_eval
+
+    rows = []
+    for label, spec, steps in arms:
+        res = run_eval(spec, suite, steps=steps, device=device, cache_dir=cache_dir, progress=progress)
+        h = res["headline"][spec]
+        rows.append({"arm": label, "spec": spec, "steps": steps, **h, "host": res["hosts"].get(spec, {})})
+    return rows
 
 
 def _slim(r: dict) -> dict:
