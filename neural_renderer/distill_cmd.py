@@ -47,6 +47,9 @@ def run(args: argparse.Namespace) -> int:
                         finest=args.finest, sc_frac=args.sc_frac, recommended_steps=args.recommended_steps,
                         pool=args.pool, refresh_every=args.refresh_every, history_aug=not args.no_history_aug,
                         time_budget_s=args.time_budget, log_every=args.log_every, seed=args.seed, device=args.device)
-    result = distill(cfg, progress=not args.no_progress)
+    try:
+        result = distill(cfg, progress=not args.no_progress)
+    except FileNotFoundError as e:  # a teacher spec that names no checkpoint
+        raise SystemExit(f"neurender distill: {e}")
     print(json.dumps({k: v for k, v in result.items() if k != "history"}))
     return 0

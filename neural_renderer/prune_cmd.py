@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
                       time_budget_s=args.time_budget, log_every=args.log_every, seed=args.seed, device=args.device)
     try:
         result = prune(cfg, progress=not args.no_progress)
-    except ValueError as e:  # a plan the source model cannot take (too many blocks, ratio too large)
+    except (ValueError, FileNotFoundError) as e:  # an impossible plan, or a source that names no checkpoint
         raise SystemExit(f"neurender prune: {e}")
     summary = {k: v for k, v in result.items() if k not in ("history", "scores", "plan")}
     summary["removed_blocks"] = [i for i in range(len(result["scores"]["blocks"])) if i not in result["plan"]["keep_blocks"]]

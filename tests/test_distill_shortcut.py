@@ -141,3 +141,49 @@ def test_shipped_shortcut_checkpoint_loads_as_a_shortcut_model():
     assert (student.cfg.resolution, student.cfg.dim, student.cfg.depth) == (128, 128, 6)
     _, teacher_state, _ = load_state("tiny")
     assert not torch.equal(state["d_embed.mlp.2.weight"], teacher_state["d_embed.mlp.2.weight"])
+
+
+@pytest.mark.parametrize("cmd,flag", [("distill", "--teacher"), ("prune", "--source")])
+def test_cli_names_a_missing_checkpoint(tmp_path, cmd, flag):
+    from neural_renderer.cli import main
+
+    with pytest.raises(SystemExit, match="not found"):
+        main([cmd, flag, str(tmp_path / "nope.json"), "--out", str(tmp_path / "o"), "--data", "synthetic", "--no-progress"])
+    with pytest.raises(SystemExit, match="no shipped checkpoint"):
+        main([cmd, flag, "nosuchmodel", "--out", str(tmp_path / "o"), "--data", "synthetic", "--no-progress"])
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())  # nothing half-written
+
+
+def test_recovery_loss_parts():
+    """Output matching is zero for a student identical to the teacher; the flow part is the MSE to the
+    true frames; the total is match_weight * match + flow."""
+    import copy
+
+    from neural_renderer.clip_sources import ClipBatch
+    from neural_renderer.distill import NoisyClips, recovery_loss
+    from neural_renderer.engine_inputs import COND_CHANNELS
+    from neural_renderer.flow import add_noise
+
+    torch.manual_seed(0)
+    teacher = CausalDiT(micro())
+    with torch.no_grad():
+        for p in teacher.parameters():
+            if p.dim() >= 2:
+                p.normal_(0, 0.08)
+    g = torch.Generator().manual_seed(1)
+    B, L, R = 2, 3, 32
+    batch = ClipBatch(torch.randn(B, L, COND_CHANNELS, R, R, generator=g).clamp(0, 3), torch.rand(B, L, 3, R, R, generator=g) * 2 - 1,
+                      torch.randn(B, L, 9, generator=g), torch.randn(B, 384, generator=g))
+    t = torch.rand(B, L, generator=g)
+    nc = NoisyClips(batch.cond, batch.target, torch.randn(B, L, 3, R, R, generator=g), t, t > 0.2)
+    student = copy.deepcopy(teacher)
+    loss, parts = recovery_loss(student, teacher, batch, nc, 32, g, None, match_weight=3.0)
+    assert float(parts["match"]) == 0.0
+    with torch.no_grad():
+        pred = teacher(add_noise(nc.source, nc.noise, t), batch.cond, t, torch.zeros_like(t), batch.action, batch.prompt)
+    assert float(parts["flow"]) == pytest.approx(float(((pred - batch.target) ** 2).mean()), rel=1e-5)
+    with torch.no_grad():
+        student.final.linear.bias.add_(0.1)
+    loss, parts = recovery_loss(student, teacher, batch, nc, 32, g, None, match_weight=3.0)
+    assert float(parts["match"]) > 0
+    assert float(loss.detach()) == pytest.approx(3.0 * float(parts["match"]) + float(parts["flow"]), rel=1e-5)
