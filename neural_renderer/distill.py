@@ -18,7 +18,7 @@ Clips keep the generator's training structure: diffusion forcing (every frame it
 frames at low levels with d = 0, as the Generator writes its cache), history augmentation (blur,
 colour shifts, the model's own one-step outputs as context) and conditioning-group dropout.
 
-Recovery (`recover`, used by prune.py): a pruned student learns to match the unpruned teacher's
+Recovery (`recovery_loss`, used by prune.py): a pruned student learns to match the unpruned teacher's
 prediction on the same noisy clip (output matching) plus the flow loss on the true frame.
 """
 from __future__ import annotations
