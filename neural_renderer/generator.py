@@ -44,7 +44,7 @@ class Generator:
 
     def _prompt_batch(self, prompt: torch.Tensor) -> torch.Tensor:
         prompt = prompt.to(self.device, self.dtype).reshape(-1, prompt.shape[-1])
-        return prompt.expand(self.batch, -1).contiguous()
+        return prompt.expand(self.batch, -1).clone()  # own storage: set_prompt writes into it in place
 
     def reset(self) -> None:
         """A cut in the game (client's reset flag): forget all context, restart the noise stream."""

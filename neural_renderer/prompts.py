@@ -69,7 +69,7 @@ def style_embeddings() -> dict[str, torch.Tensor]:
 def lookup(text: str) -> torch.Tensor | None:
     """The table's embedding of exactly this text, if it was precomputed (no encoder needed)."""
     texts, _, emb = load_table()
-    return emb[texts.index(text)] if text in texts else None
+    return emb[texts.index(text)].clone() if text in texts else None  # never hand out a view of the cached table
 
 
 def encode_prompt(text: str, encoder: PromptEncoder | None = None) -> torch.Tensor:

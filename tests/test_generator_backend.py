@@ -97,6 +97,9 @@ def test_prompt_change_takes_effect(ckpt):
     changed = run(s, [frame(px[0]), frame(px[1], prompt=STYLES["night"]), frame(px[2]), frame(px[3])])
     assert np.array_equal(changed[0], base[0])
     assert not np.array_equal(changed[1], base[1])  # table prompts resolve at once
+    # a prompt change never writes into the shared embedding table (a regression: it once did)
+    again = run(r.open_session(spec(prompt=STYLES["sunny"])), [frame(p) for p in px])
+    assert all(np.array_equal(x, y) for x, y in zip(again, base))
     r.close()
 
 
