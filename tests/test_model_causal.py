@@ -118,3 +118,10 @@ def test_registry_sizes():
         assert cfg.resolution % cfg.patch == 0
     assert MODELS["tiny"]().tokens == 256 and MODELS["base"]().tokens == 1024
     assert MODELS["tiny"]().resolution == 128 and MODELS["base"]().resolution == 512
+
+
+def test_cli_choices_are_the_registry():
+    """train_cmd keeps its choices torch-free for a fast --help; they must be exactly the registry."""
+    from neural_renderer.train_cmd import MODEL_CHOICES
+
+    assert tuple(MODEL_CHOICES) == tuple(MODELS)
