@@ -368,10 +368,11 @@ class Session:
         if not self._inbox:
             self._check_lost()
         while not self._inbox:
-            left = deadline - time.monotonic()
-            if left < 0 or not self._client._recv_one(left):
-                if not self._inbox:
-                    return None
+            # At least one look at the socket even when the deadline has already passed
+            # (timeout=0 is a non-blocking poll, not "only what was received before").
+            left = max(0.0, deadline - time.monotonic())
+            if not self._client._recv_one(left) and left <= 0 and not self._inbox:
+                return None
         msg, extra = self._inbox.popleft()
         seq = msg["seq"]
         slot, t0, _ = self._inflight.pop(seq, (None, None, True))

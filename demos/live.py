@@ -18,11 +18,6 @@ DEMO_CHANNELS: dict[str, str] = {
 }
 
 
-# Session.poll(timeout=0.0) only returns results already read off the socket (its deadline has passed
-# before it would look); a sub-millisecond timeout makes it check the socket without blocking.
-NO_WAIT_S = 5e-4
-
-
 @dataclass
 class LiveFrame:
     index: int
@@ -181,12 +176,12 @@ class LiveScene:
     def _newest_result(self, wait: bool):
         """The newest result that has arrived (waiting for one if `wait`), or None."""
         newest = None
-        timeout = None if wait else NO_WAIT_S
+        timeout = None if wait else 0.0
         while (r := self.session.poll(timeout=timeout)) is not None:
             if newest is None or r.seq > newest.seq:
                 # copy now: the output slot is reused when its input slot is submitted again
                 newest = _Held(r.seq, r.image.copy(), r.timings)
-            timeout = NO_WAIT_S
+            timeout = 0.0  # a non-blocking look at the socket
         return newest
 
     def hud_lines(self) -> list[str]:

@@ -263,6 +263,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         step_times.append(time.time() - ts)
         bar.update(1)
         if step % cfg.log_every == 0 or step == cfg.steps:
+            if world > 1:  # the logged loss is the mean over ranks, not rank 0's own
+                torch.distributed.all_reduce(loss_acc, op=torch.distributed.ReduceOp.SUM)
+                loss_acc /= world
             mean = float(loss_acc) / n_acc  # one sync per log interval, not per step
             history.append((step, mean))
             loss_acc.zero_()

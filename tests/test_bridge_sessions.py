@@ -368,3 +368,16 @@ def test_sessions_take_turns_on_the_worker(env):
     assert [e[0] for e in renderer.events] == [0, 100, 2]
     assert sorted((r["session"] == a["session"], r["seq"], r["dropped"]) for r in replies) == [
         (False, 100, []), (True, 0, [1]), (True, 2, [])]
+
+
+def test_poll_with_zero_timeout_reads_a_result_waiting_on_the_socket(env):
+    """poll(timeout=0) is a non-blocking look at the socket, not only at results read earlier: a
+    pipelined game loop must not lag by its slot count."""
+    daemon, renderer, healthy, raw = env
+    color = np.random.default_rng(3).random((H, W, 3), np.float32).astype(np.float16)
+    seq = healthy.submit({"color": color, "depth": np.ones((H, W, 1), np.float32)})
+    assert healthy._client._sock.poll(5000)  # the reply is readable on the socket; nothing has read it
+    r = healthy.poll(timeout=0)
+    assert r is not None and r.seq == seq
+    np.testing.assert_array_equal(r.image, expected_rgb8(color))
+    assert healthy.poll(timeout=0) is None  # nothing more is waiting

@@ -1,6 +1,7 @@
 """DDP of `neural_renderer.train` across two CPU processes (torchrun, gloo), checked from the outside:
 rank 0 alone writes the checkpoint (once), both ranks end with bit-identical weights (gradients were
-all-reduced), and the ranks trained on different data (per-rank streams seeded apart).
+all-reduced), the ranks trained on different data (per-rank streams seeded apart), and the logged
+loss is the mean over ranks.
 
 The trainer is the generator area's; this test only wraps its functions in the launched script to
 record what each rank did."""
@@ -84,3 +85,6 @@ def test_two_process_gloo_ddp_one_checkpoint_synced_weights_distinct_data(tmp_pa
     assert all(abs(a - b) > 1e-6 for a, b in zip(ranks[0]["losses"], ranks[1]["losses"]))
     history = json.loads((out / "loss_history.json").read_text())
     assert [s for s, _ in history] == list(range(1, STEPS + 1))
+    # the logged loss is all-reduced: the mean over both ranks, not rank 0's own
+    for (_, logged), a, b in zip(history, ranks[0]["losses"], ranks[1]["losses"]):
+        assert logged == pytest.approx((a + b) / 2, rel=1e-5, abs=1e-7)
