@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import argparse
 
+from bridge.backends import DEFAULT_BACKEND
 from bridge.protocol import HEARTBEAT_MS, SESSION_TIMEOUT_MS
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", default="passthrough",
-                   help="renderer: passthrough | generator[:tiny|:base|:/path/ckpt.safetensors] (default passthrough)")
+    p.add_argument("--backend", default=DEFAULT_BACKEND,
+                   help="renderer: passthrough | generator[:tiny|:base|:tiny-shortcut|:/path/ckpt.safetensors] "
+                        f"(default {DEFAULT_BACKEND}: the shipped base model on a CUDA GPU, tiny otherwise)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (backend default if absent)")
     p.add_argument("--device", default=None, help="torch device for model backends (e.g. cuda, cpu)")
     pool = p.add_mutually_exclusive_group()

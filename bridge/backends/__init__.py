@@ -94,6 +94,10 @@ def _passthrough(arg: str | None, **options) -> Renderer:
 
 BACKENDS = {"passthrough": _passthrough, "generator": _generator}
 
+# What `neurender serve` (and so `neurender demo`) runs when no --backend is given: the shipped
+# generator (base on a CUDA GPU, tiny otherwise; see neural_renderer/backend.py).
+DEFAULT_BACKEND = "generator"
+
 
 def create_renderer(spec: str, **options) -> Renderer:
     """'name' or 'name:arg' -> a Renderer. Options (e.g. steps, device) go to the backend;
