@@ -13,6 +13,8 @@ def configure(p: argparse.ArgumentParser) -> None:
                         f"(default {DEFAULT_BACKEND}: the shipped base model on a CUDA GPU, tiny otherwise)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (backend default if absent)")
     p.add_argument("--device", default=None, help="torch device for model backends (e.g. cuda, cpu)")
+    p.add_argument("--dtype", default=None, choices=("float32", "bfloat16"),
+                   help="precision of model backends (default: bfloat16 on CUDA, float32 on CPU)")
     pool = p.add_mutually_exclusive_group()
     pool.add_argument("--gpus", default=None, metavar="all|N|0,1",
                       help="one render worker process per GPU (CUDA_VISIBLE_DEVICES pinned); new sessions go to "
@@ -92,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.gpus is not None or args.workers is not None:
         try:
-            specs = workers.worker_specs({"steps": args.steps, "device": args.device},
+            specs = workers.worker_specs({"steps": args.steps, "device": args.device, "dtype": args.dtype},
                                          gpus=workers.parse_gpus(args.gpus, workers.visible_gpus())
                                          if args.gpus is not None else None, workers=args.workers)
         except ValueError as e:
@@ -106,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
             return renderer.pool
     else:
         try:
-            renderer = create_renderer(args.backend, steps=args.steps, device=args.device)
+            renderer = create_renderer(args.backend, steps=args.steps, device=args.device, dtype=args.dtype)
         except BackendUnavailable as e:
             print(f"neurender serve: {e}", file=sys.stderr)
             return 2

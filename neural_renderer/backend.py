@@ -101,7 +101,7 @@ class GeneratorSession(RendererSession):
 
 class GeneratorRenderer(Renderer):
     def __init__(self, spec_arg: str | None = None, steps: int | None = None, device: str | None = None,
-                 seed: int = 0, use_context: bool = True, **_ignored):
+                 seed: int = 0, use_context: bool = True, dtype: str | None = None, **_ignored):
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
@@ -111,7 +111,12 @@ class GeneratorRenderer(Renderer):
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-        self.model = load_model(self.checkpoint, device=self.device)
+        if dtype not in (None, "float32", "bfloat16"):
+            raise UnsupportedSpec(f"dtype {dtype!r} (float32 or bfloat16)")
+        # bf16 on CUDA by default: through the daemon at 512x512 (H100) it halves the round trip against fp32 with
+        # the same output (benchmarks/RESULTS.md, Generator); on CPU bf16 buys nothing
+        self.dtype = getattr(torch, dtype or ("bfloat16" if self.device.type == "cuda" else "float32"))
+        self.model = load_model(self.checkpoint, device=self.device, dtype=self.dtype)
         self.steps = int(steps or self.model.cfg.steps)
         self.seed = seed
         self.use_context = use_context  # False: the per-frame ablation (same weights, no KV cache)
@@ -121,7 +126,8 @@ class GeneratorRenderer(Renderer):
 
     def describe(self) -> dict:
         return {"backend": "generator", "model": self.model.cfg.name, "steps": self.steps, "device": str(self.device),
-                "checkpoint": str(self.checkpoint), "resolution": self.model.cfg.resolution, "context": self.use_context}
+                "checkpoint": str(self.checkpoint), "resolution": self.model.cfg.resolution, "context": self.use_context,
+                "dtype": str(self.dtype).removeprefix("torch.")}
 
     def open_session(self, spec: SessionSpec) -> RendererSession:
         if spec.output_format not in OUTPUT_FORMATS:

@@ -12,7 +12,8 @@ import argparse
 import json
 
 
-def bench(model: str, device: str, steps_list: list[int], size: int, frames: int, warmup: int) -> dict:
+def bench(model: str, device: str, steps_list: list[int], size: int, frames: int, warmup: int,
+          dtype: str = "float32") -> dict:
     import numpy as np
 
     from bridge.client import Client
@@ -25,7 +26,8 @@ def bench(model: str, device: str, steps_list: list[int], size: int, frames: int
     pixels = {c: f.engine[c].astype(dt) for c, dt in channels.items()}
     rows = []
     for steps in steps_list:
-        with spawn_daemon(f"generator:{model}", runtime_dir="private", device=device, steps=steps, timeout=180) as d:
+        with spawn_daemon(f"generator:{model}", runtime_dir="private", device=device, steps=steps, timeout=180,
+                          extra_args=["--dtype", dtype]) as d:
             with Client(d.endpoint) as c:
                 s = c.open_session(size, size, channels, output_format="rgb8", prompt=STYLES["sunny"], steps=steps)
                 for k in range(s.slots):  # the engine's readback lands in every slot once
@@ -39,7 +41,7 @@ def bench(model: str, device: str, steps_list: list[int], size: int, frames: int
                         render.append(r.timings.get("render_ms", float("nan")))
                 img = np.asarray(r.image)
         rt_a, rd_a = np.array(rt), np.array(render)
-        rows.append({"steps": steps, "roundtrip_p50_ms": float(np.percentile(rt_a, 50)),
+        rows.append({"steps": steps, "dtype": dtype, "roundtrip_p50_ms": float(np.percentile(rt_a, 50)),
                      "roundtrip_p99_ms": float(np.percentile(rt_a, 99)), "roundtrip_mean_ms": float(rt_a.mean()),
                      "render_p50_ms": float(np.nanpercentile(rd_a, 50)), "render_p99_ms": float(np.nanpercentile(rd_a, 99)),
                      "frames": frames, "output_mean": float(img.mean())})
@@ -55,9 +57,11 @@ def main(argv=None) -> int:
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--frames", type=int, default=300)
     p.add_argument("--warmup", type=int, default=30)
+    p.add_argument("--dtype", nargs="+", default=["float32"], choices=("float32", "bfloat16"))
     p.add_argument("--json", default="")
     a = p.parse_args(argv)
-    res = bench(a.model, a.device, a.steps, a.size, a.frames, a.warmup)
+    runs = [bench(a.model, a.device, a.steps, a.size, a.frames, a.warmup, dtype) for dtype in a.dtype]
+    res = {**runs[0], "rows": [r for run in runs for r in run["rows"]]}  # the dtypes side by side, one run
     if a.json:
         with open(a.json, "w") as f:
             json.dump(res, f, indent=1)

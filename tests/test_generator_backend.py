@@ -119,3 +119,22 @@ def test_bad_specs_are_refused(ckpt):
     s = r.open_session(spec())
     run(s, [frame(pixels(24, 40))])
     r.close()
+
+
+def test_bfloat16_option_matches_float32_and_bad_dtype_is_refused(ckpt):
+    """--dtype bfloat16 (the default on CUDA) runs the same model in bf16: same frames up to bf16 rounding;
+    fp32 stays the CPU default. An unknown precision is refused with UnsupportedSpec."""
+    chans = ("color", "depth", "normals", "albedo", "material_id")
+    px = [pixels(24, 40, i, chans) for i in range(3)]
+    outs = {}
+    for dt in ("float32", "bfloat16"):
+        r = GeneratorRenderer(str(ckpt), device="cpu", seed=1, dtype=dt)
+        assert r.describe()["dtype"] == dt and next(r.model.parameters()).dtype == getattr(torch, dt)
+        outs[dt] = run(r.open_session(spec(channels=chans, fmt="rgb16f")), [frame(p) for p in px], "rgb16f")
+        r.close()
+    assert GeneratorRenderer(str(ckpt), device="cpu").describe()["dtype"] == "float32"
+    for a, b in zip(outs["float32"], outs["bfloat16"]):
+        err = np.abs(a.astype(np.float32) - b.astype(np.float32))
+        assert err.mean() < 0.02 and err.max() < 0.25  # bf16 rounding, not a different picture
+    with pytest.raises(UnsupportedSpec):
+        GeneratorRenderer(str(ckpt), device="cpu", dtype="float16")
