@@ -60,13 +60,20 @@ def inproc_daemon(renderer: Renderer | None = None, **config):
     ctx = zmq.Context()
     cfg = DaemonConfig(ipc_endpoint=f"inproc://bridge-test-{id(ctx)}", **config)
     d = Daemon(renderer or PassthroughRenderer(), cfg, context=ctx)
+    with serving_on_thread(d, ctx):
+        yield d, ctx
+
+
+@contextmanager
+def serving_on_thread(d: Daemon, ctx: zmq.Context, join_s: float = 10):
+    """Run d.serve_forever on a thread; on exit stop it, check the loop ended, terminate ctx."""
     t = threading.Thread(target=d.serve_forever, daemon=True)
     t.start()
     try:
-        yield d, ctx
+        yield
     finally:
         d.stop()
-        t.join(10)
+        t.join(join_s)
         assert not t.is_alive(), "daemon loop did not stop"
         ctx.term()
 

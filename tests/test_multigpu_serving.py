@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from contextlib import contextmanager
 
@@ -25,7 +24,7 @@ from bridge.daemon import spawn_daemon
 from bridge.server import Daemon, DaemonConfig
 from bridge.workers import (MULTI_GPU_ENV, WORKER_LOST, PoolRenderer, WorkerPool, WorkerStartError, parse_gpus,
                             worker_specs)
-from _bridge_helpers import Raw, expected_rgb8, wait_until
+from _bridge_helpers import Raw, expected_rgb8, serving_on_thread, wait_until
 
 W, H = 16, 8
 SLOW_S = 5.0
@@ -91,15 +90,10 @@ def pool_daemon(tmp_path, workers: int = 2, gpus=None, options=None, max_restart
         ctx.term()
         raise
     pids = [w["pid"] for w in d.worker.info()]
-    t = threading.Thread(target=d.serve_forever, daemon=True)
-    t.start()
     try:
-        yield d, ctx
+        with serving_on_thread(d, ctx, join_s=15):
+            yield d, ctx
     finally:
-        d.stop()
-        t.join(15)
-        assert not t.is_alive(), "daemon loop did not stop"
-        ctx.term()
         for w in d.worker.workers:  # every worker process, restarted ones included, is gone
             assert w.proc is None or not w.proc.is_alive()
         assert all(_gone(pid) for pid in pids)
