@@ -20,9 +20,10 @@ import torch.nn.functional as F
 from bridge.backends import FrameInputs, Renderer, RendererSession, SessionSpec, UnsupportedSpec
 from bridge.channels import ACTION_DIM, OUTPUT_FORMATS
 from neural_renderer.checkpoint import load_model, resolve
-from neural_renderer.engine_inputs import blank_cond, engine_to_cond
+from neural_renderer.engine_inputs import COND_CHANNELS, blank_cond, engine_to_cond
 from neural_renderer.generator import Generator
 from neural_renderer.prompts import encode_prompt, lookup
+from neural_renderer.stream import StreamingSampler
 
 DEFAULT_STYLE = "sunny"
 
@@ -55,19 +56,39 @@ class GeneratorSession(RendererSession):
 
         first = renderer.prompts.submit(spec.prompt or STYLES[DEFAULT_STYLE])
         # the very first prompt is awaited once, at session open (not in a frame)
-        self.gen = Generator(renderer.model, first.result(), steps=spec.steps or renderer.steps, seed=seed,
-                             use_context=renderer.use_context)
+        self.native = renderer.model.cfg.arch == "hourglass"  # any frame size, reprojected history
+        if self.native:
+            self.gen = StreamingSampler(renderer.model, first.result(), steps=spec.steps or renderer.steps, seed=seed,
+                                        use_context=renderer.use_context, use_history=renderer.use_history,
+                                        noise=renderer.noise)
+        else:
+            self.gen = Generator(renderer.model, first.result(), steps=spec.steps or renderer.steps, seed=seed,
+                                 use_context=renderer.use_context)
         self.pending: Future | None = None
-        self.res = renderer.model.cfg.resolution
+        self.res = None if self.native else renderer.model.cfg.resolution
+
+    def _to_device(self, a: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(a.astype(np.int32) if a.dtype == np.uint16 else np.array(a))  # a copy: slots are read-only
+        return t.to(self.r.device, non_blocking=True)
 
     def _cond(self, pixels: dict[str, np.ndarray]) -> torch.Tensor:
         ours = {k: v for k, v in pixels.items() if k in ("color", "depth", "normals", "albedo", "material_id")}
         if not ours:
+            if self.native:
+                return torch.zeros(1, COND_CHANNELS, *self.size, device=self.r.device)
             return blank_cond(1, resolution=self.res, device=self.r.device)
-        tensors = {k: torch.from_numpy(v.astype(np.int32) if v.dtype == np.uint16 else np.array(v))  # a copy: slots are read-only
-                   for k, v in ours.items()}
-        tensors = {k: v.to(self.r.device, non_blocking=True) for k, v in tensors.items()}
+        tensors = {k: self._to_device(v) for k, v in ours.items()}
         return engine_to_cond(tensors, resolution=self.res)[None]
+
+    def _motion(self, pixels: dict[str, np.ndarray]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(1, 2, H, W) motion in pixels and (1, 1, H, W) disocclusion, or None where not sent."""
+        if "motion" not in pixels:
+            return None, None
+        mv = self._to_device(pixels["motion"]).float().permute(2, 0, 1)[None]
+        mv = torch.nan_to_num(mv, nan=0.0, posinf=0.0, neginf=0.0)
+        dis = pixels.get("disocclusion")
+        dis = None if dis is None else self._to_device(dis).float().reshape(1, 1, *self.size)
+        return mv, dis
 
     def render(self, frame: FrameInputs, out: np.ndarray) -> None:
         if frame.reset:
@@ -80,7 +101,10 @@ class GeneratorSession(RendererSession):
         action = np.zeros(ACTION_DIM, np.float32)
         a = np.asarray(frame.action, np.float32).reshape(-1)[:ACTION_DIM]
         action[: len(a)] = a
-        y = self.gen.step(self._cond(frame.pixels), torch.from_numpy(action)[None])  # (1, 3, R, R) in [-1, 1]
+        if self.native:
+            y = self.gen.step(self._cond(frame.pixels), torch.from_numpy(action)[None], *self._motion(frame.pixels))
+        else:
+            y = self.gen.step(self._cond(frame.pixels), torch.from_numpy(action)[None])  # (1, 3, R, R) in [-1, 1]
         if y.shape[-2:] != self.size:
             y = F.interpolate(y.float(), size=self.size, mode="bilinear", align_corners=False)
         img = ((y[0].float() + 1.0) * 0.5).clamp_(0.0, 1.0).permute(1, 2, 0)  # (H, W, 3)
@@ -102,6 +126,12 @@ class GeneratorSession(RendererSession):
 class GeneratorRenderer(Renderer):
     def __init__(self, spec_arg: str | None = None, steps: int | None = None, device: str | None = None,
                  seed: int = 0, use_context: bool = True, dtype: str | None = None, **_ignored):
+        spec_arg, options = _split_options(spec_arg)
+        use_context = use_context and options.get("context", "1") != "0"
+        self.use_history = options.get("history", "1") != "0"
+        self.noise = options.get("noise", "fresh")
+        if self.noise not in ("fresh", "fixed"):
+            raise UnsupportedSpec(f"noise={self.noise!r} (fresh or fixed)")
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
@@ -120,13 +150,16 @@ class GeneratorRenderer(Renderer):
         self.steps = int(steps or self.model.cfg.steps)
         self.seed = seed
         self.use_context = use_context  # False: the per-frame ablation (same weights, no KV cache)
-        self.name = f"generator:{self.model.cfg.name}" + ("" if use_context else "/per-frame")
+        arms = ("" if use_context else "/no-context") + ("" if self.use_history else "/no-history") + (
+            "/fixed-noise" if self.noise == "fixed" else "")
+        self.name = f"generator:{self.model.cfg.name}" + arms
         self.prompts = PromptService()
         self.sessions = 0
 
     def describe(self) -> dict:
         return {"backend": "generator", "model": self.model.cfg.name, "steps": self.steps, "device": str(self.device),
                 "checkpoint": str(self.checkpoint), "resolution": self.model.cfg.resolution, "context": self.use_context,
+                "arch": self.model.cfg.arch, "history": self.use_history, "noise": self.noise,
                 "dtype": str(self.dtype).removeprefix("torch.")}
 
     def open_session(self, spec: SessionSpec) -> RendererSession:
@@ -141,6 +174,20 @@ class GeneratorRenderer(Renderer):
 
     def close(self) -> None:
         self.prompts.close()
+
+
+def _split_options(spec_arg: str | None) -> tuple[str | None, dict[str, str]]:
+    """'tiny?context=0&noise=fixed' -> ('tiny', {'context': '0', 'noise': 'fixed'}): the ablation arms."""
+    if spec_arg is None or "?" not in spec_arg:
+        return spec_arg, {}
+    name, _, query = spec_arg.partition("?")
+    options = {}
+    for part in filter(None, query.split("&")):
+        k, eq, v = part.partition("=")
+        if not eq or k not in ("context", "history", "noise"):
+            raise UnsupportedSpec(f"generator option {part!r} (known: context=0|1, history=0|1, noise=fresh|fixed)")
+        options[k] = v
+    return name or None, options
 
 
 def _shipped(name: str) -> bool:

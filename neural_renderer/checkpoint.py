@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from neural_renderer.model import CausalDiT, GeneratorConfig
+from neural_renderer.model import CausalDiT, GeneratorConfig, build
 
 SHIPPED_DIR = Path(__file__).with_name("checkpoints")
 MAX_SHARD_BYTES = 15 * 1024 * 1024
@@ -81,6 +81,6 @@ def load_state(spec: str | Path) -> tuple[GeneratorConfig, dict[str, torch.Tenso
 
 def load_model(spec: str | Path, device="cpu", dtype: torch.dtype = torch.float32) -> CausalDiT:
     cfg, state, _ = load_state(spec)
-    model = CausalDiT(cfg)
+    model = build(cfg)
     model.load_state_dict({k: v.float() for k, v in state.items()})
     return model.to(device=device, dtype=dtype).eval()

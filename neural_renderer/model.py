@@ -45,7 +45,14 @@ class GeneratorConfig:
     sinks: int = 1  # S: first frames of a run kept forever
     steps: int = 2  # default number of Euler steps at inference
     context_noise: float = 0.4  # noise level of the frame written into the cache (inference; tuned on a train seed)
-    shortcut: bool = False  # True once trained with step-size targets (issue 6)
+    shortcut: bool = False  # True once trained with step-size targets
+    # hourglass architecture (arch="hourglass"): conv levels at 1, 1/2, ... with these widths, the trunk at
+    # 1/patch (patch = 2**len(widths)); FiLM ResBlocks per level in the encoder and the decoder
+    arch: str = "dit"
+    widths: tuple = ()
+    enc_blocks: tuple = ()
+    dec_blocks: tuple = ()
+    history_noise: float = 0.0  # inference: noise level put on the previous output before reprojection
 
     @property
     def tokens(self) -> int:
@@ -60,7 +67,7 @@ class GeneratorConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "GeneratorConfig":
-        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        known = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in cls.__dataclass_fields__}
         return cls(**known)
 
 
@@ -80,7 +87,25 @@ def base() -> GeneratorConfig:
     return GeneratorConfig("base", resolution=512, patch=16, dim=256, depth=8, heads=4, window=3, sinks=1)
 
 
-MODELS = {"micro": micro, "tiny": tiny, "small": small, "base": base}
+def hg_micro() -> GeneratorConfig:  # tests and smoke runs only
+    return GeneratorConfig("hg-micro", arch="hourglass", resolution=32, patch=8, dim=64, depth=2, heads=1, window=1,
+                           sinks=1, widths=(8, 8, 16), enc_blocks=(0, 0, 1), dec_blocks=(0, 1, 1), context_noise=0.0)
+
+
+def hg_tiny() -> GeneratorConfig:
+    return GeneratorConfig("tiny", arch="hourglass", resolution=128, patch=8, dim=128, depth=4, heads=2, window=2,
+                           sinks=1, widths=(16, 32, 64), enc_blocks=(0, 1, 1), dec_blocks=(0, 1, 1), context_noise=0.0,
+                           history_noise=0.0)
+
+
+def hg_base() -> GeneratorConfig:
+    return GeneratorConfig("base", arch="hourglass", resolution=512, patch=16, dim=256, depth=8, heads=4, window=2,
+                           sinks=1, widths=(24, 48, 96, 192), enc_blocks=(0, 0, 1, 1), dec_blocks=(0, 1, 1, 1),
+                           context_noise=0.0, history_noise=0.0)
+
+
+MODELS = {"micro": micro, "tiny": hg_tiny, "small": small, "base": hg_base, "hg-micro": hg_micro,
+          "dit-micro": micro, "dit-tiny": tiny, "dit-base": base}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -126,13 +151,13 @@ class RMSNorm(nn.Module):
 ROPE_PAIRS_X, ROPE_PAIRS_Y, ROPE_PAIRS_T = 12, 12, 8
 
 
-def rope_tables(grid: int, slots_age: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Rotary cos/sin tables.
+def rope_tables(grid_h: int, grid_w: int, slots_age: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rotary cos/sin tables for a grid_h x grid_w token grid (row-major tokens).
 
     Returns spatial (cos, sin) of shape (T, 24) applied to pairs 0..23 of q and k, and temporal
     (cos, sin) of shape (slots, 8) applied to pairs 24..31 of the keys only, by key age.
     """
-    ys, xs = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
+    ys, xs = torch.meshgrid(torch.arange(grid_h), torch.arange(grid_w), indexing="ij")
     fx = 1.0 / (100.0 ** (torch.arange(ROPE_PAIRS_X) / ROPE_PAIRS_X))
     fy = 1.0 / (100.0 ** (torch.arange(ROPE_PAIRS_Y) / ROPE_PAIRS_Y))
     ang_s = torch.cat([xs.reshape(-1, 1).float() * fx, ys.reshape(-1, 1).float() * fy], dim=1)  # (T, 24)
@@ -158,6 +183,23 @@ def apply_temporal_rope(k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -
     """k (..., slots, T, 64): rotate pairs 24..31 by the slot's age (cos/sin (slots, 8))."""
     n = 2 * (ROPE_PAIRS_X + ROPE_PAIRS_Y)
     return torch.cat([k[..., :n], rotate_pairs(k[..., n:], cos[:, None], sin[:, None])], dim=-1)
+
+
+def clip_context(L: int, window: int, sinks: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The temporal context rule of training, identical to the KV cache's when streaming: for each
+    query frame i of a clip, which frame fills each slot (L, slots), and whether it is present."""
+    W, S = window, sinks
+    slots = S + W + 1
+    idx = torch.zeros(L, slots, dtype=torch.long)
+    valid = torch.zeros(L, slots, dtype=torch.bool)
+    for i in range(L):
+        for s in range(S):  # a sink counts only once it has left the window
+            idx[i, s], valid[i, s] = s, s < i - W
+        for a in range(W, 0, -1):
+            j = S + W - a
+            idx[i, j], valid[i, j] = max(i - a, 0), i - a >= 0
+        idx[i, -1], valid[i, -1] = i, True
+    return idx.to(device), valid.to(device)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -233,7 +275,7 @@ class CausalDiT(nn.Module):
         self.final = FinalLayer(cfg.dim, p)
         W, S = cfg.window, cfg.sinks
         ages = torch.tensor([W + 1 + s for s in range(S)] + list(range(W, 0, -1)) + [0])  # slot order: sinks, window (oldest first), current
-        cs, ss, ct, st = rope_tables(self.grid, ages)
+        cs, ss, ct, st = rope_tables(self.grid, self.grid, ages)
         for n, t in (("rope_cos_s", cs), ("rope_sin_s", ss), ("rope_cos_t", ct), ("rope_sin_t", st)):
             self.register_buffer(n, t, persistent=False)
         self.initialize_weights()
@@ -291,18 +333,7 @@ class CausalDiT(nn.Module):
     # -- training: a clip in one pass ------------------------------------------------------------
 
     def clip_context(self, L: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """For each query frame i: which frame fills each slot (L, slots), and whether it is present."""
-        W, S = self.cfg.window, self.cfg.sinks
-        idx = torch.zeros(L, self.cfg.slots, dtype=torch.long)
-        valid = torch.zeros(L, self.cfg.slots, dtype=torch.bool)
-        for i in range(L):
-            for s in range(S):  # a sink counts only once it has left the window
-                idx[i, s], valid[i, s] = s, s < i - W
-            for a in range(W, 0, -1):
-                j = S + W - a
-                idx[i, j], valid[i, j] = max(i - a, 0), i - a >= 0
-            idx[i, -1], valid[i, -1] = i, True
-        return idx.to(device), valid.to(device)
+        return clip_context(L, self.cfg.window, self.cfg.sinks, device)
 
     def forward_clip(self, x_noisy, cond, t, d, action, prompt) -> torch.Tensor:
         """x_noisy (B, L, 3, H, W) in [-1, 1], cond (B, L, C, H, W), t/d (B, L), action (B, L, A),
@@ -350,6 +381,10 @@ class CausalDiT(nn.Module):
         return out[:, 0]
 
 
-def build(name_or_cfg: str | GeneratorConfig) -> CausalDiT:
+def build(name_or_cfg: str | GeneratorConfig) -> nn.Module:
     cfg = MODELS[name_or_cfg]() if isinstance(name_or_cfg, str) else name_or_cfg
+    if cfg.arch == "hourglass":
+        from neural_renderer.hourglass import HourglassGenerator
+
+        return HourglassGenerator(cfg)
     return CausalDiT(cfg)

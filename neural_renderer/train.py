@@ -24,10 +24,12 @@ import torch
 import torch.nn.functional as F
 
 from neural_renderer.checkpoint import save_checkpoint
-from neural_renderer.clip_sources import ClipBatch, ClipPool, dataset_clips, synthetic_clips, world_clips
+from neural_renderer.clip_sources import (ClipBatch, ClipPool, dataset_clips, parallel_world_clips, synthetic_clips,
+                                         world_clips)
 from neural_renderer.engine_inputs import drop_groups
 from neural_renderer.flow import add_noise, sample_train_t
-from neural_renderer.model import MODELS, CausalDiT
+from neural_renderer.history_training import HistoryAugment, hourglass_loss
+from neural_renderer.model import MODELS, build
 
 
 @dataclass
@@ -44,6 +46,8 @@ class TrainConfig:
     source: str = "world"  # world | synthetic | a dataset directory
     pool: int = 64  # clips kept on device
     refresh_every: int = 4  # steps between two new clips entering the pool
+    refresh_clips: int = 1  # clips taken (when ready) at each refresh
+    fill_max_s: float = 0.0  # stop filling the pool after this long once it holds a batch (0 = fill it)
     styles: list[str] = field(default_factory=list)  # empty = all
     # history augmentation / diffusion forcing
     own_output_frac: float = 0.3
@@ -53,6 +57,12 @@ class TrainConfig:
     color_shift_p: float = 0.25
     drop_group_p: float = 0.25
     history_aug: bool = True  # False = the ablation: clean context, no corruption
+    # hourglass models: reprojected history and data throughput
+    history: bool = True  # False = the no-history ablation (the group is always absent)
+    render_resolution: int = 0  # world renders at this size (0 = the model's); batches are crops of `crop`
+    crop: int = 0  # 0 = whole frames
+    looks_per_clip: int = 0  # reference looks rendered per world sequence (0 = all)
+    render_workers: int = 0  # world-rendering processes (0 = render in this process)
     seed: int = 0
     log_every: int = 25
     ckpt_every: int = 500
@@ -114,10 +124,14 @@ def frame_levels(B: int, L: int, cfg: TrainConfig, g: torch.Generator, dev) -> t
 # -- the loop --------------------------------------------------------------------------------------
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
+def lr_at(step: int, cfg: TrainConfig, time_frac: float | None = None) -> float:
+    """Linear warm-up, then cosine to 10%: over the steps, or over the time budget when one is set
+    (`time_frac` = share of it spent), so a run cut by its budget still ends at the low rate."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     prog = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    if time_frac is not None:
+        prog = max(prog, time_frac)
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(prog, 1.0))))
 
 
@@ -133,11 +147,17 @@ def clip_stream(cfg: TrainConfig, resolution: int, styles: list[str], rank: int)
             while True:
                 yield int(TRAIN_SEEDS[int(torch.randint(len(TRAIN_SEEDS), (1,), generator=g))])
 
-        return world_clips(seeds(), cfg.clip_len, resolution, styles)
+        if cfg.render_workers:
+            return parallel_world_clips(seeds(), cfg.clip_len, resolution, styles, cfg.render_workers,
+                                        looks_per_clip=cfg.looks_per_clip, seed=seed)
+        return world_clips(seeds(), cfg.clip_len, resolution, styles, looks_per_clip=cfg.looks_per_clip, seed=seed)
     return dataset_clips(cfg.source, cfg.clip_len, seed=seed)
 
 
 def training_step(model, raw_model, batch: ClipBatch, cfg: TrainConfig, g: torch.Generator, amp_dtype):
+    if raw_model.cfg.arch == "hourglass":
+        aug = HistoryAugment(own_output_frac=cfg.own_output_frac, drop_group_p=cfg.drop_group_p)
+        return hourglass_loss(model, raw_model, batch, aug, g, amp_dtype, history=cfg.history)
     B, L = batch.target.shape[:2]
     dev = batch.target.device
     keep = {grp: (torch.rand(B, generator=g) >= cfg.drop_group_p) for grp in ("color", "gbuffer")}
@@ -197,7 +217,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
     mcfg = MODELS[cfg.model]()
-    model = CausalDiT(mcfg).to(dev)
+    model = build(mcfg).to(dev)
     if cfg.init:
         from neural_renderer.checkpoint import load_state
 
@@ -224,12 +244,19 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
 
     style_table = style_embeddings()
     styles = cfg.styles or sorted(style_table)
-    pool = ClipPool(cfg.pool, cfg.clip_len, mcfg.resolution, styles, style_table, device=dev)
-    stream = clip_stream(cfg, mcfg.resolution, styles, rank)
+    render_res = cfg.render_resolution or mcfg.resolution
+    pool = ClipPool(cfg.pool, cfg.clip_len, render_res, styles, style_table, device=dev, looks=cfg.looks_per_clip)
+    stream = clip_stream(cfg, render_res, styles, rank)
     t_fill = time.time()
     fill = tqdm(total=cfg.pool, desc="filling clip pool", disable=not (progress and rank == 0))
     while pool.filled < cfg.pool:
-        pool.add(next(stream))
+        if pool.filled >= cfg.batch and cfg.fill_max_s and time.time() - t_fill > cfg.fill_max_s:
+            break  # start training; refreshes fill the rest
+        clip = next(stream)
+        if clip is None:  # parallel rendering: nothing ready yet
+            time.sleep(0.02)
+            continue
+        pool.add(clip)
         fill.update(1)
     fill.close()
     fill_s = time.time() - t_fill
@@ -240,15 +267,23 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     loss_acc = torch.zeros((), device=dev)
     n_acc = 0
     step_times = []
+    clips_added, data_s, first_step = 0, 0.0, step
     while step < cfg.steps:
         if cfg.time_budget_s and _over_budget(elapsed_before + time.time() - t0 > cfg.time_budget_s, world, dev):
             break
         ts = time.time()
         if cfg.refresh_every and step % cfg.refresh_every == 0 and step > 0:
-            pool.add(next(stream))
+            tw = time.time()
+            for _ in range(max(1, cfg.refresh_clips)):
+                clip = next(stream)
+                if clip is None:
+                    break
+                pool.add(clip)
+                clips_added += 1
+            data_s += time.time() - tw
         for pg in opt.param_groups:
-            pg["lr"] = lr_at(step, cfg)
-        batch = pool.sample(cfg.batch, g)
+            pg["lr"] = lr_at(step, cfg, (elapsed_before + time.time() - t0) / cfg.time_budget_s if cfg.time_budget_s else None)
+        batch = pool.sample(cfg.batch, g, crop=cfg.crop)
         loss = training_step(ddp_model, model, batch, cfg, g, amp_dtype)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -275,7 +310,11 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             _save(cfg, mcfg, model, ema_model, opt, step, history, elapsed_before + time.time() - t0, out)
     bar.close()
     elapsed = elapsed_before + time.time() - t0
+    run_s = max(time.time() - t0, 1e-9)
     result = {"steps": step, "elapsed_s": elapsed, "pool_fill_s": fill_s, "final_loss": history[-1][1] if history else None,
+              "steps_per_s": (step - first_step) / run_s,
+              "samples_per_s": (step - first_step) * cfg.batch * cfg.clip_len / run_s,
+              "clips_added": clips_added, "data_share": data_s / run_s,
               "median_step_s": sorted(step_times)[len(step_times) // 2] if step_times else None, "world_size": world,
               "device": str(dev)}
     if rank == 0:

@@ -127,3 +127,18 @@ def error_map(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Per-pixel absolute error, mean over channels, (H, W) float32: what the report's grid shows."""
     a, b = _pair(a, b)
     return np.mean(np.abs(a - b), axis=-1).astype(np.float32)
+
+
+def block_grid(img: np.ndarray, tile: int) -> float:
+    """How visible a tile grid of `tile` pixels is: the mean absolute gradient across tile borders
+    (between pixel k*tile - 1 and k*tile, both axes) over the mean absolute gradient everywhere else.
+    About 1 for a natural image; a model that paints patch by patch shows its grid as > 1."""
+    x = _as_image(img, "img")
+    gx = np.abs(np.diff(x, axis=1)).mean(axis=(0, 2))  # (W-1,): gradient between columns c and c+1
+    gy = np.abs(np.diff(x, axis=0)).mean(axis=(1, 2))  # (H-1,)
+    ratios = []
+    for g in (gx, gy):
+        border = (np.arange(g.size) + 1) % tile == 0
+        if border.any() and (~border).any() and g[~border].mean() > 0:
+            ratios.append(g[border].mean() / g[~border].mean())
+    return float(np.mean(ratios)) if ratios else math.nan

@@ -10,13 +10,15 @@ The result (also the --json file; JSON with Infinity/NaN tokens, which Python's 
   suite, resolution [W, H], renderer, vs, endpoint, steps, output_format, channels, hosts (describe()),
   seconds, sequences [{seed, frames, styles, cache, schedule, resets}],
   systems {name: {summary: {frames, nonfinite_frames, psnr, psnr_min, ssim, warp_error,
+                            block_grid (metrics.block_grid at 8- and 16-pixel tiles, the larger),
+                            looks {look: {psnr, ssim, warp, frames}},
                             drift {window, windows, psnr_windows, warp_windows, last_window,
                                    psnr_last_minus_first, warp_last_over_first},
                             prompt_switch / reset {events, mean_frames, max_frames, settled_psnr},
                             latency {p50_ms, p99_ms, mean_ms, fps, frames,
                                      daemon_render_p50_ms / _p99_ms with --endpoint}   (renderers only)},
                   per_frame: [{seed, psnr [], ssim [], warp [], latency_ms []}]}},
-  headline {name: {psnr, ssim, warp_error, drift_psnr_db, drift_warp_ratio, prompt_switch_frames,
+  headline {name: {psnr, ssim, warp_error, block_grid, drift_psnr_db, drift_warp_ratio, prompt_switch_frames,
                    reset_frames, latency_p50_ms, latency_p99_ms, fps}}
 Ablations: `run_eval("generator:/path/ckpt.safetensors", "quick", steps=2)["headline"]`.
 """
@@ -50,7 +52,7 @@ def _score_run(seq, clip, produce, samples: list[int], bar) -> dict:
     """Feed one sequence through `produce(t, style, prompt, reset) -> (image, seconds|None, timings|None)`."""
     n = len(clip)
     run = {"seed": seq.seed, "psnr": [], "ssim": [], "warp": [], "latency_s": [], "samples": {}, "styles": [],
-           "nonfinite_frames": 0, "daemon_render_ms": []}
+           "nonfinite_frames": 0, "daemon_render_ms": [], "block_grid_8": [], "block_grid_16": []}
     prev, prev_style = None, None
     for t in range(n):
         style = seq.style_at(t)
@@ -64,6 +66,8 @@ def _score_run(seq, clip, produce, samples: list[int], bar) -> dict:
         ref = np.asarray(clip.reference[style][t], np.float32)
         run["psnr"].append(metrics.psnr(img, ref))
         run["ssim"].append(metrics.ssim(img, ref))
+        run["block_grid_8"].append(metrics.block_grid(img, 8))
+        run["block_grid_16"].append(metrics.block_grid(img, 16))
         run["styles"].append(style)
         if prev is None or reset or prompt:  # a cut or a new look is meant to change the picture
             run["warp"].append(math.nan)
@@ -220,7 +224,7 @@ def run_eval(renderer, suite: str | Suite = "quick", *, vs=None, endpoint: str |
 
 
 def _headline(s: dict) -> dict:
-    out = {"psnr": s["psnr"], "ssim": s["ssim"], "warp_error": s["warp_error"],
+    out = {"psnr": s["psnr"], "ssim": s["ssim"], "warp_error": s["warp_error"], "block_grid": s["block_grid"],
            "drift_psnr_db": s["drift"]["psnr_last_minus_first"], "drift_warp_ratio": s["drift"]["warp_last_over_first"],
            "prompt_switch_frames": s["prompt_switch"]["mean_frames"], "reset_frames": s["reset"]["mean_frames"]}
     if "latency" in s:

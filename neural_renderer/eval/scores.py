@@ -67,6 +67,17 @@ def events(switches: list[int], resets: list[int], n: int) -> tuple[list[dict], 
             [{"frame": t, "end": nxt(t)} for t in resets if 0 < t < n])
 
 
+def per_look(runs: list[dict]) -> dict:
+    """PSNR, SSIM and warping error per look shown: an average over looks hides the ones a model loses."""
+    out = {}
+    styles = np.concatenate([r["styles"] for r in runs]) if runs else np.array([])
+    for look in sorted(set(styles.tolist())):
+        m = styles == look
+        out[look] = {k: finite_mean(np.concatenate([r[k] for r in runs])[m]) for k in ("psnr", "ssim", "warp")}
+        out[look]["frames"] = int(m.sum())
+    return out
+
+
 def latency(seconds: list[float]) -> dict:
     if not seconds:
         return {"p50_ms": math.nan, "p99_ms": math.nan, "mean_ms": math.nan, "fps": math.nan, "frames": 0}
@@ -90,6 +101,8 @@ def summarize(runs: list[dict], drift_window: int, timed: bool) -> dict:
         "psnr_min": float(np.min(psnr)),
         "ssim": finite_mean(np.concatenate([r["ssim"] for r in runs])),
         "warp_error": finite_mean(np.concatenate([r["warp"] for r in runs])),
+        "block_grid": max(finite_mean(np.concatenate([r.get(k, []) for r in runs])) for k in ("block_grid_8", "block_grid_16")),
+        "looks": per_look(runs),
         "drift": drift(longest["psnr"], longest["warp"], longest["styles"], drift_window),
         "prompt_switch": {"events": prompt_rec, "mean_frames": agg(prompt_rec, "frames_to_recover", np.mean),
                           "max_frames": agg(prompt_rec, "frames_to_recover", np.max),

@@ -1,0 +1,123 @@
+"""One GPU call of generator training: trains `tiny` and `base` side by side on one GPU (each with its
+own EGL world-rendering worker processes), then streams each trained model over a training seed for a
+sample grid, and times the streamed frame (bf16, CUDA graph, 2 steps) at the serving sizes.
+
+Measures: training steps/s and samples/s, the share of time spent taking rendered clips, final loss,
+per-look PSNR on the sample grid (training seed: progress, not evaluation), ms per frame.
+Writes under OUT: tiny/base checkpoints (EMA, bf16), the grids, train_<model>.json, gpu_train.json.
+
+    python benchmarks/gpu_train.py --out $OUT --budget 380 [--init neural_renderer/checkpoints]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RUNS = {  # model -> TrainConfig overrides
+    "tiny": dict(batch=32, clip_len=4, lr=8e-4, warmup=150, pool=160, refresh_every=1, refresh_clips=4,
+                 looks_per_clip=3, render_workers=int(os.environ.get("TINY_WORKERS", 5)), render_resolution=128, crop=0, steps=100000),
+    "base": dict(batch=8, clip_len=4, lr=5e-4, warmup=150, pool=64, refresh_every=1, refresh_clips=4,
+                 looks_per_clip=2, render_workers=9, render_resolution=512, crop=256, steps=100000),
+}
+
+
+def train_one(model: str, out: Path, budget: float, init: str) -> None:
+    import torch
+
+    torch.set_num_threads(2)
+    from neural_renderer.train import TrainConfig, train
+
+    cfg = TrainConfig(model=model, out=str(out / model), time_budget_s=budget, fill_max_s=45, log_every=50,
+                      ckpt_every=0, init=init, seed=int(time.time()) % 1000, **RUNS[model])
+    print(json.dumps(train(cfg, progress=False)), flush=True)
+
+
+def time_frames(model, sizes, steps=2, frames=60) -> dict:
+    import torch
+
+    from neural_renderer.engine_inputs import COND_CHANNELS
+    from neural_renderer.prompts import style_embeddings
+    from neural_renderer.stream import StreamingSampler
+
+    out = {}
+    for (h, w) in sizes:
+        s = StreamingSampler(model, style_embeddings()["sunny"][0], steps=steps)
+        cond = torch.zeros(1, COND_CHANNELS, h, w, device="cuda")
+        mv = torch.zeros(1, 2, h, w, device="cuda")
+        dis = torch.zeros(1, 1, h, w, device="cuda")
+        for _ in range(8):
+            s.step(cond, None, mv, dis)
+        torch.cuda.synchronize()
+        ms = []
+        for _ in range(frames):
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            s.step(cond, None, mv, dis)
+            b.record()
+            b.synchronize()
+            ms.append(a.elapsed_time(b))
+        ms.sort()
+        out[f"{w}x{h}"] = {"p50_ms": ms[len(ms) // 2], "p99_ms": ms[int(len(ms) * 0.99) - 1], "graph": s.graph is not None}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--budget", type=float, default=380)
+    ap.add_argument("--init", default="", help="folder with tiny.json/base.json to continue from")
+    ap.add_argument("--models", default="tiny,base")
+    ap.add_argument("--child", default="")
+    a = ap.parse_args()
+    out = Path(a.out)
+    if a.child:
+        init = str(Path(a.init) / f"{a.child}.json") if a.init and (Path(a.init) / f"{a.child}.json").is_file() else ""
+        train_one(a.child, out, a.budget, init)
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    models = a.models.split(",")
+    procs = {}
+    for m in models:
+        log = open(out / f"train_{m}.log", "w")
+        procs[m] = subprocess.Popen([sys.executable, __file__, "--out", str(out), "--budget", str(a.budget),
+                                     "--init", a.init, "--child", m], stdout=log, stderr=subprocess.STDOUT,
+                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    t0 = time.time()
+    while any(p.poll() is None for p in procs.values()):
+        time.sleep(15)
+        print(f"[{time.time() - t0:.0f}s] " + " | ".join(
+            f"{m}: {(out / f'train_{m}.log').read_text()[-160:].splitlines()[-1] if (out / f'train_{m}.log').stat().st_size else ''}"
+            for m in models), flush=True)
+    report = {"train_s": time.time() - t0, "returncodes": {m: p.returncode for m, p in procs.items()}}
+
+    import torch
+
+    from demos.gl import create_context
+    from neural_renderer.checkpoint import load_model
+    from neural_renderer.samples import sample_grid
+
+    ctx = create_context(headless=True)
+    sizes = {"tiny": [(128, 128), (256, 256)], "base": [(512, 512), (720, 1280)]}
+    for m in models:
+        res = out / m / "train_result.json"
+        if not res.is_file():
+            continue
+        report[m] = {"train": json.loads(res.read_text())}
+        dev = "cuda" if torch.cuda.is_available() else "cpu"
+        model = load_model(out / m / f"{m}.json", device=dev, dtype=torch.float32)
+        report[m]["grid_psnr_train_seed"] = sample_grid(model, out / f"grid_{m}.png", seed=7,
+                                                        size=128 if m == "tiny" else 256, frames=24, ctx=ctx)
+        if dev == "cuda":
+            model = load_model(out / m / f"{m}.json", device=dev, dtype=torch.bfloat16)
+            report[m]["frame_ms_bf16_2steps"] = time_frames(model, sizes[m])
+        print(m, json.dumps(report[m]), flush=True)
+    (out / "gpu_train.json").write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
