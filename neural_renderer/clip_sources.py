@@ -98,6 +98,9 @@ def _render_job(job: tuple) -> list[RawClip]:
     from demos.gl import create_context
 
     if _WORKER_CTX is None:  # one GL context per worker process, kept for all its jobs
+        import os
+
+        os.nice(10)  # rendering fills the pool in the background; the training step comes first
         _WORKER_CTX = create_context(headless=True)
     seed, length, resolution, looks, clips_per_seed = job
     return render_seed_clips(seed, length, resolution, looks, clips_per_seed, ctx=_WORKER_CTX)
