@@ -319,7 +319,7 @@ class MegakernelStep:
     def __init__(self, model, batch: int = 1, block_m: int = 64, block_k: int = 64, attn_block_n: int = 64,
                  att_split: int = 2, num_warps: int = 4, n_programs: int | None = None, max_spin: int = 1 << 20,
                  prefetch=None):
-        from neural_renderer.engine_inputs import COND_CHANNELS, MATERIAL_CHANNEL
+        from neural_renderer.model.inputs import COND_CHANNELS, MATERIAL_CHANNEL
 
         self.model, self.cfg = model, model.cfg
         c = self.cfg

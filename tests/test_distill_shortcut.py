@@ -6,8 +6,9 @@ import json
 import pytest
 import torch
 
-from neural_renderer.distill import _masked_shortcut_target, shortcut_target, step_sizes, velocity
-from neural_renderer.model import CausalDiT, micro
+from neural_renderer.training.distill import _masked_shortcut_target, shortcut_target, step_sizes, velocity
+from neural_renderer.model.dit import CausalDiT
+from neural_renderer.model.registry import micro
 
 
 @pytest.fixture
@@ -78,15 +79,15 @@ def test_cli_rejects_bad_finest(tmp_path):
     from neural_renderer.cli import main
 
     with pytest.raises(SystemExit, match="power of two"):
-        main(["distill", "--teacher", str(tmp_path / "x.json"), "--finest", "24"])
+        main(["distill", "--from", str(tmp_path / "x.json"), "--finest", "24"])
     with pytest.raises(SystemExit, match="sc-frac"):
-        main(["distill", "--teacher", str(tmp_path / "x.json"), "--sc-frac", "1.5"])
+        main(["distill", "--from", str(tmp_path / "x.json"), "--sc-frac", "1.5"])
 
 
 def _random_teacher(path):
     """A micro model with every layer filled (the zero-initialised ones too), so predictions depend on
     the input and 1, 2 and 32 steps give different frames; not a shortcut model."""
-    from neural_renderer.checkpoint import save_checkpoint
+    from neural_renderer.model.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     m = CausalDiT(micro())
@@ -98,14 +99,14 @@ def _random_teacher(path):
 
 
 def test_distill_run_lowers_self_consistency_loss(tmp_path, one_thread, capsys):
-    from neural_renderer.checkpoint import load_model
+    from neural_renderer.model.checkpoint import load_model
     from neural_renderer.cli import main
 
     teacher = _random_teacher(tmp_path / "teacher" / "micro")
     out = tmp_path / "out"
     # --ema 1 freezes the target model at the teacher, so the targets are fixed and the loss on
     # held-out fixed clips must fall; --sc-frac 1: every clip gets self-consistency targets
-    rc = main(["distill", "--teacher", str(teacher), "--out", str(out), "--data", "synthetic", "--steps", "60",
+    rc = main(["distill", "--from", str(teacher), "--out", str(out), "--data", "synthetic", "--steps", "60",
                "--batch", "4", "--clip-len", "3", "--pool", "4", "--warmup", "3", "--lr", "1e-3", "--sc-frac", "1",
                "--ema", "1", "--recommended-steps", "4", "--log-every", "10", "--no-progress"])
     assert rc == 0
@@ -132,7 +133,7 @@ def test_distill_run_lowers_self_consistency_loss(tmp_path, one_thread, capsys):
 def test_shipped_shortcut_checkpoint_loads_as_a_shortcut_model():
     """The committed `tiny-shortcut` (the H100 run in benchmarks/RESULTS.md) resolves by name, is marked a
     shortcut model with its recommended steps, and its step-size embedding differs from the teacher's."""
-    from neural_renderer.checkpoint import load_model, load_state
+    from neural_renderer.model.checkpoint import load_model, load_state
 
     cfg, state, meta = load_state("tiny-shortcut")
     assert cfg.shortcut and cfg.steps == meta["recommended_steps"] == 2
@@ -143,7 +144,7 @@ def test_shipped_shortcut_checkpoint_loads_as_a_shortcut_model():
     assert not torch.equal(state["d_embed.mlp.2.weight"], teacher_state["d_embed.mlp.2.weight"])
 
 
-@pytest.mark.parametrize("cmd,flag", [("distill", "--teacher"), ("prune", "--source")])
+@pytest.mark.parametrize("cmd,flag", [("distill", "--from"), ("prune", "--from")])
 def test_cli_names_a_missing_checkpoint(tmp_path, cmd, flag):
     from neural_renderer.cli import main
 
@@ -159,10 +160,10 @@ def test_recovery_loss_parts():
     true frames; the total is match_weight * match + flow."""
     import copy
 
-    from neural_renderer.clip_sources import ClipBatch
-    from neural_renderer.distill import NoisyClips, recovery_loss
-    from neural_renderer.engine_inputs import COND_CHANNELS
-    from neural_renderer.flow import add_noise
+    from neural_renderer.training.clip_sources import ClipBatch
+    from neural_renderer.training.distill import NoisyClips, recovery_loss
+    from neural_renderer.model.inputs import COND_CHANNELS
+    from neural_renderer.model.flow import add_noise
 
     torch.manual_seed(0)
     teacher = CausalDiT(micro())

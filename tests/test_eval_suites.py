@@ -2,7 +2,7 @@
 import pytest
 
 from demos.seeds import is_eval_seed
-from demos.styles import STYLES
+from bridge.styles import STYLES
 from neural_renderer.eval.suites import SUITES, get_suite
 
 

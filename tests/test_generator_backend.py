@@ -6,9 +6,10 @@ import torch
 
 from bridge.backends import FrameInputs, SessionSpec, UnsupportedSpec, create_renderer
 from bridge.channels import ACTION_DIM, OUTPUT_FORMATS
-from neural_renderer.backend import GeneratorRenderer
-from neural_renderer.checkpoint import save_checkpoint
-from neural_renderer.model import CausalDiT, MODELS
+from neural_renderer.serving.renderer import GeneratorRenderer
+from neural_renderer.model.checkpoint import save_checkpoint
+from neural_renderer.model.dit import CausalDiT
+from neural_renderer.model.registry import MODELS
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +89,7 @@ def test_deterministic_reset_and_inputs_matter(ckpt):
 
 
 def test_prompt_change_takes_effect(ckpt):
-    from demos.styles import STYLES
+    from bridge.styles import STYLES
 
     r = GeneratorRenderer(str(ckpt), device="cpu")
     px = [pixels(24, 40, i) for i in range(4)]

@@ -3,8 +3,8 @@ Hugging Face's `kernels`, which transformers probes for: field-notes 10), reprod
 table the trainer reads, and places paraphrases of a look nearer each other than other looks."""
 import torch
 
-from demos.styles import STYLES
-from neural_renderer.prompts import PromptEncoder, encode_prompt, load_table, lookup, style_embeddings
+from bridge.styles import STYLES
+from neural_renderer.serving.prompts import PromptEncoder, encode_prompt, load_table, lookup, style_embeddings
 
 
 def test_encoder_loads_and_matches_committed_table():

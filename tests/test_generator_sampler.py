@@ -2,10 +2,11 @@
 ablation, prompt re-caching, and no host reads inside step()."""
 import torch
 
-from neural_renderer.flow import add_noise, euler_step, schedule
-from neural_renderer.generator import Generator
-from neural_renderer.kv_cache import KVCache
-from neural_renderer.model import CausalDiT, GeneratorConfig
+from neural_renderer.model.flow import add_noise, euler_step, schedule
+from neural_renderer.serving.generator import Generator
+from neural_renderer.model.kv_cache import KVCache
+from neural_renderer.model.dit import CausalDiT
+from neural_renderer.model.registry import GeneratorConfig
 
 CFG = GeneratorConfig("s", resolution=16, patch=8, dim=64, depth=2, heads=1, window=2, sinks=1, steps=2)
 

@@ -5,18 +5,15 @@ import numpy as np
 import pytest
 import torch
 
-from demos.styles import STYLES
-from neural_renderer.checkpoint import SHIPPED_DIR, load_model, load_state
-from neural_renderer.engine_inputs import engine_to_cond, model_to_image
-from neural_renderer.generator import Generator
-from neural_renderer.prompts import lookup
+from bridge.styles import STYLES
+from neural_renderer.model.checkpoint import SHIPPED_DIR, load_model, load_state
+from neural_renderer.model.inputs import engine_to_cond, model_to_image
+from neural_renderer.serving.generator import Generator
+from neural_renderer.eval.metrics import psnr
+from neural_renderer.serving.prompts import lookup
 
 LOOKS = ("sunny", "night", "foggy")
 EVAL_SEED = 1_000_002  # an evaluation seed: never in training (demos.seeds)
-
-
-def psnr(a, b) -> float:
-    return float(10 * np.log10(1.0 / np.mean((np.asarray(a, np.float64) - b) ** 2)))
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,9 @@ context rule is the same in both, the adaLN-Zero init is a zero map, and the reg
 import pytest
 import torch
 
-from neural_renderer.kv_cache import KVCache
-from neural_renderer.model import MODELS, CausalDiT, GeneratorConfig, build
+from neural_renderer.model.kv_cache import KVCache
+from neural_renderer.model.dit import CausalDiT
+from neural_renderer.model.registry import MODELS, GeneratorConfig, build
 
 CFGS = [
     GeneratorConfig("t1", resolution=32, patch=8, dim=64, depth=2, heads=1, window=2, sinks=1),
@@ -27,7 +28,7 @@ def randomised(cfg: GeneratorConfig, seed: int = 0) -> CausalDiT:
 def inputs(cfg, B, L, seed=1):
     g = torch.Generator().manual_seed(seed)
     R = cfg.resolution
-    from neural_renderer.engine_inputs import COND_CHANNELS, MATERIAL_CHANNEL
+    from neural_renderer.model.inputs import COND_CHANNELS, MATERIAL_CHANNEL
     cond = torch.randn(B, L, COND_CHANNELS, R, R, generator=g)
     cond[:, :, MATERIAL_CHANNEL] = torch.randint(0, 32, (B, L, R, R), generator=g).float()
     return (torch.randn(B, L, 3, R, R, generator=g), cond, torch.rand(B, L, generator=g),
@@ -122,6 +123,6 @@ def test_registry_sizes():
 
 def test_cli_choices_are_the_registry():
     """train_cmd keeps its choices torch-free for a fast --help; they must be exactly the registry."""
-    from neural_renderer.train_cmd import MODEL_CHOICES
+    from neural_renderer.commands.train import MODEL_CHOICES
 
     assert tuple(MODEL_CHOICES) == tuple(MODELS)

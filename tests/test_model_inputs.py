@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from neural_renderer.engine_inputs import (COND_CHANNELS, GROUP_FLAG, MATERIAL_CHANNEL, PLANES, blank_cond,
+from neural_renderer.model.inputs import (COND_CHANNELS, GROUP_FLAG, MATERIAL_CHANNEL, PLANES, blank_cond,
                                            drop_groups, engine_to_cond, image_to_model, model_to_image)
 
 

@@ -1,4 +1,4 @@
-"""DDP of `neural_renderer.train` across two CPU processes (torchrun, gloo), checked from the outside:
+"""DDP of `neural_renderer.training.train` across two CPU processes (torchrun, gloo), checked from the outside:
 rank 0 alone writes the checkpoint (once), both ranks end with bit-identical weights (gradients were
 all-reduced), the ranks trained on different data (per-rank streams seeded apart), and the logged
 loss is the mean over ranks.
@@ -16,14 +16,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from bridge.workers import MULTI_GPU_ENV
+from bridge.gpu_env import MULTI_GPU_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 3
 
 RANK_SCRIPT = """
 import os, sys, torch
-import neural_renderer.train as T
+import neural_renderer.training.train as T
 out, record = sys.argv[1], sys.argv[2]
 rank = int(os.environ["RANK"])
 models, saves, losses = [], [], []
@@ -36,14 +36,14 @@ class Recorded(T.CausalDiT):  # the trained model of this rank (the EMA copy is 
 
 _save, _step = T._save, T.training_step
 def save(*a, **k):
-    saves.append(a[5])  # the step it saves at
+    saves.append(a[5].step)  # the step it saves at (a[5] is the loop state)
     return _save(*a, **k)
 def step(*a, **k):
     loss = _step(*a, **k)
     losses.append(float(loss))
     return loss
 T.CausalDiT, T._save, T.training_step = Recorded, save, step
-cfg = T.TrainConfig(model="micro", out=out, source="synthetic", steps=%d, batch=2, clip_len=3, pool=4,
+cfg = T.TrainConfig(model="micro", out=out, data="synthetic", steps=%d, batch=2, clip_len=3, pool=4,
                     refresh_every=0, log_every=1, ckpt_every=0, styles=["sunny"])
 result = T.train(cfg, progress=False)
 m = models[0]

@@ -9,8 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from neural_renderer.model import CausalDiT, GeneratorConfig
-from neural_renderer.prune import (TILE, PrunePlan, Scores, UnitMask, apply_plan, block_scores, head_rows, masked,
+from neural_renderer.model.dit import CausalDiT
+from neural_renderer.model.registry import GeneratorConfig
+from neural_renderer.training.prune import (TILE, PrunePlan, Scores, UnitMask, apply_plan, block_scores, head_rows, masked,
                                    plan_prune, taylor_scores)
 
 CFG = GeneratorConfig("p3", resolution=16, patch=4, dim=128, depth=3, heads=2, window=1, sinks=1)
@@ -35,7 +36,7 @@ def randomised(cfg=CFG, seed=0) -> CausalDiT:
 
 
 def inputs(cfg=CFG, B=2, L=3, seed=1):
-    from neural_renderer.engine_inputs import COND_CHANNELS, MATERIAL_CHANNEL
+    from neural_renderer.model.inputs import COND_CHANNELS, MATERIAL_CHANNEL
 
     g = torch.Generator().manual_seed(seed)
     R = cfg.resolution
@@ -158,7 +159,7 @@ def test_idle_block_scores_zero_and_is_removed_first():
 def test_pruned_checkpoint_loads_through_generator_spec(tmp_path):
     from bridge.backends import FrameInputs, SessionSpec, create_renderer
     from bridge.channels import ACTION_DIM
-    from neural_renderer.checkpoint import save_checkpoint
+    from neural_renderer.model.checkpoint import save_checkpoint
 
     cfg = GeneratorConfig("p3", resolution=32, patch=8, dim=128, depth=3, heads=2, window=1, sinks=1)
     m = randomised(cfg)
@@ -186,13 +187,13 @@ def test_pruned_checkpoint_loads_through_generator_spec(tmp_path):
 def test_prune_command_end_to_end(tmp_path, one_thread):
     """Score on synthetic clips, drop a block and half the MLP, recover by output matching: the
     held-out prediction gap to the unpruned model shrinks, and the result is a loadable checkpoint."""
-    from neural_renderer.checkpoint import load_model, save_checkpoint
+    from neural_renderer.model.checkpoint import load_model, save_checkpoint
     from neural_renderer.cli import main
 
     cfg = GeneratorConfig("m3", resolution=16, patch=4, dim=64, depth=3, heads=1, window=1, sinks=1)
     src = save_checkpoint(randomised(cfg).state_dict(), cfg, tmp_path / "src" / "m3", dtype=torch.float32)
     out = tmp_path / "out"
-    rc = main(["prune", "--source", str(src), "--out", str(out), "--data", "synthetic", "--drop-blocks", "1",
+    rc = main(["prune", "--from", str(src), "--out", str(out), "--data", "synthetic", "--drop-blocks", "1",
                "--mlp-ratio", "2", "--score-batches", "2", "--steps", "40", "--batch", "4", "--clip-len", "3",
                "--pool", "4", "--lr", "1e-3", "--warmup", "3", "--match-weight", "20", "--log-every", "10", "--no-progress"])
     assert rc == 0
@@ -209,11 +210,11 @@ def test_prune_command_end_to_end(tmp_path, one_thread):
 
 
 def test_prune_command_rejects_impossible_plan(tmp_path):
-    from neural_renderer.checkpoint import save_checkpoint
+    from neural_renderer.model.checkpoint import save_checkpoint
     from neural_renderer.cli import main
 
     cfg = GeneratorConfig("m2", resolution=16, patch=4, dim=64, depth=2, heads=1, window=1, sinks=1)
     src = save_checkpoint(randomised(cfg).state_dict(), cfg, tmp_path / "m2", dtype=torch.float32)
     with pytest.raises(SystemExit, match="drop_blocks"):
-        main(["prune", "--source", str(src), "--out", str(tmp_path / "o"), "--data", "synthetic", "--drop-blocks", "2",
+        main(["prune", "--from", str(src), "--out", str(tmp_path / "o"), "--data", "synthetic", "--drop-blocks", "2",
               "--pool", "2", "--clip-len", "2", "--score-batches", "1", "--no-progress"])

@@ -9,15 +9,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from neural_renderer import checkpoint
-from neural_renderer.model import CausalDiT, build
-from neural_renderer.train import TrainConfig, blur, frame_levels, history_augment, train
+from neural_renderer.model import checkpoint
+from neural_renderer.model.dit import CausalDiT
+from neural_renderer.model.registry import build
+from neural_renderer.training.train import TrainConfig, blur, frame_levels, history_augment, train
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def micro_cfg(tmp_path, **kw):
-    base = dict(model="micro", out=str(tmp_path / "run"), source="synthetic", steps=40, batch=4, clip_len=4,
+    base = dict(model="micro", out=str(tmp_path / "run"), data="synthetic", steps=40, batch=4, clip_len=4,
                 pool=8, refresh_every=0, lr=2e-3, warmup=5, log_every=10, ckpt_every=0, styles=["sunny", "night"])
     base.update(kw)
     return TrainConfig(**base)
@@ -91,9 +92,9 @@ def test_checkpoint_shards_round_trip(tmp_path, monkeypatch):
 
 DDP_SCRIPT = """
 import sys, torch, torch.distributed as dist
-from neural_renderer.train import TrainConfig, train
+from neural_renderer.training.train import TrainConfig, train
 out = sys.argv[1]
-cfg = TrainConfig(model="micro", out=out, source="synthetic", steps=4, batch=2, clip_len=3, pool=4,
+cfg = TrainConfig(model="micro", out=out, data="synthetic", steps=4, batch=2, clip_len=3, pool=4,
                   refresh_every=0, log_every=2, ckpt_every=0, styles=["sunny"], time_budget_s=1e6)
 train(cfg, progress=False)
 """

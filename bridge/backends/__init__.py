@@ -7,7 +7,7 @@ backends need no locking. `open_session` raises `UnsupportedSpec` for a spec it 
 spec strings:
   passthrough                            the engine color (or a shading of the G-buffer) back
   generator | generator:tiny | generator:base | generator:/path/ckpt.safetensors
-                                         neural_renderer.backend.GeneratorRenderer(arg, **options)
+                                         neural_renderer.serving.renderer.GeneratorRenderer(arg, **options)
 """
 from __future__ import annotations
 
@@ -75,13 +75,13 @@ class RendererSession(abc.ABC):
 
 def _generator(arg: str | None, **options) -> Renderer:
     try:
-        mod = importlib.import_module("neural_renderer.backend")
+        mod = importlib.import_module("neural_renderer.serving.renderer")
     except ModuleNotFoundError as e:
-        raise BackendUnavailable(f"backend 'generator' needs neural_renderer.backend, which cannot be "
+        raise BackendUnavailable(f"backend 'generator' needs neural_renderer.serving.renderer, which cannot be "
                                  f"imported ({e}); use --backend passthrough") from e
     cls = getattr(mod, "GeneratorRenderer", None)
     if cls is None:
-        raise BackendUnavailable("neural_renderer.backend has no GeneratorRenderer")
+        raise BackendUnavailable("neural_renderer.serving.renderer has no GeneratorRenderer")
     return cls(arg, **options)
 
 
@@ -95,7 +95,7 @@ def _passthrough(arg: str | None, **options) -> Renderer:
 BACKENDS = {"passthrough": _passthrough, "generator": _generator}
 
 # What `neurender serve` (and so `neurender demo`) runs when no --backend is given: the shipped
-# generator (base on a CUDA GPU, tiny otherwise; see neural_renderer/backend.py).
+# generator (base on a CUDA GPU, tiny otherwise; see neural_renderer/serving/renderer.py).
 DEFAULT_BACKEND = "generator"
 
 

@@ -29,7 +29,7 @@ class SequencePlan:
 
 def check_split_seeds(seeds, split: str) -> None:
     """Training data holds training seeds only; an eval cache holds evaluation seeds only."""
-    from demos.seeds import TRAIN_SEEDS, is_eval_seed
+    from neural_renderer.data.world import TRAIN_SEEDS, is_eval_seed
 
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
