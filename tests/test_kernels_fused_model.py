@@ -1,6 +1,6 @@
 """FusedStep (the fused Triton ops assembled from a CausalDiT's weights) against the model's own
 PyTorch `forward_frame`, including the keys/values it writes into the cache's current slot."""
-import tests.kernels_helpers as H  # noqa: F401  (sets TRITON_INTERPRET before triton is imported)
+import _kernels_helpers as H  # noqa: F401  (sets TRITON_INTERPRET before triton is imported)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -2,7 +2,7 @@
 forward_frame (CPU interpreter, one program runs the task list in order), generation counters across
 launches without any reset, a missing arrive ends in the error flag rather than a hang, the
 co-residency refusal, and backend selection on CPU."""
-import tests.kernels_helpers as H  # noqa: F401  (sets TRITON_INTERPRET before triton is imported)
+import _kernels_helpers as H  # noqa: F401  (sets TRITON_INTERPRET before triton is imported)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

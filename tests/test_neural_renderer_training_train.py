@@ -1,5 +1,6 @@
 """Training: loss falls on learnable data, history augmentation does what it says, checkpoints
 round-trip (sharded too), resume continues, and a 2-process torchrun (gloo) keeps ranks in sync."""
+import itertools
 import json
 import os
 import subprocess
@@ -12,7 +13,8 @@ import torch
 from neural_renderer.model import checkpoint
 from neural_renderer.model.dit import CausalDiT
 from neural_renderer.model.registry import build
-from neural_renderer.training.train import TrainConfig, blur, frame_levels, history_augment, train
+from neural_renderer.training.config import TrainConfig
+from neural_renderer.training.train import blur, frame_levels, history_augment, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,7 +36,29 @@ def test_loss_falls_and_checkpoint_is_written(tmp_path):
     assert (tmp_path / "run" / "loss.png").stat().st_size > 1000
     m = checkpoint.load_model(tmp_path / "run" / "micro.json")
     assert m.cfg.name == "micro"
-    assert any(torch.count_nonzero(b.adaLN_modulation[-1].weight) > 0 for b in m.blocks)  # it learned
+    # it learned: on held-out synthetic clips the saved weights predict the clean frames better than the
+    # weights the run started from (train seeds torch with cfg.seed before building the model)
+    torch.manual_seed(cfg.seed)
+    start = CausalDiT(m.cfg)
+    assert held_out_loss(m) < 0.8 * held_out_loss(start)
+
+
+def held_out_loss(model) -> float:
+    from neural_renderer.model.flow import add_noise
+    from neural_renderer.serving.prompts import style_embeddings
+    from neural_renderer.training.clip_sources import ClipPool, synthetic_clips
+
+    styles = ["sunny", "night"]
+    pool = ClipPool(4, 4, model.cfg.resolution, styles, style_embeddings(), device="cpu")
+    for clip in itertools.islice(synthetic_clips(4, model.cfg.resolution, styles, seed=4242), 4):
+        pool.add(clip)
+    g = torch.Generator().manual_seed(0)
+    batch = pool.sample(4, g)
+    t = torch.full(batch.target.shape[:2], 0.6)
+    x_t = add_noise(batch.target, torch.randn(batch.target.shape, generator=g), t)
+    with torch.no_grad():
+        pred = model(x_t, batch.cond, t, torch.zeros_like(t), batch.action, batch.prompt)
+    return float(((pred - batch.target) ** 2).mean())
 
 
 def test_resume_continues_from_saved_state(tmp_path):

@@ -3,7 +3,7 @@
 Tolerance (DEVELOPERS.md): |kernel - fp32_ref| <= 2 * |torch_same_dtype - fp32_ref| + atol, in max norm.
 Shapes include sizes that are not tile multiples (masking) and batch > 1 (per-batch modulation).
 """
-import tests.kernels_helpers as H  # noqa: F401  (sets TRITON_INTERPRET before triton is imported)
+import _kernels_helpers as H  # noqa: F401  (sets TRITON_INTERPRET before triton is imported)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

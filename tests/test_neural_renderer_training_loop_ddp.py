@@ -59,7 +59,7 @@ def test_two_process_gloo_ddp_one_checkpoint_synced_weights_distinct_data(tmp_pa
     record.mkdir()
     env = {**os.environ, **MULTI_GPU_ENV, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     # --max-restarts 1: gloo's start-up on a loaded 2-core machine has aborted once before any output
-    # (tests/test_train_loop.py); torchrun then restarts the whole group, so every assertion below still holds.
+    # (tests/test_neural_renderer_training_train.py); torchrun then restarts the whole group, so every assertion below still holds.
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "--max-restarts", "1",
            str(script), str(out), str(record)]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=230, cwd=tmp_path)

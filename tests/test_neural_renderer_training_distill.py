@@ -11,14 +11,6 @@ from neural_renderer.model.dit import CausalDiT
 from neural_renderer.model.registry import micro
 
 
-@pytest.fixture
-def one_thread():
-    # the CI machine has 2 cores; intra-op threads of tiny matmuls only fight each other
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def test_shortcut_target_by_hand():
     # a linear "model": x0_hat = 0.5 x + 0.2 t + 0.4 d. From x = 1, t = 0.5, d = 0.25:

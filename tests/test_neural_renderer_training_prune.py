@@ -17,13 +17,6 @@ from neural_renderer.training.prune import (TILE, PrunePlan, Scores, UnitMask, a
 CFG = GeneratorConfig("p3", resolution=16, patch=4, dim=128, depth=3, heads=2, window=1, sinks=1)
 
 
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def randomised(cfg=CFG, seed=0) -> CausalDiT:
     torch.manual_seed(seed)
