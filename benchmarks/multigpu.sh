@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 9 on a machine with two GPUs (nvidia-h200-x2), from the repo root:
+# Multi-GPU serving and DDP training on a machine with two GPUs (nvidia-h200-x2), from the repo root:
 #
 #   bash benchmarks/multigpu.sh [OUT_DIR]        (default OUT_DIR: benchmarks/results)
 #

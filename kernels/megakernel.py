@@ -33,8 +33,8 @@ where Triton supports it, which errors instead of hanging). Every spin is also b
 self-check reads that flag.
 
 While the current tile computes, the weight tile of the task grabbed next is prefetched into L2
-(`prefetch.global.L2`, GPU only), the part of the Hazy/Mirage recipe that actually buys time
-(field-notes section 5).
+(`prefetch.global.L2`, GPU only), the part of the Hazy/Mirage megakernel recipe that actually buys
+time.
 """
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Which implementation of a denoising step runs on a device, decided once and reported by the HUD
+"""The one way the serving code gets a fast denoising step: `fast_step(model, backend)`.
+
+Which implementation of a denoising step runs on a device, decided once and reported by the HUD
 and `neurender serve`:
 
     "megakernel"  Hopper (sm_90) GPU where the megakernel passes its self-check
@@ -82,3 +84,12 @@ def build_step(model, backend: str, batch: int = 1):
 
         return MegakernelStep(model, batch=batch)
     raise ValueError(f"unknown backend {backend!r} (eager, fused, megakernel)")
+
+
+def fast_step(model, backend: str = "eager", batch: int = 1) -> tuple[str, object]:
+    """(backend name, step) for the serving code: `step` has CausalDiT.forward_frame's contract.
+    backend "auto" picks with `select_backend` for the model's device. A non-eager step keeps keys
+    in kernel layout in the cache it is given, so one run must use it for every forward."""
+    if backend == "auto":
+        backend = select_backend(next(model.parameters()).device)
+    return backend, build_step(model, backend, batch=batch)

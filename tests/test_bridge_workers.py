@@ -1,4 +1,4 @@
-"""One daemon, several render worker processes (issue 9), on CPU: real worker processes started with
+"""One daemon, several render worker processes, on CPU: real worker processes started with
 spawn, real ZeroMQ sockets (inproc:// between test and daemon), real shared-memory files mapped by the
 workers. Placement on the least-loaded worker, exact pixels through both transports, a worker killed
 with SIGKILL (only its sessions get `worker_lost`, the others go on, the worker comes back), typed

@@ -1,6 +1,6 @@
 """Each fused op against its plain PyTorch reference, over a grid of shapes, under TRITON_INTERPRET.
 
-Tolerance (DEVELOPERS.md): |kernel - fp32_ref| <= 2 * |torch_same_dtype - fp32_ref| + atol, in max norm.
+Tolerance (kernels.selfcheck.tolerance): |kernel - fp32_ref| <= 2 * |torch_same_dtype - fp32_ref| + atol, in max norm.
 Shapes include sizes that are not tile multiples (masking) and batch > 1 (per-batch modulation).
 """
 import _kernels_helpers as H  # noqa: F401  (sets TRITON_INTERPRET before triton is imported)
@@ -166,7 +166,7 @@ def test_bad_inputs_raise_clear_errors():
 
 
 def test_hf_kernels_probe_ignores_this_package():
-    """field-notes section 10: `kernels` is also Hugging Face's package name; transformers must not
+    """`kernels` is also Hugging Face's package name; transformers must not
     mistake ours for it (it would import hub-kernel symbols from it and break the prompt encoder)."""
     import importlib.util
 

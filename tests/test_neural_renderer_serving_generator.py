@@ -1,5 +1,6 @@
 """The streaming sampler: Euler/x-prediction arithmetic, determinism by seed, reset, the per-frame
 ablation, prompt re-caching, and no host reads inside step()."""
+import pytest
 import torch
 
 from neural_renderer.model.flow import add_noise, euler_step, schedule
@@ -105,3 +106,28 @@ def test_step_reads_nothing_back_to_the_host(monkeypatch):
     monkeypatch.setattr(torch.Tensor, "__bool__", forbidden)
     for ci in c:
         gen.step(ci)
+
+
+def test_every_forward_goes_through_the_step_from_the_step_builder():
+    """2 Euler steps + 1 cache write per frame: 3 calls a frame through the one step the generator was
+    given, and the frames equal those of the model's own forward (the eager step is that forward)."""
+    from kernels.step_builder import fast_step
+
+    m = model()
+    name, step = fast_step(m, "eager")
+    assert name == "eager" and step == m.forward_frame
+    calls = []
+
+    def counting(*args):
+        calls.append(args[2].tolist())  # the noise level of this forward
+        return step(*args)
+
+    prompt = torch.randn(384)
+    ours = Generator(m, prompt, seed=5, cuda_graph=False, step=counting)
+    plain = Generator(m, prompt, seed=5, cuda_graph=False)
+    c = conds(3)
+    for i in range(3):
+        torch.testing.assert_close(ours.step(c[i]), plain.step(c[i]), atol=0, rtol=0)
+    assert len(calls) == 9
+    assert calls[:2] == [[1.0], [0.5]]  # the levels of schedule(2)
+    assert calls[2] == [pytest.approx(CFG.context_noise)]  # then the cache write at the context level

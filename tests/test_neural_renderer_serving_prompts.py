@@ -1,5 +1,5 @@
 """The real prompt encoder loads with this project installed (our top-level `kernels` package shadows
-Hugging Face's `kernels`, which transformers probes for: field-notes 10), reproduces the committed
+Hugging Face's `kernels`, which transformers probes for), reproduces the committed
 table the trainer reads, and places paraphrases of a look nearer each other than other looks."""
 import torch
 

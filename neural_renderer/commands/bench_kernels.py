@@ -44,7 +44,7 @@ def bench_configs():
 
     return {
         "base": MODELS["base"](),
-        # 1024 current tokens attending to 3 x 1024 cached keys (+ their own), as field-notes section 5
+        # 1024 current tokens attending to 3 x 1024 cached keys (+ their own): a large deployment shape
         "d512x12": GeneratorConfig("d512x12", resolution=512, patch=16, dim=512, depth=12, heads=8, window=2, sinks=1),
         "d768x16": GeneratorConfig("d768x16", resolution=512, patch=16, dim=768, depth=16, heads=12, window=2,
                                    sinks=1),

@@ -105,7 +105,7 @@ def warp_previous(prev: np.ndarray, motion: np.ndarray) -> tuple[np.ndarray, np.
 
 def warping_error(prev: np.ndarray, cur: np.ndarray, motion: np.ndarray,
                   disocclusion: np.ndarray | None = None) -> float:
-    """Field-notes section 7 for one frame pair, with exact engine motion instead of estimated flow.
+    """The warping error (temporal stability) of one frame pair, with exact engine motion instead of estimated flow.
 
     E_t = sum_i M(i) * ||cur(i) - warp(prev)(i)||^2 / sum_i M(i): the squared L2 norm over colour
     channels, averaged over the pixels M marks valid (not disoccluded, and their previous position

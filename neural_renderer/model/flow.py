@@ -1,4 +1,4 @@
-"""Flow matching with x-prediction (field-notes 2b): the network predicts the clean frame, the sampler
+"""Flow matching with x-prediction: the network predicts the clean frame, the sampler
 derives the velocity from it.
 
 Convention: x_t = (1 - t) * x0 + t * noise, t = 1 is pure noise, t = 0 is the clean frame.

@@ -21,8 +21,11 @@ from neural_renderer.model.dit import CausalDiT
 
 class Generator:
     def __init__(self, model: CausalDiT, prompt: torch.Tensor, steps: int | None = None, seed: int = 0,
-                 batch: int = 1, use_context: bool = True, cuda_graph: bool | None = None):
+                 batch: int = 1, use_context: bool = True, cuda_graph: bool | None = None, step=None):
         self.model = model.eval()
+        # every forward of a run (denoising and cache writes) goes through one step implementation:
+        # the model's own, or one from kernels.step_builder (whose cache layout is its own)
+        self.forward = step or model.forward_frame
         p = next(model.parameters())
         self.device, self.dtype = p.device, p.dtype
         self.cfg = model.cfg
@@ -63,7 +66,7 @@ class Generator:
             self._write(x_ctx, cond, action)
 
     def _write(self, x_ctx, cond, action) -> None:
-        self.model.forward_frame(x_ctx, cond, self.t_ctx, self.zero_d, action, self.prompt, self.cache)
+        self.forward(x_ctx, cond, self.t_ctx, self.zero_d, action, self.prompt, self.cache)
         self.cache.advance()
 
     def _denoise_and_write(self, x, ctx_noise, cond, action, count: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,12 +74,12 @@ class Generator:
         levels = schedule(self.steps)
         x0 = x
         for k in range(self.steps):
-            x0 = self.model.forward_frame(x, cond, self.t_levels[k], self.d, action, self.prompt, self.cache)
+            x0 = self.forward(x, cond, self.t_levels[k], self.d, action, self.prompt, self.cache)
             x = euler_step(x, x0, levels[k], levels[k + 1])
         x0 = x0.clamp(-1.0, 1.0)
         x_ctx = add_noise(x0, ctx_noise, self.t_ctx)
         if self.use_context:
-            self.model.forward_frame(x_ctx, cond, self.t_ctx, self.zero_d, action, self.prompt, self.cache)
+            self.forward(x_ctx, cond, self.t_ctx, self.zero_d, action, self.prompt, self.cache)
             self.cache.advance(count=count)
         return x0, x_ctx
 

@@ -56,7 +56,7 @@ class GeneratorSession(RendererSession):
         first = renderer.prompts.submit(spec.prompt or STYLES[DEFAULT_STYLE])
         # the very first prompt is awaited once, at session open (not in a frame)
         self.gen = Generator(renderer.model, first.result(), steps=spec.steps or renderer.steps, seed=seed,
-                             use_context=renderer.use_context)
+                             use_context=renderer.use_context, step=renderer.step)
         self.pending: Future | None = None
         self.res = renderer.model.cfg.resolution
 
@@ -101,7 +101,8 @@ class GeneratorSession(RendererSession):
 
 class GeneratorRenderer(Renderer):
     def __init__(self, spec_arg: str | None = None, steps: int | None = None, device: str | None = None,
-                 seed: int = 0, use_context: bool = True, dtype: str | None = None, **_ignored):
+                 seed: int = 0, use_context: bool = True, dtype: str | None = None, kernels: str = "eager",
+                 **_ignored):
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
@@ -118,6 +119,10 @@ class GeneratorRenderer(Renderer):
         self.dtype = getattr(torch, dtype or ("bfloat16" if self.device.type == "cuda" else "float32"))
         self.model = load_model(self.checkpoint, device=self.device, dtype=self.dtype)
         self.steps = int(steps or self.model.cfg.steps)
+        from kernels.step_builder import fast_step
+
+        # "eager" (the default) is the model's own forward; "auto" lets kernels/ pick for the device
+        self.kernels, self.step = fast_step(self.model, kernels)
         self.seed = seed
         self.use_context = use_context  # False: the per-frame ablation (same weights, no KV cache)
         self.name = f"generator:{self.model.cfg.name}" + ("" if use_context else "/per-frame")
@@ -127,7 +132,7 @@ class GeneratorRenderer(Renderer):
     def describe(self) -> dict:
         return {"backend": "generator", "model": self.model.cfg.name, "steps": self.steps, "device": str(self.device),
                 "checkpoint": str(self.checkpoint), "resolution": self.model.cfg.resolution, "context": self.use_context,
-                "dtype": str(self.dtype).removeprefix("torch.")}
+                "dtype": str(self.dtype).removeprefix("torch."), "kernels": self.kernels}
 
     def open_session(self, spec: SessionSpec) -> RendererSession:
         if spec.output_format not in OUTPUT_FORMATS:

@@ -8,7 +8,7 @@ and actions (L, ACTION_DIM). Three sources, all yielding the same `RawClip`:
 - `synthetic_clips`: a tiny procedural scene in numpy (moving boxes with depth/normals/albedo/ids and
   a per-style shading rule), for CPU tests and smoke runs where OpenGL is unavailable.
 `ClipPool` keeps N converted clips on the training device (rendering 512x512 frames every step would
-starve a small model, field-notes 9) and replaces the oldest as new clips arrive.
+starve a small model) and replaces the oldest as new clips arrive.
 """
 from __future__ import annotations
 
