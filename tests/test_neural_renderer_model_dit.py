@@ -121,8 +121,11 @@ def test_registry_sizes():
     assert MODELS["tiny"]().resolution == 128 and MODELS["base"]().resolution == 512
 
 
-def test_cli_choices_are_the_registry():
-    """train_cmd keeps its choices torch-free for a fast --help; they must be exactly the registry."""
-    from neural_renderer.commands.train import MODEL_CHOICES
+def test_cli_sizes_are_the_registry():
+    """`neurender train --model` takes exactly the registry's sizes (checked at run time, so --help
+    stays torch-free); anything else is refused with the list, before any work starts."""
+    from neural_renderer.cli import main
 
-    assert tuple(MODEL_CHOICES) == tuple(MODELS)
+    assert tuple(MODELS) == ("micro", "tiny", "small", "base")
+    with pytest.raises(SystemExit, match="micro, tiny, small, base, got 'huge'"):
+        main(["train", "--model", "huge", "--no-progress"])

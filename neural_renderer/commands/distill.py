@@ -14,15 +14,12 @@ from .flags import add_config_flags, config_from_args
 
 HELP = {
     "init": "the teacher: shipped name or NAME.json/.safetensors path",
-    "out": "output directory",
     "name": "checkpoint name (default: the teacher's model name)",
-    "data": "'world' (render on the fly), 'synthetic', or a dataset directory",
     "steps": "optimizer steps",
     "ema": "EMA decay of the self-consistency target model (and the saved weights); 1 freezes it",
     "finest": "M: the smallest step 1/M is plain flow matching (power of two)",
     "sc_frac": "share of each batch with self-consistency targets",
     "recommended_steps": "default step count written into the checkpoint",
-    "time_budget_s": "stop and save after this many seconds",
 }
 
 

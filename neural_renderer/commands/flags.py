@@ -11,6 +11,17 @@ import dataclasses
 
 FLAG_NAMES = {"init": "--from", "time_budget_s": "--time-budget"}
 
+# Help for the fields every run on clips shares (training.config.ClipRunConfig); commands add their own.
+CLIP_RUN_HELP = {
+    "init": "checkpoint the weights start from: shipped name or NAME.json/.safetensors path",
+    "out": "output directory",
+    "data": "'world' (render on the fly), 'synthetic', or a dataset directory",
+    "pool": "clips kept on the device",
+    "refresh_every": "steps between new clips entering the pool (0 = never)",
+    "history_aug": "ablation: clean context, no corruption",
+    "time_budget_s": "stop and save after this many seconds",
+}
+
 
 def _default(f: dataclasses.Field):
     return f.default_factory() if f.default is dataclasses.MISSING else f.default
@@ -18,7 +29,7 @@ def _default(f: dataclasses.Field):
 
 def add_config_flags(p: argparse.ArgumentParser, config_cls, helps: dict[str, str] | None = None,
                      skip: tuple[str, ...] = ()) -> None:
-    helps = helps or {}
+    helps = {**CLIP_RUN_HELP, **(helps or {})}
     for f in dataclasses.fields(config_cls):
         if f.name in skip:
             continue

@@ -16,16 +16,13 @@ from .flags import add_config_flags, config_from_args
 
 HELP = {
     "init": "the unpruned checkpoint: shipped name or NAME.json/.safetensors path",
-    "out": "output directory",
     "name": "checkpoint name (default: SOURCE_NAME-pruned)",
     "drop_blocks": "whole blocks to remove (lowest ablation score)",
     "mlp_ratio": "MLP width kept per block, x dim (<= the source's ratio)",
     "score_batches": "batches of real clips the scores are summed over",
-    "data": "'world' (render on the fly), 'synthetic', or a dataset directory",
     "steps": "recovery (distillation) steps",
     "match_weight": "weight of output matching vs the flow loss",
     "finest": "shortcut sources: step sizes 1/M..1 drawn in recovery",
-    "time_budget_s": "stop recovery and save after this many seconds",
 }
 
 

@@ -8,13 +8,7 @@ from neural_renderer.training.config import TrainConfig
 from .flags import add_config_flags, config_from_args
 
 HELP = {
-    "model": "size from neural_renderer/model/registry.py (micro, tiny, small, base)",
-    "out": "output directory: NAME.json + safetensors, train_state.pt, loss.png",
-    "data": "'world' (render on the fly), 'synthetic', or a dataset directory",
-    "pool": "clips kept on the device",
-    "refresh_every": "steps between new clips entering the pool (0 = never)",
-    "history_aug": "ablation: clean context, no corruption",
-    "time_budget_s": "stop and save after this many seconds",
+    "model": "a size of the model registry (neural_renderer/model/registry.py)",
     "resume": "train_state.pt to continue from",
     "init": "checkpoint (name or .json) to start the weights from",
     "device": "default: cuda:LOCAL_RANK if available, else cpu",

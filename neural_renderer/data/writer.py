@@ -125,7 +125,7 @@ class FrameSink:
         return self._open[i]
 
     def write(self, seq_idx: int, t: int, frame) -> None:
-        """Store frame t of planned sequence seq_idx. `frame` is a demos.sequence.Frame (or alike)."""
+        """Store frame t of planned sequence seq_idx. `frame` is a demos.sequence.WorldFrame (or alike)."""
         seq = self.index["sequences"][seq_idx]
         if not 0 <= t < seq["frames"]:
             raise IndexError(f"frame {t} outside sequence {seq_idx} ({seq['frames']} frames)")
