@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from neural_renderer.model.kv_cache import KVCache
+from _models import randomised
 from neural_renderer.model.dit import CausalDiT
 from neural_renderer.model.registry import MODELS, GeneratorConfig, build
 
@@ -12,17 +13,6 @@ CFGS = [
     GeneratorConfig("t2", resolution=16, patch=4, dim=128, depth=1, heads=2, window=1, sinks=2),
     GeneratorConfig("t3", resolution=16, patch=8, dim=64, depth=2, heads=1, window=3, sinks=0),
 ]
-
-
-def randomised(cfg: GeneratorConfig, seed: int = 0) -> CausalDiT:
-    """A model whose zero-initialised layers are filled, so every path carries signal."""
-    torch.manual_seed(seed)
-    m = CausalDiT(cfg)
-    with torch.no_grad():
-        for p in m.parameters():
-            if p.dim() >= 2:
-                p.normal_(0, 0.08)
-    return m.eval()
 
 
 def inputs(cfg, B, L, seed=1):

@@ -3,23 +3,17 @@ ablation, prompt re-caching, and no host reads inside step()."""
 import pytest
 import torch
 
+from _models import randomised
 from neural_renderer.model.flow import add_noise, euler_step, schedule
 from neural_renderer.serving.generator import Generator
 from neural_renderer.model.kv_cache import KVCache
-from neural_renderer.model.dit import CausalDiT
 from neural_renderer.model.registry import GeneratorConfig
 
 CFG = GeneratorConfig("s", resolution=16, patch=8, dim=64, depth=2, heads=1, window=2, sinks=1, steps=2)
 
 
 def model(seed=0):
-    torch.manual_seed(seed)
-    m = CausalDiT(CFG)
-    with torch.no_grad():
-        for p in m.parameters():
-            if p.dim() >= 2:
-                p.normal_(0, 0.08)
-    return m.eval()
+    return randomised(CFG, seed)
 
 
 def conds(n, seed=3):

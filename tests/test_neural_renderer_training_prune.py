@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from _models import randomised as randomised_model
 from neural_renderer.model.dit import CausalDiT
 from neural_renderer.model.registry import GeneratorConfig
 from neural_renderer.training.prune import (TILE, PrunePlan, Scores, UnitMask, apply_plan, block_scores, head_rows, masked,
@@ -19,13 +20,7 @@ CFG = GeneratorConfig("p3", resolution=16, patch=4, dim=128, depth=3, heads=2, w
 
 
 def randomised(cfg=CFG, seed=0) -> CausalDiT:
-    torch.manual_seed(seed)
-    m = CausalDiT(cfg)
-    with torch.no_grad():
-        for p in m.parameters():
-            if p.dim() >= 2:
-                p.normal_(0, 0.08)
-    return m.eval()
+    return randomised_model(cfg, seed)
 
 
 def inputs(cfg=CFG, B=2, L=3, seed=1):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 
 from neural_renderer.data.world import EVAL_SEED_BASE, source_root
 
