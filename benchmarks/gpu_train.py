@@ -30,7 +30,7 @@ def train_one(model: str, out: Path, budget: float, init: str) -> None:
     import torch
 
     torch.set_num_threads(2)
-    from neural_renderer.train import TrainConfig, train
+    from neural_renderer.training.train import TrainConfig, train
 
     cfg = TrainConfig(model=model, out=str(out / model), time_budget_s=budget, fill_max_s=45, log_every=50,
                       ckpt_every=0, init=init, seed=int(time.time()) % 1000, **RUNS[model])
@@ -40,9 +40,9 @@ def train_one(model: str, out: Path, budget: float, init: str) -> None:
 def time_frames(model, sizes, steps=2, frames=60) -> dict:
     import torch
 
-    from neural_renderer.engine_inputs import COND_CHANNELS
-    from neural_renderer.prompts import style_embeddings
-    from neural_renderer.stream import StreamingSampler
+    from neural_renderer.model.inputs import COND_CHANNELS
+    from neural_renderer.serving.prompts import style_embeddings
+    from neural_renderer.serving.stream import StreamingSampler
 
     out = {}
     for (h, w) in sizes:
@@ -97,9 +97,9 @@ def main() -> None:
 
     import torch
 
-    from demos.gl import create_context
-    from neural_renderer.checkpoint import load_model
-    from neural_renderer.samples import sample_grid
+    from neural_renderer.data.world import create_context
+    from neural_renderer.model.checkpoint import load_model
+    from neural_renderer.training.samples import sample_grid
 
     ctx = create_context(headless=True)
     sizes = {"tiny": [(128, 128), (256, 256)], "base": [(512, 512), (720, 1280)]}

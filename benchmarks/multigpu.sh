@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 9 on a machine with two GPUs (nvidia-h200-x2), from the repo root:
+# Multi-GPU serving and DDP training on a machine with two GPUs (nvidia-h200-x2), from the repo root:
 #
 #   bash benchmarks/multigpu.sh [OUT_DIR]        (default OUT_DIR: benchmarks/results)
 #
@@ -26,9 +26,9 @@ SERVE_SECONDS=${SERVE_SECONDS:-20}
 SIZE=${SIZE:-512}
 mkdir -p "$OUT"
 
-# NVLink multicast off in every process started below. The one definition is bridge.workers.MULTI_GPU_ENV
+# NVLink multicast off in every process started below. The one definition is bridge.gpu_env.MULTI_GPU_ENV
 # (the serving workers set it themselves as well).
-eval "$("$PY" -c 'from bridge.workers import MULTI_GPU_ENV as E; print("\n".join(f"export {k}={v}" for k, v in E.items()))')"
+eval "$("$PY" -c 'from bridge.gpu_env import shell_exports; print(shell_exports())')"
 echo "NCCL_NVLS_ENABLE=$NCCL_NVLS_ENABLE TORCH_SYMM_MEM_DISABLE_MULTICAST=$TORCH_SYMM_MEM_DISABLE_MULTICAST NVSHMEM_DISABLE_NVLS=$NVSHMEM_DISABLE_NVLS"
 
 NGPU=$("$PY" -c 'import torch; print(torch.cuda.device_count())')
@@ -60,6 +60,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from bridge.gpu_env import MULTI_GPU_ENV
 
 work, out, gb = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 runs = {}
@@ -74,12 +75,12 @@ l1 = np.array([v for _, v in runs[1]["history"]]); l2 = np.array([v for _, v in 
 k = min(len(l1), len(l2)); half = slice(k // 2, k)
 doc = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "host": platform.node(),
        "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
-       "env": {k_: os.environ.get(k_) for k_ in ("NCCL_NVLS_ENABLE", "TORCH_SYMM_MEM_DISABLE_MULTICAST", "NVSHMEM_DISABLE_NVLS")},
+       "env": {k_: os.environ.get(k_) for k_ in MULTI_GPU_ENV},
        "global_batch": gb, "runs": runs,
        "throughput_ratio_2gpu_vs_1gpu_median_step": runs[2]["samples_per_s_median_step"] / runs[1]["samples_per_s_median_step"],
        "throughput_ratio_2gpu_vs_1gpu_overall": runs[2]["samples_per_s_overall"] / runs[1]["samples_per_s_overall"],
        "loss_mean_abs_rel_diff_second_half": float(np.mean(np.abs(l2[half] - l1[half]) / l1[half])),
-       "note": "the 2-GPU curve is what rank 0 logs; neural_renderer.train does not all-reduce the logged loss "
+       "note": "the 2-GPU curve is what rank 0 logs; neural_renderer.training.train does not all-reduce the logged loss "
                "(as of 2026-11-23), so it is rank 0's half of the global batch"}
 (out / "multigpu_train.json").write_text(json.dumps(doc, indent=2))
 fig, ax = plt.subplots(figsize=(7, 4))

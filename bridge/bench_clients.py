@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import time
 
+# 12 channels of float16 with the engine color among them: color 3 + depth 1 + normals 3 + motion 2 + albedo 3
+BENCH_CHANNELS = {"color": "float16", "depth": "float16", "normals": "float16", "motion": "float16",
+                  "albedo": "float16"}
 HOLD_FRACTION = 0.95  # a session holds the rate when it rendered at least this share of its ticks
 
 
@@ -127,8 +130,7 @@ def run(args) -> int:
 
     from tqdm import tqdm
 
-    from bridge.bench_cmd import BENCH_CHANNELS
-    from bridge.workers import MULTI_GPU_ENV
+    from bridge.gpu_env import MULTI_GPU_ENV
     configs: list[tuple[str, list[str]]] = []
     for n in args.workers or []:
         configs.append(("render thread" if n == 0 else f"{n} worker process{'es' if n > 1 else ''}",

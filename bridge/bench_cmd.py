@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import argparse
 
-# 12 channels of float16 with the engine color among them: color 3 + depth 1 + normals 3 + motion 2 + albedo 3
-BENCH_CHANNELS = {"color": "float16", "depth": "float16", "normals": "float16", "motion": "float16",
-                  "albedo": "float16"}
+from bridge.bench_clients import BENCH_CHANNELS
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -191,8 +189,9 @@ def run(args: argparse.Namespace) -> int:
     from bridge.layout import SlotLayout
 
     if args.clients:
-        from bridge import bench_clients
-        return bench_clients.run(args)
+        from bridge.bench_clients import run as run_clients
+
+        return run_clients(args)
     load_before = os.getloadavg()  # the machine may be shared: the tails (p99) follow its load
     rng = np.random.default_rng(0)
     H, W = args.height, args.width

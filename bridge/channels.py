@@ -37,13 +37,6 @@ CHANNELS: dict[str, ChannelSpec] = {
     )
 }
 
-# Conditioning groups of the generator: each is dropped as a unit in training so one model
-# serves any subset a client declares.
-CONDITIONING_GROUPS: dict[str, tuple[str, ...]] = {
-    "color": ("color",),
-    "gbuffer": ("depth", "normals", "albedo", "material_id"),
-}
-
 # The player's action vector, one float per entry, recorded with every frame.
 # Keys are 0/1; mouse deltas are in degrees of camera rotation this frame.
 ACTION_LAYOUT: tuple[str, ...] = (
@@ -51,7 +44,7 @@ ACTION_LAYOUT: tuple[str, ...] = (
 )
 ACTION_DIM = len(ACTION_LAYOUT)
 
-# Per-frame camera constants (field-notes section 6), name -> number of float32 values.
+# Per-frame camera constants, name -> number of float32 values.
 # Matrices are 4x4, row-major, column-vector convention (clip = view_to_clip @ view), without jitter.
 CONSTANTS_LAYOUT: dict[str, int] = {
     "world_to_view": 16,

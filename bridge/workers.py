@@ -56,13 +56,12 @@ import numpy as np
 from bridge import protocol as P
 from bridge import shm
 from bridge.backends import Renderer, RendererSession, SessionSpec, UnsupportedSpec
+from bridge.gpu_env import MULTI_GPU_ENV
 from bridge.layout import SlotLayout
 from bridge.worker import FrameJob, Result
 
 log = logging.getLogger("neurender.bridge")
 
-# Everything that starts processes for multi-GPU work sets these: NVLink multicast (NVLS) off.
-MULTI_GPU_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
 START_TIMEOUT_S = 300.0  # a model backend may load weights and compile at start
 STOP_TIMEOUT_S = 5.0
 MAX_RESTARTS = 3

@@ -1,6 +1,6 @@
 """Throughput of the engine pass and the reference look on whatever GL device this machine has.
 
-    python -m demos.bench_render --json benchmarks/results/world_cpu.json [--sizes 128 512] [--frames 30]
+    neurender bench world --json benchmarks/results/world_cpu.json [--sizes 128 512] [--frames 30]
 
 Engine pass: render + synchronous readback of all seven channels; render + PBO readback collected one
 frame later (side by side with the synchronous one, the ratio is printed); render alone. Reference look:
@@ -106,14 +106,9 @@ def bench_size(ctx, world, size: int, frames: int, styles, ssaa: int, repeats: i
     return out
 
 
-def main(argv=None) -> int:
-    from tqdm import tqdm
+def configure(ap: argparse.ArgumentParser) -> None:
+    from bridge.styles import STYLES
 
-    from demos.gl import create_context
-    from demos.styles import STYLES
-    from demos.world import World
-
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", required=True, help="where to write the results")
     ap.add_argument("--sizes", type=int, nargs="+", default=[128, 512])
     ap.add_argument("--frames", type=int, default=30)
@@ -121,7 +116,21 @@ def main(argv=None) -> int:
     ap.add_argument("--ssaa", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=3, help="rounds of every arm (interleaved); medians are reported")
-    args = ap.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    configure(ap)
+    return run(ap.parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """`neurender bench world`."""
+    from tqdm import tqdm
+
+    from demos.gl import create_context
+    from demos.world import World
+
     ctx = create_context(headless=True)
     world = World(args.seed)
     result = {"gl_renderer": ctx.info["GL_RENDERER"], "gl_version": ctx.info["GL_VERSION"],

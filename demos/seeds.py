@@ -11,6 +11,7 @@ def is_eval_seed(seed: int) -> bool:
 
 def check_train_seed(seed: int) -> int:
     """Training data paths call this: an evaluation seed must never reach a training set."""
-    if is_eval_seed(seed):
-        raise ValueError(f"seed {seed} is reserved for evaluation (>= {EVAL_SEED_BASE}); training uses {TRAIN_SEEDS}")
+    if int(seed) not in TRAIN_SEEDS:
+        why = f"reserved for evaluation (>= {EVAL_SEED_BASE})" if is_eval_seed(seed) else "not a training seed"
+        raise ValueError(f"seed {seed} is {why}; training uses {TRAIN_SEEDS.start}..{TRAIN_SEEDS.stop - 1}")
     return int(seed)

@@ -12,7 +12,7 @@ from bridge.channels import ACTION_DIM
 
 
 @dataclass
-class Frame:
+class WorldFrame:
     index: int
     engine: dict[str, np.ndarray]  # bridge.channels.CHANNELS -> (H, W, C); float32, material_id uint8, disocclusion uint8
     reference: dict[str, np.ndarray]  # style -> (H, W, 3) float32 linear RGB in [0, 1]
@@ -49,7 +49,7 @@ class SequenceRenderer:
         self.prev_cam = None
         self.prev_models = None
 
-    def step(self, engine_out: dict[str, np.ndarray] | None = None) -> Frame:
+    def step(self, engine_out: dict[str, np.ndarray] | None = None) -> WorldFrame:
         from demos.camera import frame_constants
 
         i, dt = self.index, 1.0 / self.fps
@@ -71,7 +71,7 @@ class SequenceRenderer:
         constants = frame_constants(cam, prev_cam, dt)
         self.prev_cam, self.prev_models = cam, models
         self.index += 1
-        return Frame(i, engine, reference, action.astype(np.float32), constants, bool(reset))
+        return WorldFrame(i, engine, reference, action.astype(np.float32), constants, bool(reset))
 
     def release(self) -> None:
         self.engine.release()
@@ -82,7 +82,7 @@ class SequenceRenderer:
 
 
 def render_sequence(seed: int, frames: int, width: int, height: int, styles: Sequence[str] = (),
-                    script: str = "mixed", fps: float = 30.0, ctx=None, ssaa: int = 2) -> Iterator[Frame]:
+                    script: str = "mixed", fps: float = 30.0, ctx=None, ssaa: int = 2) -> Iterator[WorldFrame]:
     """Yields `frames` Frames of scene `seed`. Deterministic: the same arguments give the same frames."""
     seq = SequenceRenderer(seed, width, height, styles, script, fps, ctx, ssaa=ssaa)
     try:

@@ -1,21 +1,13 @@
-"""The looks the reference renderer can produce: each style's text prompt and its lighting/material parameters.
+"""The looks the reference renderer can produce: each style's lighting/material parameters.
 
-`STYLES` (name -> prompt) is what the generator is conditioned on; `LOOKS` (name -> Look) is what
-the reference renderer uses to produce that style's target frames.
+`STYLES` (name -> prompt, from `bridge.styles`) is what the generator is conditioned on; `LOOKS`
+(name -> Look) is what the reference renderer uses to produce that style's target frames.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-STYLES: dict[str, str] = {
-    "sunny": "a sunny afternoon in a quiet town, warm sunlight, crisp shadows, blue sky",
-    "sunset": "a golden sunset, long orange shadows, pink and purple sky",
-    "night": "a dark night lit by warm street lamps, deep blue sky",
-    "winter": "a snowy winter day, snow on the ground and roofs, cold light",
-    "foggy": "a foggy morning, soft grey light, thick mist hiding the distance",
-    "cartoon": "a cel-shaded cartoon, flat bright colours, bold black outlines",
-    "autumn": "an autumn afternoon, orange and red leaves, soft warm light",
-}
+from bridge.styles import STYLES
 
 
 @dataclass(frozen=True)

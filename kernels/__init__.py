@@ -6,6 +6,6 @@ only when called.
 
 
 def select_backend(device) -> str:
-    from kernels.backend import select_backend as _select
+    from kernels.step_builder import select_backend as _select
 
     return _select(device)

@@ -3,7 +3,7 @@
     cached_attention(q, k_cache, v_cache, valid, rot_cos, rot_sin) -> (B, T, H * HD)
 
 q: (B, H, T, HD) of the current frame (RMS-normed, spatially rotated). k_cache/v_cache:
-(B, H, SLOTS, T, HD), the layer view of `neural_renderer.kv_cache.KVCache`: sinks, window, and the
+(B, H, SLOTS, T, HD), the layer view of `neural_renderer.model.kv_cache.KVCache`: sinks, window, and the
 current frame in the last slot (written there by the QKV epilogue). `valid` (SLOTS,) marks slots that
 hold a frame (a device tensor, so a CUDA graph replays as the cache fills). Each slot's keys are
 used rotated by that slot's temporal angle: rot_cos/rot_sin (SLOTS, HD/2) per rotate-half pair. The

@@ -132,7 +132,7 @@ class FusedStep:
     @torch.no_grad()
     def __call__(self, x_noisy, cond, t, d, action, prompt, cache) -> torch.Tensor:
         """Same contract as CausalDiT.forward_frame; `cache` holds keys in kernel layout (import_cache)."""
-        from neural_renderer.engine_inputs import MATERIAL_CHANNEL
+        from neural_renderer.model.inputs import MATERIAL_CHANNEL
 
         c, w = self.cfg, self.w
         B = x_noisy.shape[0]

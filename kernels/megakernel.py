@@ -33,8 +33,8 @@ where Triton supports it, which errors instead of hanging). Every spin is also b
 self-check reads that flag.
 
 While the current tile computes, the weight tile of the task grabbed next is prefetched into L2
-(`prefetch.global.L2`, GPU only), the part of the Hazy/Mirage recipe that actually buys time
-(field-notes section 5).
+(`prefetch.global.L2`, GPU only), the part of the Hazy/Mirage megakernel recipe that actually buys
+time.
 """
 from __future__ import annotations
 
@@ -319,7 +319,7 @@ class MegakernelStep:
     def __init__(self, model, batch: int = 1, block_m: int = 64, block_k: int = 64, attn_block_n: int = 64,
                  att_split: int = 2, num_warps: int = 4, n_programs: int | None = None, max_spin: int = 1 << 20,
                  prefetch=None):
-        from neural_renderer.engine_inputs import COND_CHANNELS, MATERIAL_CHANNEL
+        from neural_renderer.model.inputs import COND_CHANNELS, MATERIAL_CHANNEL
 
         self.model, self.cfg = model, model.cfg
         c = self.cfg

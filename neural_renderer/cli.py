@@ -1,8 +1,9 @@
 """The single `neurender` command line.
 
-Each subcommand lives in the module that owns it; this file only knows where. A
-module listed here exposes `configure(parser)` (adds its arguments, imports
-nothing heavy) and `run(args) -> int`. Those modules keep their top-level imports light (torch,
+Each subcommand is a thin module (parse, call a library function, print); this file only knows
+where. The model's commands live in neural_renderer/commands/, the daemon's in bridge/ and the
+game's in demos/ (those packages import nothing of ours). A module listed here exposes
+`configure(parser)` (adds its arguments, imports nothing heavy) and `run(args) -> int`. Those modules keep their top-level imports light (torch,
 zmq, moderngl are imported inside `run`), so building the parser for `--help`
 stays fast and a heavy dependency of one subcommand never breaks another.
 """
@@ -19,18 +20,26 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("bridge.serve_cmd", "run the rendering daemon"),
     "keys": ("bridge.keys_cmd", "create and list CURVE keys for TCP clients"),
     "demo": ("demos.demo_cmd", "the game scene driving the daemon (window or headless)"),
-    "train": ("neural_renderer.train_cmd", "train the causal generator"),
-    "eval": ("neural_renderer.eval.eval_cmd", "quality, stability, drift and latency of a renderer"),
-    "distill": ("neural_renderer.distill_cmd", "shortcut distillation of a trained generator"),
-    "prune": ("neural_renderer.prune_cmd", "architecture-aware pruning of a trained generator"),
+    "train": ("neural_renderer.commands.train", "train the causal generator"),
+    "eval": ("neural_renderer.commands.eval", "quality, stability, drift and latency of a renderer"),
+    "distill": ("neural_renderer.commands.distill", "shortcut distillation of a trained generator"),
+    "prune": ("neural_renderer.commands.prune", "architecture-aware pruning of a trained generator"),
 }
 GROUPS: dict[str, dict[str, tuple[str, str]]] = {
     "bench": {
         "bridge": ("bridge.bench_cmd", "round-trip latency of the bridge vs a raw pyzmq echo"),
-        "kernels": ("kernels.bench_cmd", "kernel arms vs eager/compile/CUDA graph"),
+        "kernels": ("neural_renderer.commands.bench_kernels", "kernel arms vs eager/compile/CUDA graph"),
+        "generator": ("neural_renderer.commands.bench_generator", "streaming generator frames/s per step count"),
+        "serve": ("neural_renderer.commands.bench_serve", "round trip through the daemon with the generator"),
+        "rollout": ("neural_renderer.commands.bench_rollout", "long rollout of one eval scene: drift"),
+        "ablation": ("neural_renderer.commands.bench_ablation", "the generator vs its ablations on an eval suite"),
+        "distill": ("neural_renderer.commands.bench_distill", "distil, prune, time and evaluate every arm in one run"),
+        "eval": ("neural_renderer.commands.bench_eval", "one eval suite in-process vs through the daemon"),
+        "dataset": ("neural_renderer.commands.bench_dataset", "dataset generation throughput per arm"),
+        "world": ("demos.bench_render", "engine-pass and reference-look frames/s of the world renderer"),
     },
     "dataset": {
-        "make": ("neural_renderer.data.dataset_cmd", "render training/eval sequences to sharded files"),
+        "make": ("neural_renderer.commands.dataset", "render training/eval sequences to sharded files"),
     },
 }
 

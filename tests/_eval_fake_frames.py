@@ -1,4 +1,4 @@
-"""Synthetic frames with the shapes of demos.sequence.Frame, for format tests that need no OpenGL."""
+"""Synthetic frames with the shapes of demos.sequence.WorldFrame, for format tests that need no OpenGL."""
 from __future__ import annotations
 
 from dataclasses import dataclass

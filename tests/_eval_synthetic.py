@@ -14,7 +14,7 @@ import numpy as np
 
 from bridge.backends import Renderer, RendererSession
 from bridge.channels import ACTION_DIM, CHANNELS, CONSTANTS_LAYOUT
-from demos.styles import STYLES
+from bridge.styles import STYLES
 from neural_renderer.data.writer import FrameSink, SequencePlan, allocate, commit, plan_index
 
 STYLE_TINT = {"sunny": (1.0, 0.9, 0.7), "night": (0.25, 0.3, 0.6), "sunset": (1.0, 0.6, 0.4),

@@ -45,14 +45,14 @@ def test_backend_specs(monkeypatch):
     with pytest.raises(BackendUnavailable, match="no argument"):
         create_renderer("passthrough:tiny")
     calls = []
-    fake = types.ModuleType("neural_renderer.backend")
+    fake = types.ModuleType("neural_renderer.serving.renderer")
     fake.GeneratorRenderer = lambda arg, **opts: calls.append((arg, opts)) or "renderer"
-    monkeypatch.setitem(sys.modules, "neural_renderer.backend", fake)
+    monkeypatch.setitem(sys.modules, "neural_renderer.serving.renderer", fake)
     assert create_renderer("generator:/x/ckpt.safetensors", steps=3, device=None) == "renderer"
     assert create_renderer("generator") == "renderer"
     assert calls == [("/x/ckpt.safetensors", {"steps": 3}), (None, {})]
-    monkeypatch.setitem(sys.modules, "neural_renderer.backend", None)  # import now fails
-    with pytest.raises(BackendUnavailable, match="neural_renderer.backend"):
+    monkeypatch.setitem(sys.modules, "neural_renderer.serving.renderer", None)  # import now fails
+    with pytest.raises(BackendUnavailable, match="neural_renderer.serving.renderer"):
         create_renderer("generator:tiny")
 
 

@@ -11,7 +11,7 @@ import glfw
 import imageio.v2 as imageio
 import pytest
 
-from demos.styles import STYLES
+from bridge.styles import STYLES
 from demos.window import KeyHandler
 
 

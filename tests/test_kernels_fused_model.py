@@ -1,14 +1,14 @@
 """FusedStep (the fused Triton ops assembled from a CausalDiT's weights) against the model's own
 PyTorch `forward_frame`, including the keys/values it writes into the cache's current slot."""
-import tests.kernels_helpers as H  # noqa: F401  (sets TRITON_INTERPRET before triton is imported)
+import _kernels_helpers as H  # noqa: F401  (sets TRITON_INTERPRET before triton is imported)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from kernels.fused_model import FusedStep, export_keys, import_cache  # noqa: E402
-from neural_renderer.engine_inputs import COND_CHANNELS, MATERIAL_CHANNEL  # noqa: E402
-from neural_renderer.kv_cache import KVCache  # noqa: E402
-from neural_renderer.model import CausalDiT  # noqa: E402
+from neural_renderer.model.inputs import COND_CHANNELS, MATERIAL_CHANNEL  # noqa: E402
+from neural_renderer.model.kv_cache import KVCache  # noqa: E402
+from neural_renderer.model.dit import CausalDiT  # noqa: E402
 
 
 def _inputs(cfg, B, g):

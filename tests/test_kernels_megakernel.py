@@ -2,17 +2,18 @@
 forward_frame (CPU interpreter, one program runs the task list in order), generation counters across
 launches without any reset, a missing arrive ends in the error flag rather than a hang, the
 co-residency refusal, and backend selection on CPU."""
-import tests.kernels_helpers as H  # noqa: F401  (sets TRITON_INTERPRET before triton is imported)
+import _kernels_helpers as H  # noqa: F401  (sets TRITON_INTERPRET before triton is imported)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from kernels.backend import build_step, select_backend  # noqa: E402
+from kernels.step_builder import build_step, select_backend  # noqa: E402
 from kernels.fused_model import export_keys, import_cache  # noqa: E402
 from kernels.megakernel import (MegakernelStep, Schedule, build_tasks, check_schedule, programs_per_sm,  # noqa: E402
                                 require_co_residency)
 from kernels.selfcheck import filled_cache, random_inputs  # noqa: E402
-from neural_renderer.model import MODELS, CausalDiT  # noqa: E402
+from neural_renderer.model.dit import CausalDiT
+from neural_renderer.model.registry import MODELS  # noqa: E402
 
 
 @pytest.mark.parametrize("cfg,B,bm,split", [(MODELS["base"](), 1, 64, 2), (MODELS["tiny"](), 2, 32, 1),
@@ -122,7 +123,7 @@ def test_bad_inputs_and_backend_on_cpu():
 
 def test_roofline_inputs_for_base_match_a_hand_count():
     """The bench's floor column: FLOPs and KV bytes of one base step, counted by hand."""
-    from kernels.bench_cmd import step_cost
+    from neural_renderer.commands.bench_kernels import step_cost
 
     model = CausalDiT(MODELS["base"]())
     D, L, T, keys = 256, 8, 1024, 5 * 1024          # base: 4 context slots + the current frame

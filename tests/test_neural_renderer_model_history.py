@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from neural_renderer.eval.metrics import warp_previous
-from neural_renderer.history import HISTORY_PLANES, absent_history, history_planes, reproject
+from neural_renderer.model.history import HISTORY_PLANES, absent_history, history_planes, reproject
 
 
 def test_reproject_equals_eval_warp():

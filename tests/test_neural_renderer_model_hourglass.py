@@ -4,11 +4,11 @@ output, and the zero-initialised layers start as a zero map."""
 import pytest
 import torch
 
-from neural_renderer.engine_inputs import COND_CHANNELS, MATERIAL_CHANNEL
-from neural_renderer.history import HISTORY_PLANES
-from neural_renderer.hourglass import HourglassGenerator
-from neural_renderer.kv_cache import KVCache
-from neural_renderer.model import MODELS, GeneratorConfig, build
+from neural_renderer.model.inputs import COND_CHANNELS, MATERIAL_CHANNEL
+from neural_renderer.model.history import HISTORY_PLANES
+from neural_renderer.model.hourglass import HourglassGenerator
+from neural_renderer.model.kv_cache import KVCache
+from neural_renderer.model.registry import MODELS, GeneratorConfig, build
 
 CFGS = [
     MODELS["hg-micro"](),

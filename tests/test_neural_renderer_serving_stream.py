@@ -2,9 +2,9 @@
 forwards, the history is used only where motion vectors come, any frame size is served at its size."""
 import torch
 
-from neural_renderer.engine_inputs import COND_CHANNELS
-from neural_renderer.model import build
-from neural_renderer.stream import StreamingSampler
+from neural_renderer.model.inputs import COND_CHANNELS
+from neural_renderer.model.registry import build
+from neural_renderer.serving.stream import StreamingSampler
 
 
 def model():

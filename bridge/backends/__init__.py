@@ -4,16 +4,17 @@ One `Renderer` per daemon process holds the model; each client session gets a `R
 All calls of a renderer and its sessions come from ONE thread (the daemon's render worker), so
 backends need no locking. `open_session` raises `UnsupportedSpec` for a spec it cannot serve.
 
-spec strings:
-  passthrough                            the engine color (or a shading of the G-buffer) back
-  generator | generator:tiny | generator:base | generator:/path/ckpt.safetensors
-                                         neural_renderer.backend.GeneratorRenderer(arg, **options)
+spec strings: NAME or NAME:ARG, where NAME is a backend registered under the Python entry-point group
+`neurender.backends` (pyproject.toml lists this project's: `passthrough`, the engine color or a shading
+of the G-buffer back, and `generator[:tiny|base|/path/ckpt.safetensors]`, the causal generator). A third
+party registers its own the same way. The entry point names a factory `(arg, **options) -> Renderer`.
 """
 from __future__ import annotations
 
 import abc
 import importlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -73,29 +74,50 @@ class RendererSession(abc.ABC):
         """Release per-session state."""
 
 
-def _generator(arg: str | None, **options) -> Renderer:
+ENTRY_POINT_GROUP = "neurender.backends"
+_PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
+
+
+def _checkout_entry_points() -> dict[str, str]:
+    """The group as this checkout's pyproject.toml declares it. An editable install's metadata is
+    written at install time (and may belong to another checkout of the project), so the source tree
+    the bridge runs from is the authority on its own backends."""
+    if not _PYPROJECT.is_file():
+        return {}
+    import tomllib
+
+    with open(_PYPROJECT, "rb") as f:
+        project = tomllib.load(f).get("project", {})
+    if project.get("name") != "neurender":
+        return {}
+    return dict(project.get("entry-points", {}).get(ENTRY_POINT_GROUP, {}))
+
+
+def discover_backends() -> dict[str, str]:
+    """name -> "module:factory" of every backend: installed distributions' entry points, with this
+    checkout's own declarations taking precedence for the names they define."""
+    from importlib.metadata import entry_points
+
+    found = {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    found.update(_checkout_entry_points())
+    return found
+
+
+def _load_factory(name: str, target: str):
+    module, _, attr = target.partition(":")
     try:
-        mod = importlib.import_module("neural_renderer.backend")
-    except ModuleNotFoundError as e:
-        raise BackendUnavailable(f"backend 'generator' needs neural_renderer.backend, which cannot be "
-                                 f"imported ({e}); use --backend passthrough") from e
-    cls = getattr(mod, "GeneratorRenderer", None)
-    if cls is None:
-        raise BackendUnavailable("neural_renderer.backend has no GeneratorRenderer")
-    return cls(arg, **options)
+        mod = importlib.import_module(module)
+    except ImportError as e:
+        raise BackendUnavailable(f"backend {name!r} needs {module}, which cannot be imported ({e}); "
+                                 f"use --backend passthrough") from e
+    factory = getattr(mod, attr, None) if attr else None
+    if factory is None:
+        raise BackendUnavailable(f"backend {name!r}: {module} has no {attr or 'factory named in the entry point'}")
+    return factory
 
-
-def _passthrough(arg: str | None, **options) -> Renderer:
-    from bridge.backends.passthrough import PassthroughRenderer
-    if arg:
-        raise BackendUnavailable(f"passthrough takes no argument, got {arg!r}")
-    return PassthroughRenderer(**options)
-
-
-BACKENDS = {"passthrough": _passthrough, "generator": _generator}
 
 # What `neurender serve` (and so `neurender demo`) runs when no --backend is given: the shipped
-# generator (base on a CUDA GPU, tiny otherwise; see neural_renderer/backend.py).
+# generator (base on a CUDA GPU, tiny otherwise; see neural_renderer/serving/renderer.py).
 DEFAULT_BACKEND = "generator"
 
 
@@ -103,6 +125,8 @@ def create_renderer(spec: str, **options) -> Renderer:
     """'name' or 'name:arg' -> a Renderer. Options (e.g. steps, device) go to the backend;
     None-valued options are dropped so backends keep their own defaults."""
     name, _, arg = spec.partition(":")
-    if name not in BACKENDS:
-        raise BackendUnavailable(f"unknown backend {name!r}; known: {', '.join(BACKENDS)}")
-    return BACKENDS[name](arg or None, **{k: v for k, v in options.items() if v is not None})
+    backends = discover_backends()
+    if name not in backends:
+        raise BackendUnavailable(f"unknown backend {name!r}; known: {', '.join(sorted(backends))}")
+    factory = _load_factory(name, backends[name])
+    return factory(arg or None, **{k: v for k, v in options.items() if v is not None})

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bridge.backends import FrameInputs, Renderer, RendererSession, SessionSpec, UnsupportedSpec
+from bridge.backends import BackendUnavailable, FrameInputs, Renderer, RendererSession, SessionSpec, UnsupportedSpec
 from bridge.channels import OUTPUT_FORMATS
 
 LIGHT_DIR = np.array([0.3, 0.6, 0.74], np.float32) / np.linalg.norm([0.3, 0.6, 0.74])  # view space
@@ -83,3 +83,10 @@ class PassthroughRenderer(Renderer):
         if spec.output_format not in OUTPUT_FORMATS:
             raise UnsupportedSpec(f"output format {spec.output_format!r}")
         return PassthroughSession(spec)
+
+
+def create(arg: str | None = None, **options) -> PassthroughRenderer:
+    """The `passthrough` entry point (pyproject.toml, group neurender.backends)."""
+    if arg:
+        raise BackendUnavailable(f"passthrough takes no argument, got {arg!r}")
+    return PassthroughRenderer(**options)

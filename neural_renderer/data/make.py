@@ -20,7 +20,7 @@ _worker_progress = None
 
 def _render_into(root: Path, index: dict, seq_idx: int, ctx, progress=None) -> dict:
     """Render one planned sequence into its rows; returns per-sequence numbers for the report."""
-    from demos.sequence import render_sequence
+    from neural_renderer.data.world import render_sequence
 
     seq = index["sequences"][seq_idx]
     styles = tuple(s["name"] for s in index["styles"])
@@ -50,7 +50,7 @@ def _render_into(root: Path, index: dict, seq_idx: int, ctx, progress=None) -> d
 
 def _worker_init(progress_queue) -> None:
     global _worker_ctx, _worker_progress
-    from demos.gl import create_context
+    from neural_renderer.data.world import create_context
 
     _worker_ctx = create_context(headless=True)
     _worker_progress = progress_queue
@@ -89,7 +89,7 @@ def render_plan(root: str | Path, plan: list[SequencePlan], *, width: int, heigh
     per_seq: list[dict] = []
     try:
         if workers <= 1:
-            from demos.gl import create_context, release_context
+            from neural_renderer.data.world import create_context, release_context
 
             ctx = create_context(headless=True)
             try:
@@ -133,7 +133,7 @@ def make_dataset(out: str | Path, *, sequences: int, frames: int, width: int, he
                  report: bool = True) -> dict:
     """Training data: scene seeds seed_offset .. seed_offset + sequences - 1, which must all be training seeds."""
     if styles is None:
-        from demos.styles import STYLES
+        from bridge.styles import STYLES
 
         styles = dict(STYLES)
     plan = [SequencePlan(seed_offset + i, frames, script, fps) for i in range(sequences)]

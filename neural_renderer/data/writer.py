@@ -29,7 +29,7 @@ class SequencePlan:
 
 def check_split_seeds(seeds, split: str) -> None:
     """Training data holds training seeds only; an eval cache holds evaluation seeds only."""
-    from demos.seeds import TRAIN_SEEDS, is_eval_seed
+    from neural_renderer.data.world import TRAIN_SEEDS, is_eval_seed
 
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -125,7 +125,7 @@ class FrameSink:
         return self._open[i]
 
     def write(self, seq_idx: int, t: int, frame) -> None:
-        """Store frame t of planned sequence seq_idx. `frame` is a demos.sequence.Frame (or alike)."""
+        """Store frame t of planned sequence seq_idx. `frame` is a demos.sequence.WorldFrame (or alike)."""
         seq = self.index["sequences"][seq_idx]
         if not 0 <= t < seq["frames"]:
             raise IndexError(f"frame {t} outside sequence {seq_idx} ({seq['frames']} frames)")

@@ -24,7 +24,7 @@ def sequence_dataset(seq: EvalSequence, width: int, height: int, cache_dir: Path
         return SequenceDataset(root, split="eval")
     except DatasetError:
         pass  # absent, or a render that never finished: (re)render below
-    from demos.styles import STYLES
+    from bridge.styles import STYLES
 
     from ..data.make import render_plan
 

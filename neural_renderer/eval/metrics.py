@@ -37,12 +37,17 @@ def mse(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean((a - b) ** 2))
 
 
-def psnr(a: np.ndarray, b: np.ndarray, data_range: float = 1.0) -> float:
-    """10 log10(range^2 / MSE); +inf for identical images."""
-    m = mse(a, b)
+def psnr_from_mse(m: float, data_range: float = 1.0) -> float:
+    """10 log10(range^2 / MSE) in dB; +inf for identical images. The project's one PSNR convention:
+    callers holding tensors (training, rollouts) compute the MSE their way and convert here."""
     if m == 0.0:
         return math.inf
     return 10.0 * math.log10(data_range * data_range / m)
+
+
+def psnr(a: np.ndarray, b: np.ndarray, data_range: float = 1.0) -> float:
+    """PSNR of two images in [0, data_range]; +inf for identical images."""
+    return psnr_from_mse(mse(a, b), data_range)
 
 
 def _gaussian_taps(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> np.ndarray:
@@ -100,7 +105,7 @@ def warp_previous(prev: np.ndarray, motion: np.ndarray) -> tuple[np.ndarray, np.
 
 def warping_error(prev: np.ndarray, cur: np.ndarray, motion: np.ndarray,
                   disocclusion: np.ndarray | None = None) -> float:
-    """Field-notes section 7 for one frame pair, with exact engine motion instead of estimated flow.
+    """The warping error (temporal stability) of one frame pair, with exact engine motion instead of estimated flow.
 
     E_t = sum_i M(i) * ||cur(i) - warp(prev)(i)||^2 / sum_i M(i): the squared L2 norm over colour
     channels, averaged over the pixels M marks valid (not disoccluded, and their previous position

@@ -90,7 +90,7 @@ def _score_run(seq, clip, produce, samples: list[int], bar) -> dict:
 
 
 def _host_producer(host, seq, clip, width, height, channels, output_format):
-    from demos.styles import STYLES
+    from bridge.styles import STYLES
 
     handle = {"run": None}
 

@@ -1,6 +1,6 @@
 """The evaluation suites: which held-out sequences, at which resolution, with which prompt schedule.
 
-Every seed is an evaluation seed (demos.seeds.EVAL_SEED_BASE and up), never a training one. A
+Every seed is an evaluation seed (EVAL_SEED_BASE and up, see neural_renderer/data/world.py), never a training one. A
 sequence's frames are rendered once into an eval-split dataset under the cache directory, keyed by
 everything that determines them, so `standard` and `full` never re-render a sequence already there.
 """
@@ -9,9 +9,8 @@ from __future__ import annotations
 import functools
 import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 
-from demos.seeds import EVAL_SEED_BASE
+from neural_renderer.data.world import EVAL_SEED_BASE, source_root
 
 CACHE_VERSION = 1  # bump when the cache layout changes; world changes are caught by world_fingerprint
 
@@ -20,9 +19,7 @@ CACHE_VERSION = 1  # bump when the cache layout changes; world changes are caugh
 def world_fingerprint() -> str:
     """Hash of the world renderer's sources (demos/*.py and its shaders): any edit to what a seed
     renders gives new cache keys, so a stale cache is never scored against."""
-    import demos
-
-    root = Path(demos.__file__).parent
+    root = source_root()
     h = hashlib.sha256()
     for f in sorted(list(root.glob("*.py")) + list(root.glob("shaders/*"))):
         if f.is_file() and f.name not in ("demo_cmd.py",):

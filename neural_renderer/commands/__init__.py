@@ -1,0 +1,1 @@
+"""The subcommands of `neurender` (listed in neural_renderer/cli.py): each parses, calls one library function and prints."""

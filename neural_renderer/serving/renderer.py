@@ -1,0 +1,203 @@
+"""`GeneratorRenderer`: the daemon backend that runs the causal generator (`generator[:SPEC]`).
+
+SPEC is a shipped size ('tiny', 'base'), or a path to a checkpoint (.json or .safetensors). With no
+SPEC: 'base' on a GPU when it is shipped, else 'tiny'. One `Generator` (KV cache, noise stream) per
+client session. The client declares any subset of channels; groups it does not send reach the model
+with presence flag 0. Frames of another size are resampled to the model's resolution and the output
+back to the client's. A new prompt is encoded on a worker thread (the text encoder takes ~10 s to
+load and must never stall the render thread); the session keeps the old prompt until the new
+embedding is ready, then re-caches its context under it.
+"""
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bridge.backends import FrameInputs, Renderer, RendererSession, SessionSpec, UnsupportedSpec
+from bridge.channels import ACTION_DIM, OUTPUT_FORMATS
+from neural_renderer.model.checkpoint import load_model, resolve
+from neural_renderer.model.inputs import COND_CHANNELS, INPUT_CHANNELS, blank_cond, engine_to_cond
+from neural_renderer.serving.generator import Generator
+from neural_renderer.serving.prompts import encode_prompt, lookup
+from neural_renderer.serving.stream import StreamingSampler
+
+DEFAULT_STYLE = "sunny"
+
+
+class PromptService:
+    """Encodes prompts off the render thread; table hits resolve at once."""
+
+    def __init__(self):
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prompt-encoder")
+        self._lock = threading.Lock()
+
+    def submit(self, text: str) -> Future:
+        hit = lookup(text)
+        if hit is not None:
+            f: Future = Future()
+            f.set_result(hit)
+            return f
+        return self._pool.submit(encode_prompt, text)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class GeneratorSession(RendererSession):
+    def __init__(self, renderer: "GeneratorRenderer", spec: SessionSpec, seed: int):
+        self.r = renderer
+        self.spec = spec
+        self.size = (spec.height, spec.width)
+        from bridge.styles import STYLES
+
+        first = renderer.prompts.submit(spec.prompt or STYLES[DEFAULT_STYLE])
+        # the very first prompt is awaited once, at session open (not in a frame)
+        self.native = renderer.model.cfg.arch == "hourglass"  # any frame size, reprojected history
+        if self.native:
+            self.gen = StreamingSampler(renderer.model, first.result(), steps=spec.steps or renderer.steps, seed=seed,
+                                        use_context=renderer.use_context, use_history=renderer.use_history,
+                                        noise=renderer.noise)
+        else:
+            self.gen = Generator(renderer.model, first.result(), steps=spec.steps or renderer.steps, seed=seed,
+                                 use_context=renderer.use_context, step=renderer.step)
+        self.pending: Future | None = None
+        self.res = None if self.native else renderer.model.cfg.resolution
+
+    def _to_device(self, a: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(a.astype(np.int32) if a.dtype == np.uint16 else np.array(a))  # a copy: slots are read-only
+        return t.to(self.r.device, non_blocking=True)
+
+    def _cond(self, pixels: dict[str, np.ndarray]) -> torch.Tensor:
+        ours = {k: v for k, v in pixels.items() if k in INPUT_CHANNELS}
+        if not ours:
+            if self.native:
+                return torch.zeros(1, COND_CHANNELS, *self.size, device=self.r.device)
+            return blank_cond(1, resolution=self.res, device=self.r.device)
+        tensors = {k: self._to_device(v) for k, v in ours.items()}
+        return engine_to_cond(tensors, resolution=self.res)[None]
+
+    def _motion(self, pixels: dict[str, np.ndarray]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(1, 2, H, W) motion in pixels and (1, 1, H, W) disocclusion, or None where not sent."""
+        if "motion" not in pixels:
+            return None, None
+        mv = self._to_device(pixels["motion"]).float().permute(2, 0, 1)[None]
+        mv = torch.nan_to_num(mv, nan=0.0, posinf=0.0, neginf=0.0)
+        dis = pixels.get("disocclusion")
+        dis = None if dis is None else self._to_device(dis).float().reshape(1, 1, *self.size)
+        return mv, dis
+
+    def render(self, frame: FrameInputs, out: np.ndarray) -> None:
+        if frame.reset:
+            self.gen.reset()
+        if frame.prompt is not None:
+            self.pending = self.r.prompts.submit(frame.prompt)
+        if self.pending is not None and self.pending.done():
+            emb, self.pending = self.pending.result(), None
+            self.gen.set_prompt(emb)
+        action = np.zeros(ACTION_DIM, np.float32)
+        a = np.asarray(frame.action, np.float32).reshape(-1)[:ACTION_DIM]
+        action[: len(a)] = a
+        if self.native:
+            y = self.gen.step(self._cond(frame.pixels), torch.from_numpy(action)[None], *self._motion(frame.pixels))
+        else:
+            y = self.gen.step(self._cond(frame.pixels), torch.from_numpy(action)[None])  # (1, 3, R, R) in [-1, 1]
+        if y.shape[-2:] != self.size:
+            y = F.interpolate(y.float(), size=self.size, mode="bilinear", align_corners=False)
+        img = ((y[0].float() + 1.0) * 0.5).clamp_(0.0, 1.0).permute(1, 2, 0)  # (H, W, 3)
+        if out.dtype == np.uint8:
+            host = (img * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
+            alpha = 255
+        else:
+            host = img.to(torch.float16).cpu().numpy()
+            alpha = 1.0
+        out[..., :3] = host
+        if out.shape[-1] == 4:
+            out[..., 3] = alpha
+
+    def close(self) -> None:
+        if self.pending is not None:
+            self.pending.cancel()
+
+
+class GeneratorRenderer(Renderer):
+    def __init__(self, spec_arg: str | None = None, steps: int | None = None, device: str | None = None,
+                 seed: int = 0, use_context: bool = True, dtype: str | None = None, kernels: str = "eager",
+                 **_ignored):
+        spec_arg, options = _split_options(spec_arg)
+        use_context = use_context and options.get("context", "1") != "0"
+        self.use_history = options.get("history", "1") != "0"
+        self.noise = options.get("noise", "fresh")
+        if self.noise not in ("fresh", "fixed"):
+            raise UnsupportedSpec(f"noise={self.noise!r} (fresh or fixed)")
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        if spec_arg is None:
+            spec_arg = "base" if self.device.type == "cuda" and _shipped("base") else "tiny"
+        self.checkpoint = resolve(spec_arg)
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        if dtype not in (None, "float32", "bfloat16"):
+            raise UnsupportedSpec(f"dtype {dtype!r} (float32 or bfloat16)")
+        # bf16 on CUDA by default: through the daemon at 512x512 (H100) it halves the round trip against fp32 with
+        # the same output (benchmarks/RESULTS.md, Generator); on CPU bf16 buys nothing
+        self.dtype = getattr(torch, dtype or ("bfloat16" if self.device.type == "cuda" else "float32"))
+        self.model = load_model(self.checkpoint, device=self.device, dtype=self.dtype)
+        self.steps = int(steps or self.model.cfg.steps)
+        from kernels.step_builder import fast_step
+
+        # "eager" (the default) is the model's own forward; "auto" lets kernels/ pick for the device
+        self.kernels, self.step = fast_step(self.model, kernels)
+        self.seed = seed
+        self.use_context = use_context  # False: the per-frame ablation (same weights, no KV cache)
+        arms = ("" if use_context else "/no-context") + ("" if self.use_history else "/no-history") + (
+            "/fixed-noise" if self.noise == "fixed" else "")
+        self.name = f"generator:{self.model.cfg.name}" + arms
+        self.prompts = PromptService()
+        self.sessions = 0
+
+    def describe(self) -> dict:
+        return {"backend": "generator", "model": self.model.cfg.name, "steps": self.steps, "device": str(self.device),
+                "checkpoint": str(self.checkpoint), "resolution": self.model.cfg.resolution, "context": self.use_context,
+                "arch": self.model.cfg.arch, "history": self.use_history, "noise": self.noise,
+                "dtype": str(self.dtype).removeprefix("torch."), "kernels": self.kernels}
+
+    def open_session(self, spec: SessionSpec) -> RendererSession:
+        if spec.output_format not in OUTPUT_FORMATS:
+            raise UnsupportedSpec(f"output format {spec.output_format!r} (known: {', '.join(OUTPUT_FORMATS)})")
+        if spec.width <= 0 or spec.height <= 0:
+            raise UnsupportedSpec(f"frame size {spec.width}x{spec.height}")
+        if spec.steps is not None and not 1 <= spec.steps <= 64:
+            raise UnsupportedSpec(f"steps {spec.steps} (1..64)")
+        self.sessions += 1
+        return GeneratorSession(self, spec, seed=self.seed)  # same seed, same inputs -> same frames
+
+    def close(self) -> None:
+        self.prompts.close()
+
+
+def _split_options(spec_arg: str | None) -> tuple[str | None, dict[str, str]]:
+    """'tiny?context=0&noise=fixed' -> ('tiny', {'context': '0', 'noise': 'fixed'}): the ablation arms."""
+    if spec_arg is None or "?" not in spec_arg:
+        return spec_arg, {}
+    name, _, query = spec_arg.partition("?")
+    options = {}
+    for part in filter(None, query.split("&")):
+        k, eq, v = part.partition("=")
+        if not eq or k not in ("context", "history", "noise"):
+            raise UnsupportedSpec(f"generator option {part!r} (known: context=0|1, history=0|1, noise=fresh|fixed)")
+        options[k] = v
+    return name or None, options
+
+
+def _shipped(name: str) -> bool:
+    try:
+        resolve(name)
+        return True
+    except FileNotFoundError:
+        return False

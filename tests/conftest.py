@@ -1,0 +1,29 @@
+"""Fixtures shared across the test files.
+
+`one_thread`: torch on one intra-op thread for the test (CI has 2 cores; the threads of tiny matmuls
+only fight each other and the other processes a test starts).
+`gl_context`: one headless OpenGL context (Mesa EGL on CI) for the whole session; creating one costs
+a noticeable fraction of a second and a test never needs a fresh one.
+"""
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture
+def one_thread():
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def gl_context():
+    from demos.gl import create_context, release_context
+
+    ctx = create_context(headless=True)
+    yield ctx
+    release_context(ctx)
