@@ -37,6 +37,13 @@ CHANNELS: dict[str, ChannelSpec] = {
     )
 }
 
+# The game's own finished frame: declared like an engine channel but never shown to a renderer. It is
+# the training target of a recorded session (docs/dataset.md, "Recordings"); linear RGB in [0, 1].
+FINAL = ChannelSpec("final", 3, ("float16", "float32", "uint8"))
+
+# Every channel a client may declare when it opens a session.
+DECLARABLE_CHANNELS: dict[str, ChannelSpec] = {**CHANNELS, FINAL.name: FINAL}
+
 # Conditioning groups of the generator: each is dropped as a unit in training so one model
 # serves any subset a client declares.
 CONDITIONING_GROUPS: dict[str, tuple[str, ...]] = {
