@@ -117,6 +117,7 @@ class GeneratorRenderer(Renderer):
         # the same output (benchmarks/RESULTS.md, Generator); on CPU bf16 buys nothing
         self.dtype = getattr(torch, dtype or ("bfloat16" if self.device.type == "cuda" else "float32"))
         self.model = load_model(self.checkpoint, device=self.device, dtype=self.dtype)
+        self.looks = register_checkpoint_looks(self.checkpoint)  # prompts of looks it was fine-tuned on
         self.steps = int(steps or self.model.cfg.steps)
         self.seed = seed
         self.use_context = use_context  # False: the per-frame ablation (same weights, no KV cache)
@@ -127,7 +128,7 @@ class GeneratorRenderer(Renderer):
     def describe(self) -> dict:
         return {"backend": "generator", "model": self.model.cfg.name, "steps": self.steps, "device": str(self.device),
                 "checkpoint": str(self.checkpoint), "resolution": self.model.cfg.resolution, "context": self.use_context,
-                "dtype": str(self.dtype).removeprefix("torch.")}
+                "dtype": str(self.dtype).removeprefix("torch."), **({"looks": self.looks} if self.looks else {})}
 
     def open_session(self, spec: SessionSpec) -> RendererSession:
         if spec.output_format not in OUTPUT_FORMATS:
@@ -141,6 +142,17 @@ class GeneratorRenderer(Renderer):
 
     def close(self) -> None:
         self.prompts.close()
+
+
+def register_checkpoint_looks(checkpoint) -> list[str]:
+    import json
+
+    from neural_renderer.prompts import register
+
+    looks = json.loads(resolve(checkpoint).read_text()).get("train", {}).get("looks", {})
+    for name, embedding in looks.items():
+        register(name, embedding)
+    return sorted(looks)
 
 
 def _shipped(name: str) -> bool:

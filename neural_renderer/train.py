@@ -60,6 +60,11 @@ class TrainConfig:
     resume: str = ""  # a train_state.pt to continue from
     init: str = ""  # a shipped/json checkpoint to start the weights from
     device: str = ""
+    # fine-tuning on a recording (neural_renderer/training/finetune.py): its clips, mixed at look_share with
+    # `source` clips; looks = {name: prompt embedding}, saved into the checkpoint for serving
+    recording: str = ""
+    look_share: float = 0.5
+    looks: dict = field(default_factory=dict)
 
 
 # -- distributed -----------------------------------------------------------------------------------
@@ -224,8 +229,13 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
 
     style_table = style_embeddings()
     styles = cfg.styles or sorted(style_table)
-    pool = ClipPool(cfg.pool, cfg.clip_len, mcfg.resolution, styles, style_table, device=dev)
-    stream = clip_stream(cfg, mcfg.resolution, styles, rank)
+    if cfg.recording:
+        from neural_renderer.training.finetune import mixed_pool
+
+        pool, stream = mixed_pool(cfg, mcfg.resolution, styles, style_table, dev, rank)
+    else:
+        pool = ClipPool(cfg.pool, cfg.clip_len, mcfg.resolution, styles, style_table, device=dev)
+        stream = clip_stream(cfg, mcfg.resolution, styles, rank)
     t_fill = time.time()
     fill = tqdm(total=cfg.pool, desc="filling clip pool", disable=not (progress and rank == 0))
     while pool.filled < cfg.pool:
@@ -297,8 +307,8 @@ def _over_budget(mine: bool, world: int, dev) -> bool:
 
 
 def _save(cfg, mcfg, model, ema_model, opt, step, history, elapsed, out: Path) -> None:
-    meta = {"step": step, "train_config": asdict(cfg), "elapsed_s": elapsed,
-            "final_loss": history[-1][1] if history else None}
+    meta = {"step": step, "train_config": {k: v for k, v in asdict(cfg).items() if k != "looks"},
+            "elapsed_s": elapsed, "final_loss": history[-1][1] if history else None, "looks": cfg.looks}
     save_checkpoint(ema_model.state_dict(), mcfg, out / mcfg.name, meta=meta)
     torch.save({"model": model.state_dict(), "ema": ema_model.state_dict(), "opt": opt.state_dict(),
                 "step": step, "history": history, "elapsed_s": elapsed}, out / "train_state.pt")

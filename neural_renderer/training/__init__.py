@@ -1,0 +1,1 @@
+"""Training the generator: fine-tuning on recordings of a user's game (finetune)."""
