@@ -28,6 +28,7 @@ GROUPS: dict[str, dict[str, tuple[str, str]]] = {
     "bench": {
         "bridge": ("bridge.bench_cmd", "round-trip latency of the bridge vs a raw pyzmq echo"),
         "kernels": ("kernels.bench_cmd", "kernel arms vs eager/compile/CUDA graph"),
+        "record": ("bridge.bench_record", "frame latency with session recording off vs on"),
     },
     "dataset": {
         "make": ("neural_renderer.data.dataset_cmd", "render training/eval sequences to sharded files"),
