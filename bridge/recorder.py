@@ -46,6 +46,7 @@ FRAMES_PER_SHARD = 2048  # as `neurender dataset make`: a longer session continu
 BUFFER_BYTES = 64 * 2**20  # frames converted and waiting for the disk, per recording
 MIN_BUFFERS, MAX_BUFFERS = 2, 16
 LOCK_FILE = ".lock"
+WRITER_NICE = 10  # the writer thread's nice value (Linux threads are scheduled one by one)
 _dir_locks: dict[str, threading.Lock] = {}
 _dir_locks_guard = threading.Lock()
 
@@ -210,11 +211,13 @@ class Recording:
             self._inbox.append(_Capture(seq, pixels, constants, action, reset))
             self._cv.notify_all()
 
-    def wait_copied(self, seq: int, timeout: float = 5.0) -> None:
-        """Until frame `seq` (and every earlier one) has left the client's slot."""
+    def wait_copied(self, seq: int, timeout: float = 5.0) -> float:
+        """Until frame `seq` (and every earlier one) has left the client's slot; returns the ms waited."""
+        t0 = time.perf_counter()
         with self._cv:
             self._cv.wait_for(lambda: self._copied_seq >= seq or self.error is not None or self._copier_gone,
                               timeout)
+        return (time.perf_counter() - t0) * 1e3
 
     @property
     def _copier_gone(self) -> bool:
@@ -296,6 +299,10 @@ class Recording:
 
     # -- the writer thread -----------------------------------------------------------------------------
     def _write_loop(self) -> None:
+        try:  # the disk can wait; the socket loop, the render thread and the copier cannot
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WRITER_NICE)
+        except (OSError, AttributeError):
+            pass
         try:
             while True:
                 with self._cv:
