@@ -51,10 +51,14 @@ def test_record_finetune_serve_score(tmp_path, micro_init):
     assert held_out(2) == [1] and training_sequences(2) == [0]
 
     out = tmp_path / "ft"
-    cli("train", "--data", rec / "inkgame", "--look", "inkgame", "--init", f"generator:{micro_init}", "--out", out,
-        "--steps", 30, "--batch", 4, "--clip-len", 4, "--pool", 8, "--refresh-every", 0, "--mix", "synthetic",
-        "--lr", 2e-3, "--log-every", 5, "--no-progress")
+    train = ["train", "--data", rec / "inkgame", "--look", "inkgame", "--init", f"generator:{micro_init}", "--out", out,
+             "--batch", 4, "--clip-len", 4, "--pool", 8, "--refresh-every", 0, "--mix", "synthetic", "--lr", 2e-3,
+             "--log-every", 5, "--no-progress"]
+    cli(*train, "--steps", 20)
+    cli(*train, "--steps", 30, "--resume", out / "train_state.pt")  # continues at step 20
+    assert json.loads((out / "train_result.json").read_text())["steps"] == 30
     hist = json.loads((out / "loss_history.json").read_text())
+    assert [h[0] for h in hist] == [5, 10, 15, 20, 25, 30]
     assert hist[-1][1] < 0.8 * hist[0][1], hist
     doc = json.loads((out / "micro.json").read_text())
     emb = doc["train"]["looks"]["inkgame"]
