@@ -59,7 +59,7 @@ class RecordError(Exception):
 
 
 def check_record_name(name: str) -> str:
-    if not isinstance(name, str) or not RECORD_NAME.match(name):
+    if not isinstance(name, str) or not RECORD_NAME.fullmatch(name):  # (match's $ would let "name\n" in)
         raise ValueError(f"record name {name!r} must match {RECORD_NAME.pattern} (it becomes a directory name)")
     return name
 
@@ -262,7 +262,8 @@ class Recording:
             with self._cv:
                 self._copied_seq = cap.seq
                 if buf is None:
-                    self.skipped += self.error is None
+                    if self.error is None:
+                        self.skipped += 1
                     self._cut_next = True  # the frames around a gap are not consecutive
                 else:
                     buf["reset"][...] = 1 if (cap.reset or self._cut_next) else 0

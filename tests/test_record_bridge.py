@@ -188,7 +188,8 @@ def test_full_disk_ends_the_recording_with_its_error_and_the_session_keeps_rende
 
 BAD_RECORD = [
     ("../escape", "bad_field"), ("", "bad_field"), ("a/b", "bad_field"), (".hidden", "bad_field"),
-    ("x" * 65, "bad_field"), ("with space", "bad_field"), ("ünïcode", "bad_field"), (123, "bad_field"),
+    ("x" * 65, "bad_field"), ("with space", "bad_field"), ("trailing-newline\n", "bad_field"), ("nul\0", "bad_field"),
+    ("..", "bad_field"), ("-dash-first", "bad_field"), ("ünïcode", "bad_field"), (123, "bad_field"),
     (True, "bad_field"), (["list"], "bad_field"),
 ]
 
