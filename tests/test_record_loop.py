@@ -121,3 +121,17 @@ def test_commands_refuse_what_they_cannot_use(tmp_path, micro_init):
         r = cli("demo", "--record", "../up", "--frames", 1, "--resolution", "16x16", "--endpoint", d.endpoint,
                 check=False)
     assert r.returncode == 1 and "bad_field" in r.stderr
+
+
+def test_the_unseen_look_is_in_no_default_data():
+    """ink stands in for a user's game only: the world renderer draws it, nothing trains or scores on it."""
+    from demos.styles import LOOKS, STYLES, UNSEEN_STYLES, prompt_of
+    from neural_renderer.eval.suites import SUITES
+    from neural_renderer.prompts import load_table
+
+    assert "ink" in LOOKS and "ink" in UNSEEN_STYLES and "ink" not in STYLES
+    assert prompt_of("ink") == UNSEEN_STYLES["ink"] and prompt_of("night") == STYLES["night"]
+    texts, styles, _ = load_table()  # the trainer's prompt table
+    assert "ink" not in styles and UNSEEN_STYLES["ink"] not in texts
+    for name, make in SUITES.items():  # every eval suite's looks
+        assert all("ink" not in seq.styles for seq in make().sequences), name

@@ -66,4 +66,4 @@ def recording_clips(root: str | Path, length: int, channels: tuple[str, ...], se
         skipped = 0
         yield RawClip(engine={c: np.array(clip.engine[c]) for c in chans},  # copies: the maps are read-only
                       reference={look: np.asarray(clip.engine[FINAL.name], np.float32)},
-                      action=np.asarray(clip.action, np.float32))
+                      action=np.array(clip.action, np.float32))

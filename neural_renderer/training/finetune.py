@@ -148,6 +148,8 @@ def sample_grid(ds, checkpoint: Path, look: str, path: Path, frames: int = 8) ->
                                   if "color" in clip.engine else to_srgb8(np.zeros_like(img)))
             rows["recorded"].append(to_srgb8(np.asarray(clip.engine["final"][t], np.float32)))
             rows["model"].append(to_srgb8(img))
+    scale = max(1, 128 // ds.height)  # small recordings are enlarged (nearest) so the labels leave room
+    rows = {k: [im.repeat(scale, 0).repeat(scale, 1) for im in v] for k, v in rows.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     imageio.imwrite(path, contact_sheet(rows, list(range(n))))
     return path
