@@ -442,11 +442,9 @@ class Daemon:
         if job.slot is not None:
             s.busy.discard(job.slot)
         dropped, s.dropped = s.dropped, []
-        record_error, record_wait = None, {}
+        record_wait = {}
         if s.recording is not None:  # the slots this reply hands back must be copied out first
             record_wait = {"record_wait_ms": s.recording.wait_copied(max([job.inputs.seq, *dropped]))}
-            e = s.recording.take_error()
-            record_error = {"code": e.code, "message": str(e)} if e else None
         if r.error is not None:
             s.frames_failed += 1
             err = P.ProtocolError("renderer_error", f"{type(r.error).__name__}: {r.error}", session=s.id,
@@ -454,6 +452,8 @@ class Daemon:
             self._error(s.sock, s.peer, err, dropped)
             return
         s.frames_done += 1
+        e = s.recording.take_error() if s.recording is not None else None
+        record_error = {"code": e.code, "message": str(e)} if e else None
         timings = dict(r.timings, **record_wait, daemon_ms=(time.perf_counter() - job.t_recv) * 1e3)
         header = P.encode("frame_done", session=s.id, seq=job.inputs.seq, slot=job.slot, dropped=dropped,
                           timings=timings, record_error=record_error)
