@@ -96,6 +96,8 @@ def finetune(data: str, look: str | None, *, init: str, model: str | None = None
     from neural_renderer.checkpoint import resolve
     from neural_renderer.train import TrainConfig, train
 
+    if not 0.0 < look_share <= 1.0:  # before the text encoder loads
+        raise ValueError(f"look share must be in (0, 1], got {look_share}")
     ds = open_recording(data)
     look = look or look_name(ds)
     init = init.removeprefix("generator:")
