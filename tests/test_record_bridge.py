@@ -239,3 +239,29 @@ def test_record_requests_the_daemon_cannot_take_are_refused(tmp_path):
                 c.open_session(8, 8, {"color": "float16", "final": "float16"}, record="look")
     with pytest.raises(DatasetError):
         SequenceDataset(tmp_path / "world")
+
+
+@pytest.mark.parametrize("pool", [[], ["--workers", "1"]], ids=["render-thread", "worker-pool"])
+def test_the_renderer_never_sees_final(tmp_path, pool):
+    """The session is recorded in the daemon and rendered on its render thread or in a worker process
+    (serve --workers); neither renderer gets `final` (passthrough with no colour or G-buffer would shade
+    the first channel it gets), shm and inline alike."""
+    rec = tmp_path / "recordings"
+    with spawn_daemon("passthrough", runtime_dir="private", extra_args=[*pool, "--recordings-dir", str(rec)],
+                      timeout=120) as d:
+        with Client(d.endpoint) as c:
+            for transport in ("shm", "inline"):
+                # final declared first: passthrough with no colour or G-buffer shades the first channel it gets
+                s = c.open_session(8, 8, {"final": "float16", "material_id": "uint8"}, transport=transport,
+                                   record="pooled", output_format="rgb16f")
+                ids = np.full((8, 8, 1), 3, np.uint8)
+                for t in range(3):
+                    r = s.render({"material_id": ids, "final": np.full((8, 8, 3), t / 4, np.float16)}).image.copy()
+                    other = s.render({"material_id": ids, "final": np.ones((8, 8, 3), np.float16)}).image
+                    np.testing.assert_array_equal(r, other)  # the output ignores the target
+                s.close()
+    index = wait_index(rec / "pooled", 2)
+    ds = SequenceDataset(rec / "pooled")
+    assert [q.frames for q in ds.sequences] == [6, 6]
+    np.testing.assert_array_equal(ds.clip(1).engine["final"][::2, 0, 0, 0], np.float16([0, 0.25, 0.5]))
+    assert index["channels"] == ["material_id", "final"]
