@@ -39,7 +39,7 @@ def micro_init(tmp_path_factory):
     return save_checkpoint(CausalDiT(cfg).state_dict(), cfg, tmp_path_factory.mktemp("init") / "micro")
 
 
-def test_record_finetune_serve_score(tmp_path, micro_init):
+def test_record_finetune_serve_score(tmp_path, micro_init, monkeypatch):
     rec = tmp_path / "recordings"
     with spawn_daemon("passthrough", runtime_dir="private", extra_args=["--recordings-dir", str(rec)]) as d:
         cli("demo", "--record", "inkgame", "--style", "ink", "--sequences", 2, "--frames", 10,
@@ -65,6 +65,16 @@ def test_record_finetune_serve_score(tmp_path, micro_init):
     assert len(emb) == 384 and abs(np.linalg.norm(emb) - 1) < 1e-3
     for png in ("loss.png", "samples.png"):
         assert (out / png).stat().st_size > 500
+
+    # the look's prompt resolves from the checkpoint alone: no text encoder is loaded to serve it
+    from neural_renderer import prompts
+    from neural_renderer.backend import GeneratorRenderer
+
+    monkeypatch.setattr(prompts, "_shared_encoder", lambda: pytest.fail("the text encoder was loaded"))
+    renderer = GeneratorRenderer(str(out / "micro.json"), device="cpu")
+    got = renderer.prompts.submit("inkgame")
+    assert got.done() and torch.equal(got.result(), torch.tensor(emb, dtype=torch.float32))
+    renderer.close()
 
     with spawn_daemon(f"generator:{out / 'micro.json'}", runtime_dir="private", device="cpu", timeout=120) as d:
         with Client(d.endpoint) as c:
