@@ -37,6 +37,13 @@ CHANNELS: dict[str, ChannelSpec] = {
     )
 }
 
+# The game's own finished frame: declared like an engine channel but never shown to a renderer. It is
+# the training target of a recorded session (docs/dataset.md, "Recordings"); linear RGB in [0, 1].
+FINAL = ChannelSpec("final", 3, ("float16", "float32", "uint8"))
+
+# Every channel a client may declare when it opens a session.
+DECLARABLE_CHANNELS: dict[str, ChannelSpec] = {**CHANNELS, FINAL.name: FINAL}
+
 # The player's action vector, one float per entry, recorded with every frame.
 # Keys are 0/1; mouse deltas are in degrees of camera rotation this frame.
 ACTION_LAYOUT: tuple[str, ...] = (

@@ -168,13 +168,15 @@ class Client:
     def open_session(self, width: int, height: int, channels: dict[str, str], action_dim: int = ACTION_DIM,
                      output_format: str = "rgb8", prompt: str | None = None, steps: int | None = None, *,
                      transport: str | None = None, slots: int = P.DEFAULT_SLOTS,
-                     timeout: float | None = None) -> "Session":
-        """transport: "shm" (default on ipc://) or "inline" (default on tcp://)."""
+                     timeout: float | None = None, record: str | None = None) -> "Session":
+        """transport: "shm" (default on ipc://) or "inline" (default on tcp://). record: a look name; the
+        daemon records the session (declare the "final" channel: your game's own frame) into
+        <recordings root>/<record>/ for `neurender train --data ... --look <record>`."""
         if transport is None:
             transport = "shm" if self.endpoint.startswith("ipc://") else "inline"
         opened = self._request("open", timeout=timeout, width=width, height=height, channels=dict(channels),
                                action_dim=action_dim, output_format=output_format, transport=transport,
-                               prompt=prompt, steps=steps, slots=slots, lock=transport == "shm")
+                               prompt=prompt, steps=steps, slots=slots, lock=transport == "shm", record=record)
         s = Session(self, opened)
         self.sessions[s.id] = s
         return s
@@ -219,6 +221,8 @@ class Session:
                       for c in opened["channels"])
         o = opened["output"]
         out = ChannelLayout(o["format"], o["dtype"], o["components"], o["nbytes"])
+        self.record: dict | None = opened.get("record")  # {name, dir} while the daemon records this session
+        self.record_error: BridgeError | None = None  # set when the daemon stopped recording (code record_failed)
         self.info = {"renderer": opened["renderer"], "layout": {k: v for k, v in opened.items()
                                                                 if k not in ("v", "type", "req", "renderer")}}
         self._lock_fd = None
@@ -383,6 +387,9 @@ class Session:
             image = self._out[msg["slot"]]
         else:
             image = np.frombuffer(extra[0].buffer, np.dtype(o.dtype)).reshape(self.height, self.width, o.components)
+        if msg.get("record_error"):  # recording stopped; the session goes on
+            e = msg["record_error"]
+            self.record_error = BridgeError(e.get("code", "record_failed"), e.get("message", ""), self.id, seq)
         timings = dict(msg.get("timings") or {})
         if t0 is not None:
             timings["roundtrip_ms"] = (time.perf_counter() - t0) * 1e3

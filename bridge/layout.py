@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bridge.channels import CHANNELS, OUTPUT_FORMATS
+from bridge.channels import DECLARABLE_CHANNELS, OUTPUT_FORMATS
 
 SLOT_ALIGN = 4096  # page: each slot starts on its own page
 CHANNEL_ALIGN = 64  # cache line: each channel inside a slot
@@ -40,8 +40,8 @@ class SlotLayout:
 
     @staticmethod
     def build(width: int, height: int, channels: dict[str, str], output_format: str, slots: int) -> "SlotLayout":
-        chans = tuple(ChannelLayout(n, d, CHANNELS[n].components,
-                                    width * height * CHANNELS[n].components * np.dtype(d).itemsize)
+        chans = tuple(ChannelLayout(n, d, DECLARABLE_CHANNELS[n].components,
+                                    width * height * DECLARABLE_CHANNELS[n].components * np.dtype(d).itemsize)
                       for n, d in channels.items())
         odt, oc = OUTPUT_FORMATS[output_format]
         out = ChannelLayout(output_format, odt, oc, width * height * oc * np.dtype(odt).itemsize)

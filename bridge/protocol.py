@@ -27,11 +27,14 @@ Client -> daemon
 ~~~~~~~~~~~~~~~~
 hello  {v, type:"hello", req?:int, client?:str}
 open   {v, type:"open", req:int, width:int, height:int, channels:{name:dtype,...}, action_dim:int,
-        output_format:str, transport:"shm"|"inline", prompt?:str, steps?:int, slots?:int, lock?:bool}
-       channels: names and dtypes from bridge.channels.CHANNELS (e.g. {"color":"float16","depth":"float32"}),
+        output_format:str, transport:"shm"|"inline", prompt?:str, steps?:int, slots?:int, lock?:bool,
+        record?:str}
+       channels: names and dtypes from bridge.channels.DECLARABLE_CHANNELS (e.g. {"color":"float16","depth":"float32"}),
        at least one. output_format: "rgb8" | "rgba8" | "rgb16f". slots: ring size, default 3, 1..limits.max_slots.
        lock: the client promises to hold a shared flock on ``lock_path`` from before its first frame until
        it exits, so the daemon notices its death at once (else the heartbeat timeout applies).
+       record: record this session into <recordings root>/<record>/ (docs/dataset.md, "Recordings"); the
+       name ([A-Za-z0-9][A-Za-z0-9_-]{0,63}) is also the look's prompt; needs the channel "final".
 frame  {v, type:"frame", session:str, seq:int, slot?:int, constants?:{name:[float,...]},
         action?:[float,...], prompt?:str, reset?:bool}
        shm:    ``slot`` is required (0..slots-1); the pixels are already in that input slot. No extra frames.
@@ -55,9 +58,10 @@ opened     {v, type:"opened", req, session:str, transport, slots:int, width, hei
             output:{format, dtype, components, nbytes},
             shm_path:str|nil, shm_size:int, lock_path:str|nil,
             input_offsets:[[int per channel] per slot], output_offsets:[int per slot],
-            renderer:{...}, heartbeat_ms, session_timeout_ms}
+            renderer:{...}, heartbeat_ms, session_timeout_ms, record?:{name, dir} (when recording)}
 frame_done {v, type:"frame_done", session, seq, slot:int|nil, dropped:[int,...],
-            timings:{queue_ms:float, render_ms:float, daemon_ms:float}}
+            timings:{queue_ms:float, render_ms:float, daemon_ms:float}, record_error?:{code, message}}
+           record_error: once, on the first frame_done after a recording stopped (code record_failed).
            inline: one extra frame, the output image (output.nbytes bytes, (H,W,C) of output.dtype).
            shm: the image is in output slot ``slot`` at output_offsets[slot].
 closed     {v, type:"closed", req, session, dropped:[int,...]}
@@ -102,7 +106,7 @@ from typing import Any, Sequence
 
 import msgpack
 
-from bridge.channels import ACTION_DIM, CHANNELS, CONSTANTS_LAYOUT, OUTPUT_FORMATS
+from bridge.channels import ACTION_DIM, CONSTANTS_LAYOUT, DECLARABLE_CHANNELS, OUTPUT_FORMATS
 
 PROTOCOL_VERSION = 1
 TRANSPORTS = ("shm", "inline")
@@ -126,6 +130,7 @@ ERROR_CODES: dict[str, str] = {
     "non_finite": "NaN or infinity in constants or action",
     "unsupported": "the renderer cannot serve this session (e.g. a channel set it was not built for)",
     "renderer_error": "the renderer failed on this frame; the session stays open",
+    "record_failed": "recording stopped (disk full, directory not writable); the session goes on",
     "internal_error": "a bug in the daemon while handling this message (it may be half applied); the daemon goes on",
 }
 
@@ -144,7 +149,7 @@ class ProtocolError(Exception):
 class Limits:
     max_width: int = 4096
     max_height: int = 4096
-    max_channels: int = len(CHANNELS)
+    max_channels: int = len(DECLARABLE_CHANNELS)
     max_sessions: int = 8
     max_slots: int = 8
     max_prompt_chars: int = 2000
@@ -187,6 +192,7 @@ class Open:
     steps: int | None
     slots: int
     lock: bool
+    record: str | None = None
 
 
 @dataclass(frozen=True)
@@ -221,7 +227,8 @@ _SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "hello": {"req": (_INT, False), "client": (_STR, False)},
     "open": {"req": (_INT, True), "width": (_INT, True), "height": (_INT, True), "channels": (_MAP, True),
              "action_dim": (_INT, True), "output_format": (_STR, True), "transport": (_STR, True),
-             "prompt": (_STR, False), "steps": (_INT, False), "slots": (_INT, False), "lock": (_BOOL, False)},
+             "prompt": (_STR, False), "steps": (_INT, False), "slots": (_INT, False), "lock": (_BOOL, False),
+             "record": (_STR, False)},
     "frame": {"session": (_STR, True), "seq": (_INT, True), "slot": (_INT, False), "constants": (_MAP, False),
               "action": (_LIST, False), "prompt": (_STR, False), "reset": (_BOOL, False)},
     "close": {"req": (_INT, True), "session": (_STR, True)},
@@ -342,11 +349,12 @@ def _decode_open(msg: dict, limits: Limits, ids: dict) -> Open:
     if len(channels) > limits.max_channels:
         raise ProtocolError("limit_exceeded", f"{len(channels)} channels, limit {limits.max_channels}", **ids)
     for name, dtype in channels.items():
-        if name not in CHANNELS:
-            raise ProtocolError("bad_field", f"unknown channel {name!r}; known: {', '.join(CHANNELS)}", **ids)
-        if dtype not in CHANNELS[name].dtypes:
+        if name not in DECLARABLE_CHANNELS:
+            raise ProtocolError("bad_field", f"unknown channel {name!r}; known: {', '.join(DECLARABLE_CHANNELS)}",
+                                **ids)
+        if dtype not in DECLARABLE_CHANNELS[name].dtypes:
             raise ProtocolError("bad_field", f"channel {name!r} cannot be {dtype!r}; allowed: "
-                                f"{', '.join(CHANNELS[name].dtypes)}", **ids)
+                                f"{', '.join(DECLARABLE_CHANNELS[name].dtypes)}", **ids)
     if msg["output_format"] not in OUTPUT_FORMATS:
         raise ProtocolError("bad_field", f"output_format {msg['output_format']!r} not one of "
                             f"{', '.join(OUTPUT_FORMATS)}", **ids)
@@ -364,7 +372,7 @@ def _decode_open(msg: dict, limits: Limits, ids: dict) -> Open:
     if steps is not None and not 1 <= steps <= 1000:
         raise ProtocolError("bad_field", "steps must be in 1..1000", **ids)
     return Open(msg["req"], w, h, dict(channels), msg["action_dim"], msg["output_format"], msg["transport"],
-                prompt, steps, slots, bool(msg.get("lock", False)))
+                prompt, steps, slots, bool(msg.get("lock", False)), msg.get("record"))
 
 
 def _decode_frame(msg: dict, extra: list, limits: Limits, ids: dict) -> Frame:

@@ -34,6 +34,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keys-dir", default=None, help="CURVE keys (default ~/.config/neurender/keys; env "
                    "NEURENDER_KEYS_DIR); see `neurender keys`")
     p.add_argument("--shm-dir", default=None, help="where session files go (default /dev/shm; env NEURENDER_SHM_DIR)")
+    rec = p.add_mutually_exclusive_group()
+    rec.add_argument("--recordings-dir", default=None,
+                     help="where sessions opened with `record: NAME` are written, one dataset per NAME (default "
+                          "$NEURENDER_RECORDINGS_DIR or ~/.local/share/neurender/recordings)")
+    rec.add_argument("--no-record", action="store_true", help="refuse sessions that ask to be recorded")
     p.add_argument("--max-sessions", type=int, default=8)
     p.add_argument("--max-width", type=int, default=4096)
     p.add_argument("--max-height", type=int, default=4096)
@@ -118,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = DaemonConfig(ipc_endpoint=ipc, tcp=args.tcp, insecure=args.insecure, server_keys=server_keys,
                        allowed_keys_dir=allowed_dir, limits=limits, heartbeat_ms=args.heartbeat_ms,
                        session_timeout_ms=args.session_timeout_ms,
-                       shm_dir=shm_dir)
+                       shm_dir=shm_dir, **_recordings(args))
     try:
         daemon = Daemon(renderer, cfg, worker_factory=worker_factory)
     except (ValueError, OSError, WorkerStartError) as e:
@@ -132,7 +137,8 @@ def run(args: argparse.Namespace) -> int:
     pid_file.write_text(f"{os.getpid()}\n")
     info = {"pid": os.getpid(), "endpoints": daemon.endpoints, "renderer": renderer.describe(),
             "server_public_key": server_keys[0].decode() if server_keys else None,
-            "shm_dir": str(cfg.shm_dir), "swept": [str(p) for p in daemon.swept],
+            "shm_dir": str(cfg.shm_dir), "recordings_dir": str(cfg.recordings_dir) if cfg.recordings_dir else None,
+            "swept": [str(p) for p in daemon.swept],
             "workers": daemon.worker.info() if daemon.pooled else None}
     for ep in daemon.endpoints:
         log.info("serving %s", ep)
@@ -151,6 +157,14 @@ def run(args: argparse.Namespace) -> int:
         except FileNotFoundError:
             pass
     return 0
+
+
+def _recordings(args) -> dict:
+    from pathlib import Path
+
+    if args.no_record:
+        return {"recordings_dir": None}
+    return {"recordings_dir": Path(args.recordings_dir)} if args.recordings_dir else {}
 
 
 if __name__ == "__main__":

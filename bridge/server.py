@@ -23,7 +23,9 @@ import zmq
 from bridge import protocol as P
 from bridge import shm
 from bridge.backends import FrameInputs, Renderer, SessionSpec, UnsupportedSpec
+from bridge.channels import FINAL
 from bridge.layout import SlotLayout
+from bridge.recorder import Recording, default_recordings_dir
 from bridge.session import Session
 from bridge.worker import FrameJob, RenderWorker
 from bridge.workers import WorkerLost, WorkerLostError
@@ -48,6 +50,7 @@ class DaemonConfig:
     limits: P.Limits = P.Limits()
     heartbeat_ms: int = HEARTBEAT_MS
     session_timeout_ms: int = SESSION_TIMEOUT_MS
+    recordings_dir: Path | None = field(default_factory=default_recordings_dir)  # None: `record` is refused
 
 
 def _tcp_host(hostport: str) -> str:
@@ -271,8 +274,9 @@ class Daemon:
             raise P.ProtocolError("too_many_sessions", f"this daemon serves at most {self.limits.max_sessions} "
                                   "sessions", req=req.req)
         sid = secrets.token_hex(8)
-        spec = SessionSpec(req.width, req.height, dict(req.channels), req.action_dim, req.output_format,
-                           req.prompt, req.steps)
+        # the renderer never sees the game's own frame: it is what a recording trains towards
+        spec = SessionSpec(req.width, req.height, {k: v for k, v in req.channels.items() if k != FINAL.name},
+                           req.action_dim, req.output_format, req.prompt, req.steps)
         layout = SlotLayout.build(req.width, req.height, req.channels, req.output_format, req.slots)
         if layout.size > self.limits.max_session_bytes:
             raise P.ProtocolError("limit_exceeded", f"this session needs {layout.size} bytes of slots, limit "
@@ -284,11 +288,23 @@ class Daemon:
                 s.create_files(self.cfg.shm_dir)
             except OSError as e:
                 raise P.ProtocolError("limit_exceeded", f"cannot allocate shared memory: {e}", req=req.req) from None
+        if req.record is not None:
+            s.recording = self._open_recording(req, sid)
         self.sessions[sid] = s
         if self.pooled:  # the worker process maps the session's file itself (inline: the pool stages)
             self.worker.open(sid, spec, s.segment.path if s.segment is not None else None, layout)
         else:
             self.worker.open(sid, spec)
+
+    def _open_recording(self, req: P.Open, sid: str) -> Recording:
+        if self.cfg.recordings_dir is None:
+            raise P.ProtocolError("bad_field", "this daemon does not record (started with --no-record)", req=req.req)
+        try:
+            return Recording(self.cfg.recordings_dir, req.record, None, req.width, req.height, req.channels, sid)
+        except ValueError as e:
+            raise P.ProtocolError("bad_field", f"record: {e}", req=req.req) from None
+        except OSError as e:
+            raise P.ProtocolError("record_failed", f"cannot record into {req.record!r}: {e}", req=req.req) from None
 
     def _opened(self, s: Session) -> None:
         L = s.layout
@@ -304,7 +320,8 @@ class Daemon:
             input_offsets=[list(o) for o in L.input_offsets] if shm_mode else [],
             output_offsets=list(L.output_offsets) if shm_mode else [],
             renderer=self.worker.describe_session(s.id) if self.pooled else self.renderer.describe(),
-            heartbeat_ms=self.cfg.heartbeat_ms, session_timeout_ms=self.cfg.session_timeout_ms))
+            heartbeat_ms=self.cfg.heartbeat_ms, session_timeout_ms=self.cfg.session_timeout_ms,
+            record={"name": s.recording.look, "dir": str(s.recording.dir)} if s.recording else None))
 
     def _session_of(self, sock, peer, sid: str, **ids) -> Session:
         s = self.sessions.get(sid)
@@ -366,6 +383,9 @@ class Daemon:
             raise P.ProtocolError("non_finite", "constants overflow float32", **ids)
         if not np.isfinite(action).all():
             raise P.ProtocolError("non_finite", "action overflows float32", **ids)
+        if s.recording is not None:
+            s.recording.capture(req.seq, pixels, constants, action, req.reset)
+            pixels = {k: v for k, v in pixels.items() if k != FINAL.name}
         s.last_seq = req.seq
         s.seen_frame = True
         if req.slot is not None:
@@ -403,6 +423,8 @@ class Daemon:
             return
         if r.error is not None:
             del self.sessions[s.id]
+            if s.recording is not None:
+                s.recording.finish()
             s.release_files()
             if isinstance(r.error, WorkerLost):
                 self._error(s.sock, s.peer, WorkerLostError(str(r.error), req=s.open_req))
@@ -420,6 +442,9 @@ class Daemon:
         if job.slot is not None:
             s.busy.discard(job.slot)
         dropped, s.dropped = s.dropped, []
+        record_wait = {}
+        if s.recording is not None:  # the slots this reply hands back must be copied out first
+            record_wait = {"record_wait_ms": s.recording.wait_copied(max([job.inputs.seq, *dropped]))}
         if r.error is not None:
             s.frames_failed += 1
             err = P.ProtocolError("renderer_error", f"{type(r.error).__name__}: {r.error}", session=s.id,
@@ -427,9 +452,11 @@ class Daemon:
             self._error(s.sock, s.peer, err, dropped)
             return
         s.frames_done += 1
-        timings = dict(r.timings, daemon_ms=(time.perf_counter() - job.t_recv) * 1e3)
+        e = s.recording.take_error() if s.recording is not None else None
+        record_error = {"code": e.code, "message": str(e)} if e else None
+        timings = dict(r.timings, **record_wait, daemon_ms=(time.perf_counter() - job.t_recv) * 1e3)
         header = P.encode("frame_done", session=s.id, seq=job.inputs.seq, slot=job.slot, dropped=dropped,
-                          timings=timings)
+                          timings=timings, record_error=record_error)
         if s.transport == "inline":
             self._send(s.sock, s.peer, header, job.out)
         else:
@@ -472,6 +499,8 @@ class Daemon:
                  s.frames_done, s.frames_dropped + (pending is not None), s.frames_failed)
         dropped = s.dropped + ([pending.inputs.seq] if pending is not None else [])
         self.worker.close(sid)
+        if s.recording is not None:
+            s.recording.finish()  # its threads close the shard and commit the index
         s.release_files()
         return dropped
 

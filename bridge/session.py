@@ -37,6 +37,7 @@ class Session:
     frames_done: int = 0  # counters for the log line when the session ends
     frames_dropped: int = 0
     frames_failed: int = 0
+    recording: object = None  # bridge.recorder.Recording when the client asked for `record`
 
     def release_files(self) -> None:
         if self.segment is not None:

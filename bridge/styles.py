@@ -14,3 +14,10 @@ STYLES: dict[str, str] = {
     "cartoon": "a cel-shaded cartoon, flat bright colours, bold black outlines",
     "autumn": "an autumn afternoon, orange and red leaves, soft warm light",
 }
+
+# A look no default training or evaluation data contains (dataset make, the eval suites and the trainer
+# use STYLES only): it stands in for a user's own game in the record -> fine-tune -> serve -> score loop
+# (`neurender demo --record NAME --style ink`).
+UNSEEN_STYLES: dict[str, str] = {
+    "ink": "an ink-and-wash painting, black brush strokes and grey washes on white rice paper",
+}

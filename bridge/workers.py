@@ -57,6 +57,7 @@ from bridge import protocol as P
 from bridge import shm
 from bridge.backends import Renderer, RendererSession, SessionSpec, UnsupportedSpec
 from bridge.gpu_env import MULTI_GPU_ENV
+from bridge.channels import FINAL
 from bridge.layout import SlotLayout
 from bridge.worker import FrameJob, Result
 
@@ -207,8 +208,8 @@ def worker_main(conn, backend: str, env: dict, options: dict, factory: Callable[
                 try:
                     buf = shm.attach(path, layout.size)
                     ins, outs = [], []
-                    for k in range(layout.slots):
-                        views = layout.input_views(buf, k)
+                    for k in range(layout.slots):  # the game's own frame (recordings) is no renderer input
+                        views = {n: v for n, v in layout.input_views(buf, k).items() if n != FINAL.name}
                         for v in views.values():
                             v.flags.writeable = False
                         ins.append(views)
@@ -555,8 +556,8 @@ class WorkerPool:
             return
         slot = job.slot if job.slot is not None else 0
         if placed.in_views is not None:  # inline: stage the pixels, the waiting frame's ZeroMQ frames go
-            for name, view in placed.in_views.items():
-                view[...] = job.inputs.pixels[name]
+            for name, px in job.inputs.pixels.items():
+                placed.in_views[name][...] = px
             job.keepalive = None
         w.inflight, w.inflight_since = job, time.monotonic()
         i = job.inputs

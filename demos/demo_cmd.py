@@ -25,7 +25,7 @@ def _resolution(text: str) -> tuple[int, int]:
 def configure(p: argparse.ArgumentParser) -> None:
     from demos.player import SCRIPTS  # light: numpy only
     from demos.seeds import EVAL_SEED_BASE
-    from demos.styles import STYLES
+    from demos.styles import LOOKS
 
     p.add_argument("--headless", action="store_true", help="no window: scripted player, writes an mp4 and a contact sheet")
     p.add_argument("--frames", type=int, default=None, help=f"frames to run (headless default {HEADLESS_FRAMES}; window: until closed)")
@@ -35,7 +35,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=None, help="denoising steps (backend default if absent)")
     p.add_argument("--device", default=None, help="torch device of a daemon the demo starts")
     p.add_argument("--resolution", type=_resolution, default=(256, 256), help="frame size WxH sent to the daemon")
-    p.add_argument("--style", choices=sorted(STYLES), default="sunny", help="initial style (its prompt)")
+    p.add_argument("--style", choices=sorted(LOOKS), default="sunny", help="initial style (its prompt)")
     p.add_argument("--seed", type=int, default=EVAL_SEED_BASE, help="world seed (default: the first evaluation seed)")
     p.add_argument("--script", choices=SCRIPTS, default="mixed", help="scripted player of a headless run")
     p.add_argument("--fps", type=float, default=30.0, help="simulation rate of a headless run")
@@ -51,12 +51,17 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--view", choices=("neural", "engine pass", "reference look", "side by side"), default="neural",
                    help="window: the view shown first (Tab cycles)")
     p.add_argument("--screenshot", default=None, help="window: save what the window shows when --frames is reached")
+    p.add_argument("--record", default=None, metavar="NAME",
+                   help="record the scene through the daemon as look NAME (the --style reference is the game's own "
+                        "frame); no window, no video: see demos/record_script.py")
+    p.add_argument("--sequences", type=int, default=1, help="--record: sessions to record (one world seed each)")
+    p.add_argument("--recordings-dir", default=None, help="--record: recordings root of a daemon the demo starts")
     p.add_argument("--window-size", type=_resolution, default=(1280, 720), help="window size WxH")
 
 
 def resolve_mode(args: argparse.Namespace, has_display: bool) -> argparse.Namespace:
     """Fills the headless defaults; with no display the demo is headless whatever was asked."""
-    args.headless = bool(args.headless or not has_display)
+    args.headless = bool(args.headless or not has_display or getattr(args, "record", None))
     if args.headless and args.frames is None:
         args.frames = HEADLESS_FRAMES
     if args.out is None:
@@ -80,6 +85,10 @@ def run(args: argparse.Namespace) -> int:
 
     log = lambda msg: print(f"neurender demo: {msg}", file=sys.stderr)  # noqa: E731
     try:
+        if args.record:
+            from demos.record_script import run_record
+
+            return run_record(args, log=log)
         if args.headless:
             from demos.headless import run_headless
 

@@ -61,11 +61,13 @@ class LatencyStats:
 
 class LiveScene:
     def __init__(self, ctx, client, seed: int, width: int, height: int, style: str, steps: int | None = None,
-                 ssaa: int = 2, pipelined: bool = False):
+                 ssaa: int = 2, pipelined: bool = False, record: str | None = None):
+        """record: a look name: the daemon records the session, with the reference look of the current
+        style as the game's own finished frame (`final`, the training target)."""
         from bridge.client import BridgeError
         from demos.engine_pass import EngineRenderer
         from demos.player import Player, ScriptedController
-        from demos.styles import STYLES
+        from demos.styles import prompt_of
         from demos.world import World
 
         self.ctx, self.client = ctx, client
@@ -75,14 +77,16 @@ class LiveScene:
         self.player = Player(self.world, *self.spawner.spawn(self.world))
         self.engine = EngineRenderer(ctx, self.world, self.width, self.height)
         self.ref_renderer = None  # created on first use: one renderer serves every style
-        self.style, self.prompt = style, STYLES[style]
+        self.style, self.prompt = style, prompt_of(style)
+        self.recording = record is not None
+        channels = {**DEMO_CHANNELS, "final": "float16"} if self.recording else DEMO_CHANNELS
         self._prompt_to_send: str | None = None
         try:  # half floats keep the dark styles free of banding
-            self.session = client.open_session(self.width, self.height, DEMO_CHANNELS, output_format="rgb16f",
-                                               prompt=self.prompt, steps=steps)
+            self.session = client.open_session(self.width, self.height, channels, output_format="rgb16f",
+                                               prompt=self.prompt, steps=steps, record=record)
         except BridgeError:  # a backend that only writes 8-bit output
-            self.session = client.open_session(self.width, self.height, DEMO_CHANNELS, output_format="rgb8",
-                                               prompt=self.prompt, steps=steps)
+            self.session = client.open_session(self.width, self.height, channels, output_format="rgb8",
+                                               prompt=self.prompt, steps=steps, record=record)
         self.renderer_info = self.session.info.get("renderer", {})
         self.stats = LatencyStats()
         self.index, self.t = 0, 0.0
@@ -94,10 +98,10 @@ class LiveScene:
         self._shown = None  # (result, (engine colour, reference)) last shown, pipelined mode
 
     def set_style(self, style: str) -> None:
-        from demos.styles import STYLES
+        from demos.styles import prompt_of
 
         self.style = style
-        self.set_prompt(STYLES[style])
+        self.set_prompt(prompt_of(style))
 
     def set_prompt(self, prompt: str) -> None:
         self.prompt = prompt
@@ -136,11 +140,13 @@ class LiveScene:
         self.engine.render(cam, prev_cam, models, prev_models, reset)
         slot = self.session.acquire_slot()
         views = self.session.input_views(slot)
-        self.engine.read(out=views)  # straight into the shared-memory slot (a copy only for inline transport)
+        self.engine.read(out={k: v for k, v in views.items() if k != "final"})  # straight into the slot
         engine_color = views["color"].astype(np.float32)
         self.cam, self.models = cam, models
         self.prev_cam, self.prev_models = cam, models
-        ref = self.reference(self.style) if with_reference else None
+        ref = self.reference(self.style) if with_reference or self.recording else None
+        if self.recording:
+            views["final"][...] = ref  # the game's own finished frame: the look being recorded
         prompt, self._prompt_to_send = self._prompt_to_send, None
         kwargs = dict(constants=frame_constants(cam, prev_cam, dt), action=action, prompt=prompt, reset=reset, slot=slot)
         fresh = True

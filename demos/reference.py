@@ -18,7 +18,7 @@ from demos.camera import Camera, gl_bytes, look_at, orthographic
 from demos.geometry import vertex_array
 from demos.gl import set_uniform, write_array
 from demos.shader_source import load
-from demos.styles import LOOKS, STYLES, Look
+from demos.styles import LOOKS, Look
 from demos.world import MAX_DYNAMIC, World
 
 MAX_LAMPS = 12
@@ -43,8 +43,8 @@ class ReferenceRenderer:
                  shadow_size: int = 1024, shadow_radius: float = 60.0):
         import moderngl
 
-        if style not in STYLES:
-            raise ValueError(f"unknown style {style!r}; choose from {sorted(STYLES)}")
+        if style not in LOOKS:
+            raise ValueError(f"unknown style {style!r}; choose from {sorted(LOOKS)}")
         self.ctx, self.world, self.style, self.look = ctx, world, style, LOOKS[style]
         self.width, self.height, self.ssaa = int(width), int(height), int(ssaa)
         self.shadow_size, self.shadow_radius = int(shadow_size), float(shadow_radius)
@@ -132,8 +132,8 @@ class ReferenceRenderer:
 
     def set_style(self, style: str) -> None:
         """Switches the look; the programs are the same for every style, only their uniforms change."""
-        if style not in STYLES:
-            raise ValueError(f"unknown style {style!r}; choose from {sorted(STYLES)}")
+        if style not in LOOKS:
+            raise ValueError(f"unknown style {style!r}; choose from {sorted(LOOKS)}")
         self.style, self.look = style, LOOKS[style]
         self._static_uniforms()
 

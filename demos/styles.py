@@ -7,7 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bridge.styles import STYLES
+from bridge.styles import STYLES, UNSEEN_STYLES
+
+
+def prompt_of(style: str) -> str:
+    """The text prompt of any look the reference renderer draws (the seven STYLES and the unseen ones)."""
+    return STYLES[style] if style in STYLES else UNSEEN_STYLES[style]
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,10 @@ LOOKS: dict[str, Look] = {
                     cartoon=1.0, foliage=(0.15, 0.7, 0.15), grass=(0.3, 0.8, 0.2), saturation=1.5, shadow_softness=0.5),
     "autumn": Look(30, 200, (2.2, 1.8, 1.3), (0.30, 0.45, 0.75), (0.85, 0.75, 0.62), 0.5, (0.8, 0.7, 0.58), 0.004,
                    foliage=(0.65, 0.22, 0.04), grass=(0.42, 0.38, 0.12), leaves=1.0),
+    # ink and wash: no colour at all, banded shading, black outlines, everything far fades into the paper
+    "ink": Look(60, 30, (1.6, 1.6, 1.6), (0.93, 0.91, 0.86), (0.93, 0.91, 0.86), 0.9, (0.93, 0.91, 0.86), 0.03,
+                exposure=1.1, cartoon=1.0, foliage=(0.1, 0.1, 0.1), grass=(0.75, 0.75, 0.75), saturation=0.0,
+                shadow_softness=3.0),
 }
 
-assert set(LOOKS) == set(STYLES)
+assert set(LOOKS) == set(STYLES) | set(UNSEEN_STYLES) and not set(STYLES) & set(UNSEEN_STYLES)

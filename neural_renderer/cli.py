@@ -37,6 +37,7 @@ GROUPS: dict[str, dict[str, tuple[str, str]]] = {
         "eval": ("neural_renderer.commands.bench_eval", "one eval suite in-process vs through the daemon"),
         "dataset": ("neural_renderer.commands.bench_dataset", "dataset generation throughput per arm"),
         "world": ("demos.bench_render", "engine-pass and reference-look frames/s of the world renderer"),
+        "record": ("bridge.bench_record", "frame latency with session recording off vs on"),
     },
     "dataset": {
         "make": ("neural_renderer.commands.dataset", "render training/eval sequences to sharded files"),

@@ -8,7 +8,7 @@ from bridge.channels import ACTION_DIM, ACTION_LAYOUT
 from demos.materials import MATERIAL_ID, MATERIALS
 from demos.player import SCRIPTS, Player, ScriptedController
 from demos.seeds import EVAL_SEED_BASE, TRAIN_SEEDS, check_train_seed, is_eval_seed
-from demos.styles import LOOKS, STYLES
+from demos.styles import LOOKS, STYLES, UNSEEN_STYLES
 from demos.world import MAX_DYNAMIC, World
 
 A = {n: i for i, n in enumerate(ACTION_LAYOUT)}
@@ -142,7 +142,7 @@ def test_seed_ranges_and_styles():
     assert check_train_seed(5) == 5
     with pytest.raises(ValueError, match="evaluation"):
         check_train_seed(EVAL_SEED_BASE + 3)
-    assert len(STYLES) >= 6 and set(STYLES) == set(LOOKS)
+    assert len(STYLES) >= 6 and set(STYLES) | set(UNSEEN_STYLES) == set(LOOKS)  # ink: an unseen look
     assert {"sunny", "sunset", "night", "winter", "foggy", "cartoon"} <= set(STYLES)
     assert len(set(STYLES.values())) == len(STYLES)
     assert MATERIAL_ID["sky"] == 0 and len(MATERIALS) >= 9

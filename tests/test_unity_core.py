@@ -250,3 +250,25 @@ def test_unity_core_worker_lost_recovery(core_exe, tmp_path):
     assert "worker_lost_recovery" in passed and rc == 0, "".join(lines) + err
     print("".join(lines))
 
+
+
+def test_unity_core_records_a_session(core_exe, tmp_path):
+    """SessionConfig.Record: the daemon records what the C# client sends, pytest reads the dataset back."""
+    from demos.record_script import wait_for_sequences
+    from neural_renderer.data import SequenceDataset
+
+    rec = tmp_path / "recordings"
+    with spawn_daemon("passthrough", runtime_dir="private", extra_args=[*TIMING, "--recordings-dir", str(rec)]) as d:
+        r = subprocess.run(["mono", str(core_exe), "--endpoint", d.endpoint, "--record", "unity-look"],
+                           capture_output=True, text=True, timeout=60, cwd=core_exe.parent)
+    passed, failed, _ = parse_lines(r.stdout.splitlines(keepends=True))
+    assert not failed and "record_session" in passed and r.returncode == 0, r.stdout + r.stderr[-2000:]
+    assert wait_for_sequences(rec / "unity-look", 1) is not None
+    clip = SequenceDataset(rec / "unity-look").clip(0)
+    k = np.arange(10, dtype=np.float32)
+    np.testing.assert_array_equal(clip.engine["color"][:, 7, 9, 1], (k / 100).astype(np.float16))
+    np.testing.assert_array_equal(clip.engine["final"][:, 0, 0, 2], (1 - k / 100).astype(np.float16))
+    forward = ACTION_LAYOUT.index("forward")
+    assert clip.action[:, forward].tolist() == [float(i % 2) for i in range(10)]
+    assert clip.reset.tolist() == [1] + [0] * 9
+    assert SequenceDataset(rec / "unity-look").sequences[0].fps == pytest.approx(50.0)

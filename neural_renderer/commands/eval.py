@@ -24,6 +24,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output-format", default="rgb16f", help="output format asked of the renderer")
     p.add_argument("--cache-dir", default=None, help="where rendered eval sequences are kept "
                    "(default $NEURENDER_EVAL_CACHE or ~/.cache/neurender/eval)")
+    p.add_argument("--data", default=None, metavar="DIR",
+                   help="score on the held-out sequences of this recording of your game, against its own frames, "
+                        "instead of a suite (neural_renderer/eval/recorded.py)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -46,6 +49,14 @@ def run(args) -> int:
     from neural_renderer.data import DatasetError
 
     try:
+        if args.data:
+            from neural_renderer.eval.recorded import run_eval_recording
+
+            result = run_eval_recording(args.renderer, args.data, endpoint=args.endpoint, steps=args.steps,
+                                        device=args.device, json_path=args.json_path,
+                                        output_format=args.output_format, progress=not args.no_progress)
+            print(table(result))
+            return 0
         result = run_eval(args.renderer, args.suite, vs=args.vs, endpoint=args.endpoint, steps=args.steps,
                           device=args.device, cache_dir=args.cache_dir, json_path=args.json_path,
                           report_dir=args.report_dir, resolution=resolution, channels=args.channels,

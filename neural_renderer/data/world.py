@@ -11,7 +11,7 @@ from pathlib import Path
 from demos.seeds import EVAL_SEED_BASE, TRAIN_SEEDS, check_train_seed, is_eval_seed
 
 __all__ = ["EVAL_SEED_BASE", "TRAIN_SEEDS", "check_train_seed", "is_eval_seed", "create_context", "release_context",
-           "render_sequence", "SequenceRenderer", "source_root"]
+           "render_sequence", "SequenceRenderer", "source_root", "contact_sheet", "to_srgb8"]
 
 
 def create_context(*args, **kwargs):
@@ -36,6 +36,18 @@ def SequenceRenderer(*args, **kwargs):  # noqa: N802  (stands in for the class i
     from demos.sequence import SequenceRenderer as Renderer
 
     return Renderer(*args, **kwargs)
+
+
+def contact_sheet(*args, **kwargs):
+    from demos.present import contact_sheet as sheet
+
+    return sheet(*args, **kwargs)
+
+
+def to_srgb8(*args, **kwargs):
+    from demos.present import to_srgb8 as convert
+
+    return convert(*args, **kwargs)
 
 
 def source_root() -> Path:

@@ -6,17 +6,15 @@ written last, atomically: a crash leaves a directory the reader refuses, never a
 """
 from __future__ import annotations
 
-import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from bridge.channels import ACTION_DIM, ACTION_LAYOUT, CHANNELS, CONSTANTS_LAYOUT
-from .format import (FORMAT_NAME, FORMAT_VERSION, INDEX_FILE, SPLITS, EvalSeedError, array_specs,
-                     check_style_name, flatten_constants, reference_array, shard_dir_name)
+from bridge.channels import ACTION_DIM, CHANNELS
+from .format import (INDEX_FILE, SPLITS, EvalSeedError, check_style_name, commit, flatten_constants,  # noqa: F401
+                     make_index, reference_array, shard_dir_name)
 
 
 @dataclass(frozen=True)
@@ -63,22 +61,8 @@ def plan_index(plan: list[SequencePlan], *, width: int, height: int, styles: dic
         sequences.append({"seed": p.seed, "frames": p.frames, "shard": len(shards) - 1,
                           "start": shards[-1]["frames"], "script": p.script, "fps": p.fps})
         shards[-1]["frames"] += p.frames
-    specs = array_specs(width, height, list(styles))
-    return {
-        "format": FORMAT_NAME,
-        "version": FORMAT_VERSION,
-        "split": split,
-        "width": width,
-        "height": height,
-        "styles": [{"name": n, "prompt": pr, "array": reference_array(n)} for n, pr in styles.items()],
-        "arrays": {name: {"dtype": dt, "shape": list(shape)} for name, (dt, shape) in specs.items()},
-        "channels": list(CHANNELS),
-        "action_layout": list(ACTION_LAYOUT),
-        "constants_layout": [[k, v] for k, v in CONSTANTS_LAYOUT.items()],
-        "shards": shards,
-        "sequences": sequences,
-        "meta": dict(meta or {}),
-    }
+    return make_index(width=width, height=height, styles=styles, split=split, shards=shards,
+                      sequences=sequences, meta=meta)
 
 
 def dataset_bytes(index: dict) -> int:
@@ -160,12 +144,3 @@ def _image(x, shape: tuple[int, int, int], name: str) -> np.ndarray:
     if a.shape != shape:
         raise ValueError(f"{name}: expected shape {shape}, got {a.shape}")
     return a
-
-
-def commit(root: Path, index: dict) -> Path:
-    """Write index.json atomically (temp file + rename): the dataset exists from this moment."""
-    root = Path(root)
-    tmp = root / (INDEX_FILE + ".tmp")
-    tmp.write_text(json.dumps(index, indent=1), encoding="utf-8")
-    os.replace(tmp, root / INDEX_FILE)
-    return root / INDEX_FILE

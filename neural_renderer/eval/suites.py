@@ -22,7 +22,7 @@ def world_fingerprint() -> str:
     root = source_root()
     h = hashlib.sha256()
     for f in sorted(list(root.glob("*.py")) + list(root.glob("shaders/*"))):
-        if f.is_file() and f.name not in ("demo_cmd.py",):
+        if f.is_file() and f.name not in ("demo_cmd.py", "record_script.py"):
             h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
     return h.hexdigest()[:12]
 

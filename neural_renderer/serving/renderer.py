@@ -148,6 +148,7 @@ class GeneratorRenderer(Renderer):
         # the same output (benchmarks/RESULTS.md, Generator); on CPU bf16 buys nothing
         self.dtype = getattr(torch, dtype or ("bfloat16" if self.device.type == "cuda" else "float32"))
         self.model = load_model(self.checkpoint, device=self.device, dtype=self.dtype)
+        self.looks = register_checkpoint_looks(self.checkpoint)  # prompts of looks it was fine-tuned on
         self.steps = int(steps or self.model.cfg.steps)
         from kernels.step_builder import fast_step
 
@@ -165,7 +166,8 @@ class GeneratorRenderer(Renderer):
         return {"backend": "generator", "model": self.model.cfg.name, "steps": self.steps, "device": str(self.device),
                 "checkpoint": str(self.checkpoint), "resolution": self.model.cfg.resolution, "context": self.use_context,
                 "arch": self.model.cfg.arch, "history": self.use_history, "noise": self.noise,
-                "dtype": str(self.dtype).removeprefix("torch."), "kernels": self.kernels}
+                "dtype": str(self.dtype).removeprefix("torch."), "kernels": self.kernels,
+                **({"looks": self.looks} if self.looks else {})}
 
     def open_session(self, spec: SessionSpec) -> RendererSession:
         if spec.output_format not in OUTPUT_FORMATS:
@@ -193,6 +195,17 @@ def _split_options(spec_arg: str | None) -> tuple[str | None, dict[str, str]]:
             raise UnsupportedSpec(f"generator option {part!r} (known: context=0|1, history=0|1, noise=fresh|fixed)")
         options[k] = v
     return name or None, options
+
+
+def register_checkpoint_looks(checkpoint) -> list[str]:
+    import json
+
+    from neural_renderer.serving.prompts import register
+
+    looks = json.loads(resolve(checkpoint).read_text()).get("train", {}).get("looks", {})
+    for name, embedding in looks.items():
+        register(name, embedding)
+    return sorted(looks)
 
 
 def _shipped(name: str) -> bool:

@@ -1,1 +1,2 @@
-"""Training, distillation and pruning: their configs (config.py), the one loop (loop.py) and each objective."""
+"""Training, distillation, pruning and fine-tuning on recordings: their configs (config.py), the one loop
+(loop.py) and each objective."""

@@ -223,6 +223,29 @@ def synthetic_clips(length: int, resolution: int, styles: list[str], seed: int =
         k += 1
 
 
+# -- a run's source
+
+
+def clip_stream(cfg, resolution: int, styles: list[str], rank: int):
+    """The clips a run's config names (cfg.data: 'world', 'synthetic' or a dataset directory), per DDP rank."""
+    seed = cfg.seed * 7919 + rank * 104729
+    if cfg.data == "synthetic":
+        return synthetic_clips(cfg.clip_len, resolution, styles, seed=seed)
+    if cfg.data == "world":
+        from neural_renderer.data.world import TRAIN_SEEDS
+
+        def seeds():
+            g = torch.Generator().manual_seed(seed)
+            while True:
+                yield int(TRAIN_SEEDS[int(torch.randint(len(TRAIN_SEEDS), (1,), generator=g))])
+
+        if cfg.render_workers:
+            return parallel_world_clips(seeds(), cfg.clip_len, resolution, styles, cfg.render_workers,
+                                        looks_per_clip=cfg.looks_per_clip, seed=seed)
+        return world_clips(seeds(), cfg.clip_len, resolution, styles, looks_per_clip=cfg.looks_per_clip, seed=seed)
+    return dataset_clips(cfg.data, cfg.clip_len, seed=seed)
+
+
 # -- the on-device pool --------------------------------------------------------------------------
 
 

@@ -57,6 +57,13 @@ class TrainConfig(ClipRunConfig):
     history: bool = True  # hourglass: False = the no-history ablation (the group is always absent)
     ckpt_every: int = 500
     resume: str = ""  # a train_state.pt to continue from
+    # fine-tuning on a recording (training/finetune.py): its clips mixed at look_share with `data` clips;
+    # looks = {name: prompt embedding}, saved into the checkpoint for serving
+    recording: str = ""
+    # the smallest share that reached the recorded look's plateau while costing the built-in looks 1.8 dB (a
+    # share of 1.0 lost them: -20.6 dB); benchmarks/RESULTS.md, "How much of each batch should be the recording"
+    look_share: float = 0.5
+    looks: dict = field(default_factory=dict)
 
 
 @dataclass

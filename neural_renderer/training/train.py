@@ -23,8 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from neural_renderer.model.checkpoint import save_checkpoint
-from neural_renderer.training.clip_sources import (ClipBatch, ClipPool, dataset_clips, parallel_world_clips,
-                                                  synthetic_clips, world_clips)
+from neural_renderer.training.clip_sources import ClipBatch, ClipPool, clip_stream
 from neural_renderer.model.inputs import drop_groups
 from neural_renderer.model.flow import add_noise, sample_train_t
 from neural_renderer.model.registry import MODELS, build
@@ -66,25 +65,6 @@ def frame_levels(B: int, L: int, cfg: TrainConfig, g: torch.Generator, dev) -> t
 
 
 # -- clips -----------------------------------------------------------------------------------------
-
-
-def clip_stream(cfg: TrainConfig, resolution: int, styles: list[str], rank: int):
-    seed = cfg.seed * 7919 + rank * 104729
-    if cfg.data == "synthetic":
-        return synthetic_clips(cfg.clip_len, resolution, styles, seed=seed)
-    if cfg.data == "world":
-        from neural_renderer.data.world import TRAIN_SEEDS
-
-        def seeds():
-            g = torch.Generator().manual_seed(seed)
-            while True:
-                yield int(TRAIN_SEEDS[int(torch.randint(len(TRAIN_SEEDS), (1,), generator=g))])
-
-        if cfg.render_workers:
-            return parallel_world_clips(seeds(), cfg.clip_len, resolution, styles, cfg.render_workers,
-                                        looks_per_clip=cfg.looks_per_clip, seed=seed)
-        return world_clips(seeds(), cfg.clip_len, resolution, styles, looks_per_clip=cfg.looks_per_clip, seed=seed)
-    return dataset_clips(cfg.data, cfg.clip_len, seed=seed)
 
 
 # -- the objective ---------------------------------------------------------------------------------
@@ -158,8 +138,13 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     style_table = style_embeddings()
     styles = cfg.styles or sorted(style_table)
     render_res = cfg.render_resolution or mcfg.resolution
-    pool = ClipPool(cfg.pool, cfg.clip_len, render_res, styles, style_table, device=dev, looks=cfg.looks_per_clip)
-    stream = clip_stream(cfg, render_res, styles, rank)
+    if cfg.recording:
+        from neural_renderer.training.recording_pool import mixed_pool
+
+        pool, stream = mixed_pool(cfg, render_res, styles, style_table, dev, rank)
+    else:
+        pool = ClipPool(cfg.pool, cfg.clip_len, render_res, styles, style_table, device=dev, looks=cfg.looks_per_clip)
+        stream = clip_stream(cfg, render_res, styles, rank)
     t_fill = time.time()
     fill = tqdm(total=cfg.pool, desc="filling clip pool", disable=not (progress and rank == 0))
     while pool.filled < cfg.pool:
@@ -196,8 +181,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
 
 def _save(cfg, mcfg, model, ema_model, opt, st: LoopState, out: Path) -> None:
     step, history, elapsed = st.step, st.history.get("loss", []), st.elapsed_s
-    meta = {"step": step, "train_config": asdict(cfg), "elapsed_s": elapsed,
-            "final_loss": history[-1][1] if history else None}
+    meta = {"step": step, "train_config": {k: v for k, v in asdict(cfg).items() if k != "looks"},
+            "elapsed_s": elapsed, "final_loss": history[-1][1] if history else None, "looks": cfg.looks}
     save_checkpoint(ema_model.state_dict(), mcfg, out / mcfg.name, meta=meta)
     torch.save({"model": model.state_dict(), "ema": ema_model.state_dict(), "opt": opt.state_dict(),
                 "step": step, "history": history, "elapsed_s": elapsed}, out / "train_state.pt")

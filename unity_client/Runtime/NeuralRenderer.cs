@@ -53,6 +53,12 @@ namespace Neurender
         [Tooltip("Read captured texture rows bottom-up (Unity's texture convention). Untick only if the daemon receives upside-down frames on your graphics API.")]
         public bool flipCapturedRows = true;
 
+        [Header("Recording (train it on your own game)")]
+        [Tooltip("Record this session on the daemon: the channels above, this camera's finished frame (the training target), actions and camera constants, for `neurender train --data DIR --look <look name>`.")]
+        public bool record = false;
+        [Tooltip("The look's name: the recording's directory under the daemon's recordings root, and the prompt that selects the look once a model is fine-tuned on it. Letters, digits, '-' and '_'.")]
+        public string lookName = "my-game";
+
         [Header("Action")]
         public NeuralActionSource actionSource;
 
@@ -187,7 +193,7 @@ namespace Neurender
         int CaptureWidth => Mathf.Max(8, Mathf.RoundToInt(_camera.pixelWidth * resolutionScale));
         int CaptureHeight => Mathf.Max(8, Mathf.RoundToInt(_camera.pixelHeight * resolutionScale));
 
-        string ChannelKey() => $"{sendColor}{sendDepth}{sendNormals}{sendMotion}{colorAsFloat16}{slots}";
+        string ChannelKey() => $"{sendColor}{sendDepth}{sendNormals}{sendMotion}{colorAsFloat16}{slots}{(record ? lookName : "")}";
 
         void EnsureSession()
         {
@@ -207,6 +213,7 @@ namespace Neurender
             if (sendDepth) cfg.Channel("depth", "float32");
             if (sendNormals) cfg.Channel("normals", "float16");
             if (sendMotion) cfg.Channel("motion", "float16");
+            if (record && cfg.Channels.Count > 0) { cfg.Channel("final", "float16"); cfg.Record = lookName; }
             if (cfg.Channels.Count == 0) { Fail("enable at least one channel"); return; }
             try { Session = Client.Open(cfg); }
             catch (DaemonErrorException e) { Fail($"the daemon refused the session: {e.Code}: {e.DaemonMessage}"); return; }
@@ -224,6 +231,7 @@ namespace Neurender
                 if (r.Status == FrameStatus.Done) newest = r;
                 else if (r.Status == FrameStatus.Failed) LastError = r.Error.Message;
             }
+            if (Session.RecordError != null) LastError = "recording stopped: " + Session.RecordError.DaemonMessage;
             if (newest == null) return;
             if (newest.Pixels != null) _output.LoadRawTextureData(newest.Pixels);
             else
@@ -246,6 +254,8 @@ namespace Neurender
                 switch (info.Name)
                 {
                     case "color": c.Pass = 0; fmt = RenderTextureFormat.ARGBHalf; break;
+                    // the camera's finished frame, the target a recording trains towards
+                    case "final": c.Pass = 0; fmt = RenderTextureFormat.ARGBHalf; break;
                     case "depth": c.Pass = 1; fmt = RenderTextureFormat.RFloat; break;
                     case "normals": c.Pass = UsingUrp ? 3 : 2; fmt = RenderTextureFormat.ARGBHalf; break;
                     case "motion": c.Pass = UsingUrp ? 5 : 4; fmt = RenderTextureFormat.RGHalf; break;

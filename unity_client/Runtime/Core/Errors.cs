@@ -57,6 +57,7 @@ namespace Neurender.Core
                 { "non_finite", (m, r, s, q) => new NonFiniteException(m, r, s, q) },
                 { "unsupported", (m, r, s, q) => new UnsupportedException(m, r, s, q) },
                 { "renderer_error", (m, r, s, q) => new RendererErrorException(m, r, s, q) },
+                { "record_failed", (m, r, s, q) => new RecordFailedException(m, r, s, q) },
                 { "internal_error", (m, r, s, q) => new InternalErrorException(m, r, s, q) },
             };
 
@@ -95,6 +96,8 @@ namespace Neurender.Core
         public const string CodeName = "worker_lost";
         public WorkerLostException(string m, long? r, string s, long? q) : base(CodeName, m, r, s, q) { }
     }
+    /// <summary>Recording stopped (disk full, directory not writable); the session goes on. Session.RecordError.</summary>
+    public sealed class RecordFailedException : DaemonErrorException { public RecordFailedException(string m, long? r, string s, long? q) : base("record_failed", m, r, s, q) { } }
     /// <summary>A bug in the daemon while handling the message (it may be half applied); the daemon goes on.</summary>
     public sealed class InternalErrorException : DaemonErrorException { public InternalErrorException(string m, long? r, string s, long? q) : base("internal_error", m, r, s, q) { } }
 }

@@ -46,6 +46,7 @@ namespace Neurender.Core
             if (c.Steps > 0) m.Add("steps", c.Steps);
             m.Add("slots", c.Slots);
             if (lockPromise) m.Add("lock", true);
+            if (c.Record != null) m.Add("record", c.Record);
             return MsgPackWriter.Pack(m);
         }
 
@@ -324,6 +325,7 @@ namespace Neurender.Core
         public readonly long[] Dropped;
         public readonly double QueueMs, RenderMs, DaemonMs;
         public readonly byte[] Pixels; // inline transport: the output image; null in shm mode
+        public readonly string RecordErrorCode, RecordErrorMessage; // once, when the daemon stopped recording
 
         internal FrameDone(Fields f, List<byte[]> extra)
         {
@@ -336,6 +338,12 @@ namespace Neurender.Core
             QueueMs = t.Num("queue_ms");
             RenderMs = t.Num("render_ms");
             DaemonMs = t.Num("daemon_ms");
+            if (f.Has("record_error"))
+            {
+                var e = f.Map("record_error");
+                RecordErrorCode = e.Str("code");
+                RecordErrorMessage = e.Str("message");
+            }
             if (extra.Count > 1) throw new ProtocolViolationException("frame_done with more than one pixel frame");
             Pixels = extra.Count == 1 ? extra[0] : null;
         }

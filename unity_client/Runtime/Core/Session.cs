@@ -20,6 +20,9 @@ namespace Neurender.Core
         /// <summary>Times this session was reopened on the daemon (after a restart or timeout).</summary>
         public int Generation { get; private set; }
         public bool IsClosed { get; private set; }
+        /// <summary>Set when the daemon stopped recording this session (code record_failed, e.g. a full
+        /// disk); the session goes on rendering.</summary>
+        public DaemonErrorException RecordError { get; private set; }
 
         ShmRegion _shm;
         LivenessLock _lock;
@@ -251,6 +254,8 @@ namespace Neurender.Core
             FrameResult r = Finish(d.Seq, FrameStatus.Done);
             if (r == null) return;
             r.QueueMs = d.QueueMs; r.RenderMs = d.RenderMs; r.DaemonMs = d.DaemonMs; r.Pixels = d.Pixels;
+            if (d.RecordErrorCode != null)
+                RecordError = DaemonErrorException.From(d.RecordErrorCode, d.RecordErrorMessage, null, d.Session, d.Seq);
             Stats.Done++;
             Stats.AddLatency(r.LatencyMs);
             Stats.LastRenderMs = d.RenderMs;

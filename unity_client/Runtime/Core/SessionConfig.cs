@@ -69,6 +69,9 @@ namespace Neurender.Core
         /// <summary>Sampler steps; 0 leaves the daemon's default.</summary>
         public int Steps;
         public int Slots = 3;
+        /// <summary>A look name: the daemon records this session (engine channels, the game's own frame in
+        /// the "final" channel, actions, constants) for `neurender train --look`. Null: not recorded.</summary>
+        public string Record;
 
         public SessionConfig Channel(string name, string dtype)
         {

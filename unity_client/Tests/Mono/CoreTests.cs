@@ -44,6 +44,13 @@ static class CoreTests
             Console.Out.Flush();
             while (true) { c.Pump(50); }
         }
+        int rec = Array.IndexOf(args, "--record");
+        if (rec >= 0)
+        {
+            Test("record_session", () => RecordSession(args[rec + 1]));
+            Console.WriteLine("DONE failures=" + _failures);
+            return _failures;
+        }
         if (args.Contains("--worker-lost"))
         {
             Test("worker_lost_recovery", WorkerLost);
@@ -273,6 +280,37 @@ static class CoreTests
     }
 
     // ---- against the daemon --------------------------------------------------------------------
+
+    // Recording: 10 frames whose colour is k/100 and whose own finished frame ("final") is 1 - k/100
+    // (float16), action Action(k), dt 1/50 s; pytest reads the daemon's dataset back and checks all of it.
+    static string RecordSession(string name)
+    {
+        var c = new NeurenderClient(new ClientOptions { Endpoint = _endpoint, RequestTimeoutMs = 10000 });
+        c.Connect();
+        var cfg = new SessionConfig { Width = W, Height = H, OutputFormat = "rgba8", Slots = 3, Record = name }
+            .Channel("color", "float16").Channel("final", "float16");
+        Session s = c.Open(cfg);
+        var color = new byte[W * H * 6];
+        var final = new byte[W * H * 6];
+        for (int k = 0; k < 10; k++)
+        {
+            ushort hc = Half.FromFloat(k / 100f), hf = Half.FromFloat(1 - k / 100f);
+            for (int i = 0; i < W * H * 3; i++)
+            {
+                color[2 * i] = (byte)hc; color[2 * i + 1] = (byte)(hc >> 8);
+                final[2 * i] = (byte)hf; final[2 * i + 1] = (byte)(hf >> 8);
+            }
+            int slot = s.AcquireSlot();
+            s.WriteChannel(slot, "color", color);
+            s.WriteChannel(slot, "final", final);
+            s.Submit(slot, Action(k), new Dictionary<string, float[]> { { "dt", new[] { 0.02f } } });
+            s.NextResult(10000).ThrowIfFailed();
+        }
+        Check(s.RecordError == null, "no record error");
+        s.Close();
+        c.Dispose();
+        return "frames=10 look=" + name;
+    }
 
     static SessionConfig Config() => new SessionConfig { Width = W, Height = H, OutputFormat = "rgba8", Slots = 3, Prompt = "photoreal" }
         .Channel("color", "float16").Channel("depth", "float32");
