@@ -191,7 +191,8 @@ def _split_options(spec_arg: str | None) -> tuple[str | None, dict[str, str]]:
     options = {}
     for part in filter(None, query.split("&")):
         k, eq, v = part.partition("=")
-        if not eq or k not in ("context", "history", "noise"):
+        allowed = ("fresh", "fixed") if k == "noise" else ("0", "1")
+        if not eq or k not in ("context", "history", "noise") or v not in allowed:
             raise UnsupportedSpec(f"generator option {part!r} (known: context=0|1, history=0|1, noise=fresh|fixed)")
         options[k] = v
     return name or None, options

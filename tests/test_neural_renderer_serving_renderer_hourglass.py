@@ -1,0 +1,61 @@
+"""The generator backend with the hourglass model, through a real daemon (`neurender serve`) and its
+Python client: a client's own frame size is served at that size (no square resampling), motion vectors
+turn the reprojected history on, the ablation options reach the sampler, and bad options are refused."""
+import numpy as np
+import pytest
+import torch
+
+from bridge.backends import UnsupportedSpec
+from bridge.client import Client
+from bridge.styles import STYLES
+from bridge.daemon import spawn_daemon
+from neural_renderer.model.checkpoint import save_checkpoint
+from neural_renderer.model.registry import build
+from neural_renderer.serving.renderer import GeneratorRenderer
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    """An hg-micro checkpoint with non-zero weights (outputs depend on every input)."""
+    torch.manual_seed(0)
+    m = build("hg-micro")
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.dim() >= 2:
+                p.normal_(0, 0.08)
+    return save_checkpoint(m.state_dict(), m.cfg, tmp_path_factory.mktemp("ck") / "hg-micro", dtype=torch.float32)
+
+
+def engine(h, w, t):
+    rng = np.random.default_rng(t)
+    motion = np.zeros((h, w, 2), np.float16)
+    motion[..., 0] = 1.0  # the camera pans: every point was one pixel to the right
+    return {"color": rng.random((h, w, 3)).astype(np.float16), "depth": (1 + rng.random((h, w, 1)) * 50).astype(np.float16),
+            "motion": motion, "disocclusion": np.zeros((h, w, 1), np.uint8)}
+
+
+def test_daemon_serves_the_clients_own_size_with_history(ckpt):
+    H, W = 24, 40  # not square, not a multiple of the trunk's factor on one side
+    chans = {"color": "float16", "depth": "float16", "motion": "float16", "disocclusion": "uint8"}
+    with spawn_daemon(f"generator:{ckpt}", runtime_dir="private", device="cpu", timeout=120) as d:
+        with Client(d.endpoint) as c:
+            s = c.open_session(W, H, chans, prompt=STYLES["winter"], output_format="rgb16f")
+            assert s.info["renderer"]["arch"] == "hourglass" and s.info["renderer"]["history"]
+            moving = [s.render(engine(H, W, t)).image.astype(np.float32) for t in range(4)]
+            s.close()
+            s = c.open_session(W, H, {"color": "float16", "depth": "float16"}, prompt=STYLES["winter"],
+                               output_format="rgb16f")
+            no_mv = [s.render({k: v for k, v in engine(H, W, t).items() if k in ("color", "depth")}).image.astype(np.float32)
+                     for t in range(4)]
+    assert all(o.shape == (H, W, 3) and np.isfinite(o).all() for o in moving)
+    np.testing.assert_allclose(moving[0], no_mv[0], atol=2e-3)  # frame 0: no previous output yet
+    assert np.abs(moving[3] - no_mv[3]).max() > 1e-2  # later frames use the reprojected history
+
+
+def test_ablation_options_and_bad_options(ckpt):
+    r = GeneratorRenderer(f"{ckpt}?context=0&history=0&noise=fixed", device="cpu")
+    d = r.describe()
+    assert (d["context"], d["history"], d["noise"]) == (False, False, "fixed") and r.name.endswith("/fixed-noise")
+    for bad in ("?history=2", "?color=1", "?noise=blue", "?context", "?steps=4"):
+        with pytest.raises(UnsupportedSpec):
+            GeneratorRenderer(f"{ckpt}{bad}", device="cpu")
