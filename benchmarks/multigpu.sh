@@ -26,9 +26,9 @@ SERVE_SECONDS=${SERVE_SECONDS:-20}
 SIZE=${SIZE:-512}
 mkdir -p "$OUT"
 
-# NVLink multicast off in every process started below. The one definition is bridge.workers.MULTI_GPU_ENV
+# NVLink multicast off in every process started below. The one definition is bridge.worker_pool.MULTI_GPU_ENV
 # (the serving workers set it themselves as well).
-eval "$("$PY" -c 'from bridge.workers import MULTI_GPU_ENV as E; print("\n".join(f"export {k}={v}" for k, v in E.items()))')"
+eval "$("$PY" -c 'from bridge.worker_pool import MULTI_GPU_ENV as E; print("\n".join(f"export {k}={v}" for k, v in E.items()))')"
 echo "NCCL_NVLS_ENABLE=$NCCL_NVLS_ENABLE TORCH_SYMM_MEM_DISABLE_MULTICAST=$TORCH_SYMM_MEM_DISABLE_MULTICAST NVSHMEM_DISABLE_NVLS=$NVSHMEM_DISABLE_NVLS"
 
 NGPU=$("$PY" -c 'import torch; print(torch.cuda.device_count())')

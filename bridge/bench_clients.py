@@ -128,7 +128,7 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from bridge.bench_cmd import BENCH_CHANNELS
-    from bridge.workers import MULTI_GPU_ENV
+    from bridge.worker_pool import MULTI_GPU_ENV
     configs: list[tuple[str, list[str]]] = []
     for n in args.workers or []:
         configs.append(("render thread" if n == 0 else f"{n} worker process{'es' if n > 1 else ''}",

@@ -190,7 +190,7 @@ class Open:
 
 
 @dataclass(frozen=True)
-class Frame:
+class FrameRequest:
     session: str
     seq: int
     slot: int | None
@@ -213,7 +213,7 @@ class Ping:
     sessions: tuple[str, ...]
 
 
-Request = Hello | Open | Frame | Close | Ping
+Request = Hello | Open | FrameRequest | Close | Ping
 
 # field -> (accepted python types, required). bool is checked before int (bool is an int in Python).
 _INT, _STR, _BOOL, _MAP, _LIST = (int,), (str,), (bool,), (dict,), (list,)
@@ -367,7 +367,7 @@ def _decode_open(msg: dict, limits: Limits, ids: dict) -> Open:
                 prompt, steps, slots, bool(msg.get("lock", False)))
 
 
-def _decode_frame(msg: dict, extra: list, limits: Limits, ids: dict) -> Frame:
+def _decode_frame(msg: dict, extra: list, limits: Limits, ids: dict) -> FrameRequest:
     constants = {}
     for name, values in (msg.get("constants") or {}).items():
         if name not in CONSTANTS_LAYOUT:
@@ -381,7 +381,7 @@ def _decode_frame(msg: dict, extra: list, limits: Limits, ids: dict) -> Frame:
     prompt = msg.get("prompt")
     if prompt is not None and len(prompt) > limits.max_prompt_chars:
         raise ProtocolError("limit_exceeded", f"prompt longer than {limits.max_prompt_chars} chars", **ids)
-    return Frame(msg["session"], msg["seq"], msg.get("slot"), constants, action, prompt,
+    return FrameRequest(msg["session"], msg["seq"], msg.get("slot"), constants, action, prompt,
                  bool(msg.get("reset", False)), tuple(extra))
 
 

@@ -1,7 +1,7 @@
 """The daemon: ROUTER sockets, sessions and their shared-memory files, liveness, replies.
 
 One thread (the socket loop) owns every socket and every session; rendering happens on the render
-worker (bridge.worker), which hands results back through a queue plus an inproc wake-up socket.
+worker (bridge.render_thread), which hands results back through a queue plus an inproc wake-up socket.
 Protocol decoding and validation live in bridge.protocol; this module holds the state checks
 (sessions, slots, seqs, sizes) and the sockets.
 """
@@ -24,9 +24,9 @@ from bridge import protocol as P
 from bridge import shm
 from bridge.backends import FrameInputs, Renderer, SessionSpec, UnsupportedSpec
 from bridge.layout import SlotLayout
-from bridge.session import Session
-from bridge.worker import FrameJob, RenderWorker
-from bridge.workers import WorkerLost, WorkerLostError
+from bridge.session import ServerSession
+from bridge.render_thread import FrameJob, RenderWorker
+from bridge.worker_pool import WorkerLost, WorkerLostError
 
 log = logging.getLogger("neurender.bridge")
 
@@ -61,13 +61,13 @@ class Daemon:
     def __init__(self, renderer: Renderer, config: DaemonConfig, context: zmq.Context | None = None,
                  worker_factory=None):
         """`context`: share one (tests talking over inproc://); by default the daemon makes its own.
-        `worker_factory(wake)`: a bridge.workers.WorkerPool in place of the render thread (issue 9)."""
+        `worker_factory(wake)`: a bridge.worker_pool.WorkerPool in place of the render thread (issue 9)."""
         self.renderer, self.cfg = renderer, config
         self.limits = config.limits
         self._own_ctx = context is None
         self.ctx = context or zmq.Context()
         self.sockets: list[zmq.Socket] = []
-        self.sessions: dict[str, Session] = {}
+        self.sessions: dict[str, ServerSession] = {}
         self.auth = None
         self.endpoints: list[str] = []
         self._stop = threading.Event()
@@ -232,7 +232,7 @@ class Daemon:
         body = [f.buffer for f in frames[1:]]
         try:
             req = P.decode_request(body, self.limits)
-            if isinstance(req, P.Frame):
+            if isinstance(req, P.FrameRequest):
                 self._on_frame(sock, peer, req, frames[2:])
             elif isinstance(req, P.Ping):
                 self._on_ping(sock, peer, req)
@@ -277,7 +277,7 @@ class Daemon:
         if layout.size > self.limits.max_session_bytes:
             raise P.ProtocolError("limit_exceeded", f"this session needs {layout.size} bytes of slots, limit "
                                   f"{self.limits.max_session_bytes}", req=req.req)
-        s = Session(sid, sock, peer, spec, layout, req.transport, req.lock, last_seen=time.monotonic(),
+        s = ServerSession(sid, sock, peer, spec, layout, req.transport, req.lock, last_seen=time.monotonic(),
                     open_req=req.req)
         if req.transport == "shm":
             try:
@@ -290,7 +290,7 @@ class Daemon:
         else:
             self.worker.open(sid, spec)
 
-    def _opened(self, s: Session) -> None:
+    def _opened(self, s: ServerSession) -> None:
         L = s.layout
         shm_mode = s.segment is not None
         self._send(s.sock, s.peer, P.encode(
@@ -306,7 +306,7 @@ class Daemon:
             renderer=self.worker.describe_session(s.id) if self.pooled else self.renderer.describe(),
             heartbeat_ms=self.cfg.heartbeat_ms, session_timeout_ms=self.cfg.session_timeout_ms))
 
-    def _session_of(self, sock, peer, sid: str, **ids) -> Session:
+    def _session_of(self, sock, peer, sid: str, **ids) -> ServerSession:
         s = self.sessions.get(sid)
         if s is None and self.lost.get(sid) == (sock, peer):
             raise WorkerLostError(f"session {sid} was lost with its render worker", session=sid, **ids)
@@ -319,7 +319,7 @@ class Daemon:
         dropped = self._end_session(s.id, None)
         self._send(sock, peer, P.encode("closed", req=req.req, session=s.id, dropped=dropped))
 
-    def _on_frame(self, sock, peer, req: P.Frame, raw_frames: list) -> None:
+    def _on_frame(self, sock, peer, req: P.FrameRequest, raw_frames: list) -> None:
         t_recv = time.perf_counter()
         ids = {"session": req.session, "seq": req.seq}
         s = self._session_of(sock, peer, req.session, seq=req.seq)
@@ -396,7 +396,7 @@ class Daemon:
             except Exception:  # noqa: BLE001 - see _handle
                 log.exception("internal error while answering session %s", r.session)
 
-    def _finish_open(self, r, s: Session | None) -> None:
+    def _finish_open(self, r, s: ServerServerSession | None) -> None:
         if s is None:  # gone while opening
             if r.error is None:
                 self.worker.close(r.session)
@@ -415,7 +415,7 @@ class Daemon:
         s.last_seen = time.monotonic()
         self._opened(s)
 
-    def _finish_frame(self, r, s: Session) -> None:
+    def _finish_frame(self, r, s: ServerSession) -> None:
         job: FrameJob = r.value
         if job.slot is not None:
             s.busy.discard(job.slot)
@@ -435,7 +435,7 @@ class Daemon:
         else:
             self._send(s.sock, s.peer, header)
 
-    def _lose_session(self, r, s: Session) -> None:
+    def _lose_session(self, r, s: ServerSession) -> None:
         """The session's worker process died: its oldest unanswered frame gets `worker_lost` (a waiting
         one is listed as dropped), the session ends, its later frames get `worker_lost` too."""
         job = r.value  # the frame it was rendering, if any

@@ -14,7 +14,7 @@ from bridge.layout import SlotLayout
 
 
 @dataclass
-class Session:
+class ServerSession:
     id: str
     sock: zmq.Socket
     peer: bytes  # ROUTER identity of the opening connection

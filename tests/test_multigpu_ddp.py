@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bridge.workers import MULTI_GPU_ENV
+from bridge.worker_pool import MULTI_GPU_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 3

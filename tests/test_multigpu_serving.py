@@ -22,7 +22,7 @@ from bridge.backends.passthrough import PassthroughRenderer
 from bridge.client import BridgeError, Client
 from bridge.daemon import spawn_daemon
 from bridge.server import Daemon, DaemonConfig
-from bridge.workers import (MULTI_GPU_ENV, WORKER_LOST, PoolRenderer, WorkerPool, WorkerStartError, parse_gpus,
+from bridge.worker_pool import (MULTI_GPU_ENV, WORKER_LOST, PoolRenderer, WorkerPool, WorkerStartError, parse_gpus,
                             worker_specs)
 from _bridge_helpers import Raw, expected_rgb8, serving_on_thread, wait_until
 

@@ -2,7 +2,7 @@
 `--workers N` for N processes on the backend's default device, e.g. CPU in tests).
 
 The socket loop (bridge.server) talks to a WorkerPool through the same calls as the thread worker
-(bridge.worker.RenderWorker: open/close/submit/cancel/stop and the `results` queue), so every state
+(bridge.render_thread.RenderWorker: open/close/submit/cancel/stop and the `results` queue), so every state
 check, reply and drop rule of the daemon stays where it is. What changes is where rendering happens:
 
 * Processes. One worker process per device, started with the spawn method (never fork: the daemon has
@@ -57,7 +57,7 @@ from bridge import protocol as P
 from bridge import shm
 from bridge.backends import Renderer, RendererSession, SessionSpec, UnsupportedSpec
 from bridge.layout import SlotLayout
-from bridge.worker import FrameJob, Result
+from bridge.render_thread import FrameJob, Result
 
 log = logging.getLogger("neurender.bridge")
 
