@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 GROUPS: dict[str, dict[str, tuple[str, str]]] = {
     "bench": {
         "bridge": ("bridge.bench_cmd", "round-trip latency of the bridge vs a raw pyzmq echo"),
+        "soak": ("bridge.soak_cmd", "hours of hostile, dying clients and a daemon restart: memory, losses, files left"),
         "kernels": ("kernels.bench_cmd", "kernel arms vs eager/compile/CUDA graph"),
     },
     "dataset": {
