@@ -147,6 +147,8 @@ class Limits:
     max_channels: int = len(CHANNELS)
     max_sessions: int = 8
     max_slots: int = 8
+    max_steps: int = 32  # a session's `steps`: bounds how long one of its frames holds the render thread
+    max_sessions_per_client: int = 4  # per CURVE key (tcp) or per connection (ipc): one client cannot hold every slot
     max_prompt_chars: int = 2000
     max_header_bytes: int = 65536
     max_session_bytes: int = 2**30  # one session's shared-memory file (all slots)
@@ -159,7 +161,8 @@ class Limits:
     def as_dict(self) -> dict:
         return {
             "max_width": self.max_width, "max_height": self.max_height, "max_channels": self.max_channels,
-            "max_sessions": self.max_sessions, "max_slots": self.max_slots,
+            "max_sessions": self.max_sessions, "max_slots": self.max_slots, "max_steps": self.max_steps,
+            "max_sessions_per_client": self.max_sessions_per_client,
             "max_prompt_chars": self.max_prompt_chars, "max_header_bytes": self.max_header_bytes,
             "max_frame_bytes": self.max_frame_bytes, "max_session_bytes": self.max_session_bytes,
         }
@@ -228,9 +231,20 @@ _SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "ping": {"req": (_INT, False), "sessions": (_LIST, False)},
 }
 CLIENT_TYPES = tuple(_SCHEMAS)
-SERVER_TYPES = ("welcome", "opened", "frame_done", "closed", "pong", "error")
+SERVER_TYPES = ("welcome", "opened", "frame_done", "closed", "pong", "error", "progress", "session_closed")
 
 _INT64 = 2**63
+
+
+def _no_duplicate_keys(pairs: list) -> dict:
+    """msgpack maps are pairs; a repeated key would otherwise silently keep the last value, so two
+    readers of one header (ours, a proxy's) could disagree about what it says."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise ProtocolError("bad_field", f"key {dup!r} appears twice in one map")
+    return out
 
 
 def _unpack(header: bytes, limits: Limits) -> Any:
@@ -238,10 +252,12 @@ def _unpack(header: bytes, limits: Limits) -> Any:
         raise ProtocolError("too_large", f"header is {len(header)} bytes, limit {limits.max_header_bytes}")
     try:
         return msgpack.unpackb(
-            header, raw=False, strict_map_key=True, use_list=True,
+            header, raw=False, strict_map_key=True, use_list=True, object_pairs_hook=_no_duplicate_keys,
             max_str_len=limits.max_prompt_chars * 4 + 64,
             max_bin_len=0, max_array_len=256, max_map_len=64, max_ext_len=0,
         )
+    except ProtocolError:
+        raise
     except msgpack.ExtraData:
         raise ProtocolError("bad_msgpack", "trailing bytes after the header map") from None
     except ValueError as e:  # limits ("... exceeds max_..._len") and malformed data both land here
@@ -354,15 +370,23 @@ def _decode_open(msg: dict, limits: Limits, ids: dict) -> Open:
         raise ProtocolError("bad_field", f"transport must be one of {TRANSPORTS}", **ids)
     if not 1 <= msg["action_dim"] <= 256:
         raise ProtocolError("bad_field", f"action_dim must be in 1..256 (ours is {ACTION_DIM})", **ids)
-    slots = msg.get("slots") or DEFAULT_SLOTS
-    if not 1 <= slots <= limits.max_slots:
+    slots = DEFAULT_SLOTS if msg.get("slots") is None else msg["slots"]
+    if slots < 1:  # not "absent": 0 is a value, and refused like steps 0
+        raise ProtocolError("bad_field", f"slots must be in 1..{limits.max_slots}, got {slots}", **ids)
+    if slots > limits.max_slots:
         raise ProtocolError("limit_exceeded", f"slots must be in 1..{limits.max_slots}", **ids)
     prompt = msg.get("prompt")
     if prompt is not None and len(prompt) > limits.max_prompt_chars:
         raise ProtocolError("limit_exceeded", f"prompt longer than {limits.max_prompt_chars} chars", **ids)
     steps = msg.get("steps")
-    if steps is not None and not 1 <= steps <= 1000:
-        raise ProtocolError("bad_field", "steps must be in 1..1000", **ids)
+    if steps is not None and steps < 1:
+        raise ProtocolError("bad_field", f"steps must be in 1..{limits.max_steps}", **ids)
+    if steps is not None and steps > limits.max_steps:
+        raise ProtocolError("limit_exceeded", f"steps {steps} above this daemon's max_steps {limits.max_steps} "
+                            "(one frame must not hold the render thread for long)", **ids)
+    if msg.get("lock") and msg["transport"] != "shm":
+        raise ProtocolError("bad_field", "lock needs the shm transport (the lock file lives beside the session "
+                            "file); inline sessions rely on heartbeats", **ids)
     return Open(msg["req"], w, h, dict(channels), msg["action_dim"], msg["output_format"], msg["transport"],
                 prompt, steps, slots, bool(msg.get("lock", False)))
 

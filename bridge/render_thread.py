@@ -2,6 +2,16 @@
 never blocks on rendering. Sessions hand it frames; per session at most one frame waits while another
 renders, and a newer frame replaces the waiting one (newest frame wins).
 
+Turns are fair in render time, not in frames (start-time fair queueing): the waiting session that has
+used the least render time goes next, so a session of cheap frames is not made to wait behind every
+frame of an expensive one (a 40-step session used to stretch another's 0.2 s frames to 2.5 s). A
+session that was idle, or is new, starts at the virtual clock (the used time of the last frame
+started), so it gets no backlog of turns over the others.
+
+Shared-memory frames are read (pread) into a private buffer and written back (pwrite) here, on the
+render thread (bridge.shm.SlotIO), and non-finite pixels are repaired before the renderer sees them
+(bridge.repair).
+
 The socket loop only talks to it through `open/close/submit/cancel` and the `results` queue, so a
 process-per-GPU worker (issue 9) can replace this thread behind the same four calls.
 """
@@ -17,6 +27,7 @@ from typing import Any, Callable
 import numpy as np
 
 from bridge.backends import FrameInputs, Renderer, RendererSession, SessionSpec
+from bridge.repair import repair_non_finite
 
 
 @dataclass
@@ -27,6 +38,8 @@ class FrameJob:
     out: np.ndarray
     t_recv: float  # perf_counter when the socket loop received it
     keepalive: Any = None  # inline pixel frames: kept referenced until rendered
+    io: Any = None  # shm: the session's bridge.shm.SlotIO (pixels are read from it on the render thread)
+    repaired: int = 0  # non-finite input values replaced by 0
 
 
 @dataclass
@@ -48,6 +61,9 @@ class RenderWorker:
         self._control: deque = deque()  # ('open', sid, spec) | ('close', sid, RendererSession)
         self._pending: "OrderedDict[str, FrameJob]" = OrderedDict()  # session -> waiting frame
         self._sessions: dict[str, RendererSession] = {}
+        self._used: dict[str, float] = {}  # session -> render seconds (virtual time) while it has frames
+        self._vclock = 0.0
+        self.current: tuple | None = None  # (op, session, seq, perf_counter at start): read by progress
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="render-worker", daemon=True)
         self._thread.start()
@@ -74,7 +90,9 @@ class RenderWorker:
                 if job.inputs.prompt is None:
                     job.inputs.prompt = dropped.inputs.prompt
                 job.inputs.reset = job.inputs.reset or dropped.inputs.reset
-            self._pending[job.session] = job  # to the back: sessions take turns
+            else:  # idle until now (or new): joins at the virtual clock, no backlog of turns
+                self._used[job.session] = max(self._used.get(job.session, 0.0), self._vclock)
+            self._pending[job.session] = job
             self._cv.notify()
         return dropped
 
@@ -101,10 +119,13 @@ class RenderWorker:
                     job = None
                 else:
                     op = "frame"
-                    sid, job = self._pending.popitem(last=False)
+                    sid = min(self._pending, key=lambda k: self._used.get(k, 0.0))
+                    job = self._pending.pop(sid)
+                    self._vclock = self._used.get(sid, 0.0)
             if op == "open":
                 self._do_open(sid, arg)
             elif op == "close":
+                self._used.pop(sid, None)
                 rs = self._sessions.pop(sid, None)
                 if rs is not None:
                     try:
@@ -125,26 +146,40 @@ class RenderWorker:
         self._wake()
 
     def _do_open(self, sid: str, spec: SessionSpec) -> None:
+        self.current = ("open", sid, None, time.perf_counter())
         try:
             rs = self.renderer.open_session(spec)
         except Exception as e:  # noqa: BLE001 - reported to the client as a typed error
             self._post(Result("opened", sid, error=e))
             return
+        finally:
+            self.current = None
         self._sessions[sid] = rs
         self._post(Result("opened", sid, value=rs))
 
     def _do_frame(self, job: FrameJob) -> None:
         rs = self._sessions.get(job.session)
         t0 = time.perf_counter()
+        self.current = ("frame", job.session, job.inputs.seq, t0)
         err = None
         if rs is None:
             err = RuntimeError("session closed before its frame rendered")
         else:
             try:
+                if job.io is not None:
+                    job.inputs.pixels, job.out = job.io.read(job.slot), job.io.out
+                job.inputs.pixels, job.repaired = repair_non_finite(job.inputs.pixels)
                 rs.render(job.inputs, job.out)
-            except Exception as e:  # noqa: BLE001 - becomes a renderer_error reply; session stays open
+                if job.io is not None:
+                    job.io.write(job.slot, job.out)
+            except Exception as e:  # noqa: BLE001 - becomes an error reply; session stays open
                 err = e
         t1 = time.perf_counter()
+        self.current = None
+        with self._cv:
+            if job.session in self._used:
+                self._used[job.session] += t1 - t0
         job.keepalive = None
+        job.io = None
         self._post(Result("frame", job.session, value=job, error=err,
                           timings={"queue_ms": (t0 - job.t_recv) * 1e3, "render_ms": (t1 - t0) * 1e3}))

@@ -85,6 +85,7 @@ class Raw:
         self.sock = ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.connect(endpoint)
+        self.notices: list[dict] = []  # session_closed / progress messages request() stepped over
 
     def send(self, *frames) -> None:
         self.sock.send_multipart(list(frames))
@@ -101,8 +102,12 @@ class Raw:
         return not self.sock.poll(int(timeout * 1000))
 
     def request(self, extra=(), **fields) -> dict:
+        """Send and return the reply; notices the daemon sends on its own (session_closed, progress)
+        that arrive first are kept in self.notices."""
         self.send_msg(extra, **fields)
-        return self.recv()[0]
+        while (m := self.recv()[0])["type"] in ("session_closed", "progress"):
+            self.notices.append(m)
+        return m
 
     def open(self, width=8, height=4, channels=None, transport="shm", output_format="rgb8", **more) -> dict:
         return self.request(type="open", req=1, width=width, height=height,
