@@ -110,6 +110,8 @@ class Client:
     def _socket(self) -> zmq.Socket:
         s = self._ctx.socket(zmq.DEALER)
         s.setsockopt(zmq.LINGER, 0)
+        if "://[" in self.endpoint:  # an IPv6 address (tcp://[::1]:PORT)
+            s.setsockopt(zmq.IPV6, 1)
         if self._curve is not None:
             server_pub, pub, sec = self._curve
             s.curve_serverkey, s.curve_publickey, s.curve_secretkey = server_pub, pub, sec
@@ -438,6 +440,8 @@ class Session:
                     raise
                 continue
             if r is None:
+                if time.monotonic() < self._client._deadline(deadline, timeout):
+                    continue  # the daemon said it is still at it (progress)
                 raise TimeoutError(f"frame {seq} of session {self.id} not rendered in time")
             if r.seq == seq:
                 return r

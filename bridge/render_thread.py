@@ -5,8 +5,10 @@ renders, and a newer frame replaces the waiting one (newest frame wins).
 Turns are fair in render time, not in frames (start-time fair queueing): the waiting session that has
 used the least render time goes next, so a session of cheap frames is not made to wait behind every
 frame of an expensive one (a 40-step session used to stretch another's 0.2 s frames to 2.5 s). A
-session that was idle, or is new, starts at the virtual clock (the used time of the last frame
-started), so it gets no backlog of turns over the others.
+session is never more than LAG_S behind the virtual clock (the used time of the frame last started),
+so a new or idle one gets no long backlog of turns over the others. And when a session that is behind
+has just had a frame rendered, the thread waits up to ANTICIPATE_S for its next one (the client's
+round trip) before starting a frame of a session that is ahead.
 
 Shared-memory frames are read (pread) into a private buffer and written back (pwrite) here, on the
 render thread (bridge.shm.SlotIO), and non-finite pixels are repaired before the renderer sees them
@@ -28,6 +30,10 @@ import numpy as np
 
 from bridge.backends import FrameInputs, Renderer, RendererSession, SessionSpec
 from bridge.repair import repair_non_finite
+
+
+LAG_S = 0.25  # render seconds a session may be behind the others (a burst of cheap frames)
+ANTICIPATE_S = 0.01  # at most this long (and never longer than its last frame took) for a session's next frame
 
 
 @dataclass
@@ -63,6 +69,7 @@ class RenderWorker:
         self._sessions: dict[str, RendererSession] = {}
         self._used: dict[str, float] = {}  # session -> render seconds (virtual time) while it has frames
         self._vclock = 0.0
+        self._last: tuple | None = None  # (session of the frame that just ended, anticipate until)
         self.current: tuple | None = None  # (op, session, seq, perf_counter at start): read by progress
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="render-worker", daemon=True)
@@ -90,8 +97,8 @@ class RenderWorker:
                 if job.inputs.prompt is None:
                     job.inputs.prompt = dropped.inputs.prompt
                 job.inputs.reset = job.inputs.reset or dropped.inputs.reset
-            else:  # idle until now (or new): joins at the virtual clock, no backlog of turns
-                self._used[job.session] = max(self._used.get(job.session, 0.0), self._vclock)
+            else:  # at most LAG_S behind the clock: a new or idle session gets no long backlog of turns
+                self._used[job.session] = max(self._used.get(job.session, self._vclock), self._vclock - LAG_S)
             self._pending[job.session] = job
             self._cv.notify()
         return dropped
@@ -118,6 +125,8 @@ class RenderWorker:
                     op, sid, arg = self._control.popleft()
                     job = None
                 else:
+                    if self._anticipating():
+                        continue
                     op = "frame"
                     sid = min(self._pending, key=lambda k: self._used.get(k, 0.0))
                     job = self._pending.pop(sid)
@@ -140,6 +149,21 @@ class RenderWorker:
             except Exception:  # noqa: BLE001
                 pass
         self._sessions.clear()
+
+    def _anticipating(self) -> bool:
+        """Hold the thread a moment for the session whose frame just finished, when it is behind the
+        waiting ones in render time (caller holds the lock; True: waited, look again). A client that
+        waits for each result has no frame waiting at the instant its last one ends: without this, a
+        cheap session would get one frame per frame of an expensive one however fair the choice."""
+        last = self._last
+        if last is None or last[0] in self._pending or last[0] not in self._used:
+            return False
+        sid, deadline = last
+        if time.perf_counter() >= deadline or self._used[sid] >= min(self._used.get(k, 0.0) for k in self._pending):
+            self._last = None
+            return False
+        self._cv.wait(deadline - time.perf_counter())
+        return True
 
     def _post(self, result: Result) -> None:
         self.results.put(result)
@@ -179,6 +203,7 @@ class RenderWorker:
         with self._cv:
             if job.session in self._used:
                 self._used[job.session] += t1 - t0
+                self._last = (job.session, time.perf_counter() + min(ANTICIPATE_S, t1 - t0))
         job.keepalive = None
         job.io = None
         self._post(Result("frame", job.session, value=job, error=err,

@@ -35,6 +35,10 @@ def configure(p: argparse.ArgumentParser) -> None:
                    "NEURENDER_KEYS_DIR); see `neurender keys`")
     p.add_argument("--shm-dir", default=None, help="where session files go (default /dev/shm; env NEURENDER_SHM_DIR)")
     p.add_argument("--max-sessions", type=int, default=8)
+    p.add_argument("--max-sessions-per-client", type=int, default=4,
+                   help="sessions one client may hold (per CURVE key over TCP, per connection on ipc)")
+    p.add_argument("--max-steps", type=int, default=32,
+                   help="largest `steps` a session may ask for (one frame must not hold the render thread long)")
     p.add_argument("--max-width", type=int, default=4096)
     p.add_argument("--max-height", type=int, default=4096)
     p.add_argument("--max-channels", type=int, default=None, help="default: every known channel")
@@ -113,7 +117,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"neurender serve: {e}", file=sys.stderr)
             return 2
     limits = protocol.Limits(max_width=args.max_width, max_height=args.max_height,
-                             max_sessions=args.max_sessions,
+                             max_sessions=args.max_sessions, max_steps=args.max_steps,
+                             max_sessions_per_client=args.max_sessions_per_client,
                              **({"max_channels": args.max_channels} if args.max_channels else {}))
     cfg = DaemonConfig(ipc_endpoint=ipc, tcp=args.tcp, insecure=args.insecure, server_keys=server_keys,
                        allowed_keys_dir=allowed_dir, limits=limits, heartbeat_ms=args.heartbeat_ms,
