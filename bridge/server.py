@@ -42,7 +42,7 @@ HEARTBEAT_MS, SESSION_TIMEOUT_MS = P.HEARTBEAT_MS, P.SESSION_TIMEOUT_MS
 LOST_REMEMBERED = 4096  # sessions of dead workers whose later frames still get `worker_lost`
 TICK_S = 0.1  # liveness checks: timeout + flock probe (dead client noticed within ~0.1-0.2 s)
 ZAP_DOMAIN = "neurender"
-PROGRESS_S = 1.0  # a session waiting this long for its open or a frame gets a `progress` message, and again
+PROGRESS_S = 0.5  # a session waiting this long for its open or a frame gets a `progress` message, and again
 
 
 @dataclass
@@ -342,7 +342,8 @@ class Daemon:
             "welcome", req=req.req, protocol=P.PROTOCOL_VERSION, server="neurender",
             server_version=_version(), pid=os.getpid(), renderer=self.renderer.describe(),
             limits=self.limits.as_dict(), heartbeat_ms=self.cfg.heartbeat_ms,
-            session_timeout_ms=self.cfg.session_timeout_ms, sessions=len(self.sessions)))
+            session_timeout_ms=self.cfg.session_timeout_ms, sessions=len(self.sessions),
+            progress_ms=int(PROGRESS_S * 1000)))
 
     def _on_ping(self, sock, peer, req: P.Ping, owner) -> None:
         """Pings may come from a second connection of the same client (the Python client pings from a
