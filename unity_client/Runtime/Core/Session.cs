@@ -20,6 +20,8 @@ namespace Neurender.Core
         /// <summary>Times this session was reopened on the daemon (after a restart or timeout).</summary>
         public int Generation { get; private set; }
         public bool IsClosed { get; private set; }
+        /// <summary>Why the daemon last ended this session on its own (`session_closed`), else null.</summary>
+        public string ClosedReason { get; internal set; }
 
         ShmRegion _shm;
         LivenessLock _lock;
@@ -251,6 +253,8 @@ namespace Neurender.Core
             FrameResult r = Finish(d.Seq, FrameStatus.Done);
             if (r == null) return;
             r.QueueMs = d.QueueMs; r.RenderMs = d.RenderMs; r.DaemonMs = d.DaemonMs; r.Pixels = d.Pixels;
+            r.Repaired = d.Repaired;
+            Stats.Repaired += d.Repaired;
             Stats.Done++;
             Stats.AddLatency(r.LatencyMs);
             Stats.LastRenderMs = d.RenderMs;
