@@ -64,6 +64,14 @@ closed     {v, type:"closed", req, session, dropped:[int,...]}
 pong       {v, type:"pong", req, unknown:[str,...], pid:int}   (unknown: sessions named in the ping that do
             not exist; pid: the daemon's, a different one means it restarted and every session is gone)
 error      {v, type:"error", code:str, message:str, req?:int, session?:str, seq?:int, dropped?:[int,...]}
+progress   {v, type:"progress", session, stage:"opening"|"first_frame"|"rendering", message:str, elapsed_ms:int,
+            req?:int (opening), seq?:int (the oldest unanswered frame)}   every progress_ms while the daemon
+            owes the session its `opened` or a frame: restart your reply timeout on each
+session_closed {v, type:"session_closed", session, reason:str, dropped:[int,...]}   the daemon ended it on its
+            own (timeout, lock released, key revoked, shutdown); dropped = every frame not answered yet
+frame_done also carries repaired:int, the non-finite input values replaced by 0 before rendering.
+A session belongs to the connection (socket, routing id, CURVE key) that opened it and ends when that
+connection closes; sessions the daemon owes an answer never time out.
 
 Frames, slots and dropping
 ~~~~~~~~~~~~~~~~~~~~~~~~~~
@@ -122,7 +130,8 @@ ERROR_CODES: dict[str, str] = {
     "unknown_session": "no such session on this connection",
     "bad_slot": "slot out of range, missing in shm mode, given in inline mode, or still owned by the daemon",
     "bad_seq": "seq not greater than the session's previous seq",
-    "size_mismatch": "inline pixel frames of the wrong count or byte size, or constants/action of the wrong length",
+    "size_mismatch": "inline pixel frames of the wrong count or byte size, constants/action of the wrong length, or "
+                     "an shm input slot past the end of a session file the client truncated",
     "non_finite": "NaN or infinity in constants or action",
     "unsupported": "the renderer cannot serve this session (e.g. a channel set it was not built for)",
     "renderer_error": "the renderer failed on this frame; the session stays open",
