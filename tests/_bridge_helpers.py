@@ -93,10 +93,17 @@ class Raw:
     def send_msg(self, extra=(), **fields) -> None:
         self.send(msgpack.packb({"v": 1, **fields}), *extra)
 
-    def recv(self, timeout: float = 5.0) -> tuple[dict, list]:
-        assert self.sock.poll(int(timeout * 1000)), "no reply from the daemon"
-        frames = self.sock.recv_multipart()
-        return msgpack.unpackb(frames[0]), frames[1:]
+    def recv(self, timeout: float = 5.0, progress: bool = False) -> tuple[dict, list]:
+        """The next message; `progress` notices (a slow open or frame) are kept in self.notices unless
+        progress=True."""
+        deadline = time.monotonic() + timeout
+        while True:
+            assert self.sock.poll(max(0, int((deadline - time.monotonic()) * 1000))), "no reply from the daemon"
+            frames = self.sock.recv_multipart()
+            m = msgpack.unpackb(frames[0])
+            if progress or m.get("type") != "progress":
+                return m, frames[1:]
+            self.notices.append(m)
 
     def silent(self, timeout: float = 0.3) -> bool:
         return not self.sock.poll(int(timeout * 1000))
