@@ -1,7 +1,9 @@
 """Backends the daemon subprocess of a test loads with `--backend tests._bridge_test_backends:KIND,k=v`
 (PYTHONPATH = the repo root): slow ones, and one with a context like a generator's.
 
-  slow,open=S,first=S,step=S   open_session sleeps `open` s, the first frame `first` s, every frame
+  slow,init=S,open=S,first=S,step=S
+                               the renderer takes `init` s to load (before the daemon serves: a model
+                               load), open_session sleeps `open` s, the first frame `first` s, every frame
                                `step` s per sampling step (spec.steps, default 1); output as passthrough
   context                      output = running mean of every colour so far (a stand-in for a model's
                                context: one NaN that got in would stay in every later frame)
@@ -55,4 +57,6 @@ class TestRenderer(Renderer):
 
 def create_renderer(arg: str | None, steps: int | None = None, **_options) -> Renderer:
     kind, *pairs = (arg or "slow").split(",")
-    return TestRenderer(kind, {k: float(v) for k, v in (p.split("=") for p in pairs)}, steps)
+    params = {k: float(v) for k, v in (p.split("=") for p in pairs)}
+    time.sleep(params.get("init", 0.0))
+    return TestRenderer(kind, params, steps)
