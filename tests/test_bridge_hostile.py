@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 import zmq
 
-from _bridge_helpers import wait_until
-from bridge.client import BridgeError, Client, SessionLost
+from bridge.client import BridgeError, Client
 from bridge.daemon import spawn_daemon
 
 ROOT = Path(__file__).resolve().parents[1]
