@@ -295,7 +295,7 @@ def test_a_slow_session_does_not_stall_another_and_one_client_cannot_hold_every_
             finally:
                 stop.set()
                 t.join()
-            assert light_fps > 12, (light_fps, heavy_fps)  # ~20 with fair turns, ~4 with round-robin
+            assert light_fps > 8, (light_fps, heavy_fps)  # ~20 with fair turns, <= 4.5 with round-robin
             assert heavy_fps > 1.5, (light_fps, heavy_fps)  # and the heavy one is not starved either
 
 
