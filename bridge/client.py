@@ -59,6 +59,7 @@ class FrameResult:
     dropped: list[int]
     timings: dict = field(default_factory=dict)  # queue_ms, render_ms, daemon_ms (daemon), roundtrip_ms
     slot: int | None = None
+    repaired: int = 0  # NaN/inf input values the daemon replaced by 0 before rendering
 
 
 def _to_bytes(key) -> bytes:
@@ -68,8 +69,11 @@ def _to_bytes(key) -> bytes:
 class Client:
     def __init__(self, endpoint: str | None = None, *, server_public_key=None, client_keys=None,
                  timeout: float = 10.0, heartbeat: bool = True, name: str = "python",
-                 context: zmq.Context | None = None):
-        """context: share one (inproc:// endpoints in tests); by default the client has its own."""
+                 context: zmq.Context | None = None, on_progress=None):
+        """context: share one (inproc:// endpoints in tests); by default the client has its own.
+        timeout: how long to wait for an answer while the daemon says nothing; each `progress` message
+        (the daemon is still opening a session or rendering a slow first frame) starts it over, so a
+        cold first load takes as long as it takes. on_progress(msg): called with each of them."""
         from bridge import paths
         self.endpoint = endpoint or paths.ipc_endpoint()
         self.timeout = timeout
@@ -88,6 +92,9 @@ class Client:
         self._hb_thread = None
         self._hb_stop = threading.Event()
         self.lost: set[str] = set()  # sessions the daemon's pongs call unknown (written by the heartbeat thread)
+        self.closed_by_daemon: dict[str, str] = {}  # session -> reason of its `session_closed`
+        self.on_progress = on_progress
+        self._progress_at = float("-inf")  # monotonic time of the last `progress` message
         self._closed = False
         try:
             self.welcome = self._request("hello", client=name)
@@ -103,6 +110,8 @@ class Client:
     def _socket(self) -> zmq.Socket:
         s = self._ctx.socket(zmq.DEALER)
         s.setsockopt(zmq.LINGER, 0)
+        if "://[" in self.endpoint:  # an IPv6 address (tcp://[::1]:PORT)
+            s.setsockopt(zmq.IPV6, 1)
         if self._curve is not None:
             server_pub, pub, sec = self._curve
             s.curve_serverkey, s.curve_publickey, s.curve_secretkey = server_pub, pub, sec
@@ -117,6 +126,19 @@ class Client:
         frames = self._sock.recv_multipart(copy=False)
         msg, extra = P.decode_reply(frames)
         sid = msg.get("session")
+        if msg["type"] == "progress":
+            self._progress_at = time.monotonic()
+            if self.on_progress is not None:
+                self.on_progress(msg)
+            return True
+        if msg["type"] == "session_closed":
+            s = self.sessions.get(sid)
+            if s is not None:
+                s._release(msg)
+                s._inflight.clear()
+            self.closed_by_daemon[sid] = msg.get("reason", "")
+            self.lost.add(sid)
+            return True
         if msg["type"] == "frame_done" or (msg["type"] == "error" and msg.get("seq") is not None
                                            and msg.get("req") is None):
             s = self.sessions.get(sid)
@@ -127,10 +149,15 @@ class Client:
         self._replies.append(msg)
         return True
 
+    def _deadline(self, deadline: float, timeout: float) -> float:
+        """`deadline`, moved on while the daemon keeps saying it is working on it (`progress`)."""
+        return max(deadline, self._progress_at + timeout)
+
     def _request(self, kind: str, timeout: float | None = None, **fields) -> dict:
         req = next(self._req)
         self._sock.send(P.encode(kind, req=req, **fields))
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        timeout = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
         while True:
             for msg in list(self._replies):
                 if msg.get("req") == req or (msg["type"] == "error" and msg.get("req") is None):
@@ -138,9 +165,10 @@ class Client:
                     if msg["type"] == "error":
                         raise BridgeError(msg["code"], msg["message"], msg.get("session"), msg.get("seq"))
                     return msg
+            deadline = self._deadline(deadline, timeout)
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError(f"no reply to {kind} within {self.timeout} s")
+                raise TimeoutError(f"no reply to {kind} within {timeout} s")
             self._recv_one(left)
 
     def _heartbeat(self) -> None:
@@ -255,8 +283,11 @@ class Session:
     def acquire_slot(self, timeout: float | None = None) -> int:
         """A free slot for the next frame, waiting for results if all are in flight (the results that
         arrive meanwhile stay queued for poll())."""
-        deadline = time.monotonic() + (self._client.timeout if timeout is None else timeout)
+        timeout = self._client.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
         while not self._free:
+            self._check_lost()
+            deadline = self._client._deadline(deadline, timeout)
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(f"no slot of session {self.id} came back in time")
@@ -348,7 +379,9 @@ class Session:
 
     def _check_lost(self) -> None:
         if self.id in self._client.lost:
-            raise SessionLost(f"the daemon no longer knows session {self.id} (restarted or timed out); "
+            why = self._client.closed_by_daemon.get(self.id)
+            raise SessionLost(f"the daemon closed session {self.id}: {why}" if why else
+                              f"the daemon no longer knows session {self.id} (restarted or timed out); "
                               "open a new session")
 
     def _release(self, msg: dict) -> None:
@@ -368,10 +401,13 @@ class Session:
     def poll(self, timeout: float | None = 0.0) -> FrameResult | None:
         """The next result of this session, or None if none arrives within `timeout` s.
         Raises BridgeError for a frame the daemon refused or failed to render."""
-        deadline = time.monotonic() + (self._client.timeout if timeout is None else timeout)
+        timeout = self._client.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
         if not self._inbox:
             self._check_lost()
         while not self._inbox:
+            if self.id in self._client.lost:
+                self._check_lost()
             # At least one look at the socket even when the deadline has already passed
             # (timeout=0 is a non-blocking poll, not "only what was received before").
             left = max(0.0, deadline - time.monotonic())
@@ -393,15 +429,17 @@ class Session:
         timings = dict(msg.get("timings") or {})
         if t0 is not None:
             timings["roundtrip_ms"] = (time.perf_counter() - t0) * 1e3
-        return FrameResult(seq, image, list(msg.get("dropped") or []), timings, slot)
+        return FrameResult(seq, image, list(msg.get("dropped") or []), timings, slot, int(msg.get("repaired") or 0))
 
     def render(self, pixels: dict[str, np.ndarray] | None = None, constants: dict | None = None, action=None,
                prompt: str | None = None, reset: bool = False, slot: int | None = None,
                timeout: float | None = None) -> FrameResult:
         """submit() and wait for that frame's result; results of earlier pipelined frames are discarded."""
         seq = self.submit(pixels, constants, action, prompt, reset, slot)
-        deadline = time.monotonic() + (self._client.timeout if timeout is None else timeout)
+        timeout = self._client.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
         while True:
+            deadline = self._client._deadline(deadline, timeout)
             try:
                 r = self.poll(max(0.0, deadline - time.monotonic()))
             except BridgeError as e:
@@ -409,6 +447,8 @@ class Session:
                     raise
                 continue
             if r is None:
+                if time.monotonic() < self._client._deadline(deadline, timeout):
+                    continue  # the daemon said it is still at it (progress)
                 raise TimeoutError(f"frame {seq} of session {self.id} not rendered in time")
             if r.seq == seq:
                 return r

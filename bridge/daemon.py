@@ -84,9 +84,11 @@ def spawn_daemon(backend: str = "passthrough", runtime_dir: str | os.PathLike | 
                  tcp: str | None = None, insecure: bool = False, *, no_ipc: bool = False,
                  keys_dir: str | os.PathLike | None = None, shm_dir: str | os.PathLike | None = None,
                  steps: int | None = None, device: str | None = None, extra_args: list[str] | tuple = (),
-                 env: dict | None = None, timeout: float = 60.0, stderr=None) -> DaemonHandle:
+                 env: dict | None = None, timeout: float | None = 60.0, stderr=None, on_wait=None,
+                 wait_every: float = 5.0) -> DaemonHandle:
     """Start `neurender serve` and wait until it serves. runtime_dir="private" makes a fresh short
-    temporary one (removed by stop()); None uses the default local runtime dir."""
+    temporary one (removed by stop()); None uses the default local runtime dir. timeout=None: wait as
+    long as the process lives (a cold model load); on_wait(seconds) is called every `wait_every` s."""
     owns = False
     if runtime_dir == "private":
         runtime_dir, owns = tempfile.mkdtemp(prefix="nr-"), True
@@ -109,11 +111,16 @@ def spawn_daemon(backend: str = "passthrough", runtime_dir: str | os.PathLike | 
         cmd += ["--device", device]
     cmd += list(extra_args)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, env=env, text=True)
-    deadline = time.monotonic() + timeout
+    t0 = time.monotonic()
+    deadline = t0 + (timeout if timeout is not None else float("inf"))
     info = None
     while (left := deadline - time.monotonic()) > 0:
-        if not select.select([proc.stdout], [], [], left)[0]:
-            break
+        if not select.select([proc.stdout], [], [], min(left, wait_every))[0]:
+            if proc.poll() is not None:
+                break
+            if on_wait is not None:
+                on_wait(time.monotonic() - t0)
+            continue
         line = proc.stdout.readline()
         if not line:  # exited before READY
             break

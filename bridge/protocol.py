@@ -68,6 +68,14 @@ closed     {v, type:"closed", req, session, dropped:[int,...]}
 pong       {v, type:"pong", req, unknown:[str,...], pid:int}   (unknown: sessions named in the ping that do
             not exist; pid: the daemon's, a different one means it restarted and every session is gone)
 error      {v, type:"error", code:str, message:str, req?:int, session?:str, seq?:int, dropped?:[int,...]}
+progress   {v, type:"progress", session, stage:"opening"|"first_frame"|"rendering", message:str, elapsed_ms:int,
+            req?:int (opening), seq?:int (the oldest unanswered frame)}   every progress_ms while the daemon
+            owes the session its `opened` or a frame: restart your reply timeout on each
+session_closed {v, type:"session_closed", session, reason:str, dropped:[int,...]}   the daemon ended it on its
+            own (timeout, lock released, key revoked, shutdown); dropped = every frame not answered yet
+frame_done also carries repaired:int, the non-finite input values replaced by 0 before rendering.
+A session belongs to the connection (socket, routing id, CURVE key) that opened it and ends when that
+connection closes; sessions the daemon owes an answer never time out.
 
 Frames, slots and dropping
 ~~~~~~~~~~~~~~~~~~~~~~~~~~
@@ -126,7 +134,8 @@ ERROR_CODES: dict[str, str] = {
     "unknown_session": "no such session on this connection",
     "bad_slot": "slot out of range, missing in shm mode, given in inline mode, or still owned by the daemon",
     "bad_seq": "seq not greater than the session's previous seq",
-    "size_mismatch": "inline pixel frames of the wrong count or byte size, or constants/action of the wrong length",
+    "size_mismatch": "inline pixel frames of the wrong count or byte size, constants/action of the wrong length, or "
+                     "an shm input slot past the end of a session file the client truncated",
     "non_finite": "NaN or infinity in constants or action",
     "unsupported": "the renderer cannot serve this session (e.g. a channel set it was not built for)",
     "renderer_error": "the renderer failed on this frame; the session stays open",
@@ -152,6 +161,8 @@ class Limits:
     max_channels: int = len(DECLARABLE_CHANNELS)
     max_sessions: int = 8
     max_slots: int = 8
+    max_steps: int = 32  # a session's `steps`: bounds how long one of its frames holds the render thread
+    max_sessions_per_client: int = 4  # per CURVE key (tcp) or per connection (ipc): one client cannot hold every slot
     max_prompt_chars: int = 2000
     max_header_bytes: int = 65536
     max_session_bytes: int = 2**30  # one session's shared-memory file (all slots)
@@ -164,7 +175,8 @@ class Limits:
     def as_dict(self) -> dict:
         return {
             "max_width": self.max_width, "max_height": self.max_height, "max_channels": self.max_channels,
-            "max_sessions": self.max_sessions, "max_slots": self.max_slots,
+            "max_sessions": self.max_sessions, "max_slots": self.max_slots, "max_steps": self.max_steps,
+            "max_sessions_per_client": self.max_sessions_per_client,
             "max_prompt_chars": self.max_prompt_chars, "max_header_bytes": self.max_header_bytes,
             "max_frame_bytes": self.max_frame_bytes, "max_session_bytes": self.max_session_bytes,
         }
@@ -196,7 +208,7 @@ class Open:
 
 
 @dataclass(frozen=True)
-class Frame:
+class FrameRequest:
     session: str
     seq: int
     slot: int | None
@@ -219,7 +231,7 @@ class Ping:
     sessions: tuple[str, ...]
 
 
-Request = Hello | Open | Frame | Close | Ping
+Request = Hello | Open | FrameRequest | Close | Ping
 
 # field -> (accepted python types, required). bool is checked before int (bool is an int in Python).
 _INT, _STR, _BOOL, _MAP, _LIST = (int,), (str,), (bool,), (dict,), (list,)
@@ -235,9 +247,20 @@ _SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "ping": {"req": (_INT, False), "sessions": (_LIST, False)},
 }
 CLIENT_TYPES = tuple(_SCHEMAS)
-SERVER_TYPES = ("welcome", "opened", "frame_done", "closed", "pong", "error")
+SERVER_TYPES = ("welcome", "opened", "frame_done", "closed", "pong", "error", "progress", "session_closed")
 
 _INT64 = 2**63
+
+
+def _no_duplicate_keys(pairs: list) -> dict:
+    """msgpack maps are pairs; a repeated key would otherwise silently keep the last value, so two
+    readers of one header (ours, a proxy's) could disagree about what it says."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise ProtocolError("bad_field", f"key {dup!r} appears twice in one map")
+    return out
 
 
 def _unpack(header: bytes, limits: Limits) -> Any:
@@ -245,10 +268,12 @@ def _unpack(header: bytes, limits: Limits) -> Any:
         raise ProtocolError("too_large", f"header is {len(header)} bytes, limit {limits.max_header_bytes}")
     try:
         return msgpack.unpackb(
-            header, raw=False, strict_map_key=True, use_list=True,
+            header, raw=False, strict_map_key=True, use_list=True, object_pairs_hook=_no_duplicate_keys,
             max_str_len=limits.max_prompt_chars * 4 + 64,
             max_bin_len=0, max_array_len=256, max_map_len=64, max_ext_len=0,
         )
+    except ProtocolError:
+        raise
     except msgpack.ExtraData:
         raise ProtocolError("bad_msgpack", "trailing bytes after the header map") from None
     except ValueError as e:  # limits ("... exceeds max_..._len") and malformed data both land here
@@ -362,20 +387,28 @@ def _decode_open(msg: dict, limits: Limits, ids: dict) -> Open:
         raise ProtocolError("bad_field", f"transport must be one of {TRANSPORTS}", **ids)
     if not 1 <= msg["action_dim"] <= 256:
         raise ProtocolError("bad_field", f"action_dim must be in 1..256 (ours is {ACTION_DIM})", **ids)
-    slots = msg.get("slots") or DEFAULT_SLOTS
-    if not 1 <= slots <= limits.max_slots:
+    slots = DEFAULT_SLOTS if msg.get("slots") is None else msg["slots"]
+    if slots < 1:  # not "absent": 0 is a value, and refused like steps 0
+        raise ProtocolError("bad_field", f"slots must be in 1..{limits.max_slots}, got {slots}", **ids)
+    if slots > limits.max_slots:
         raise ProtocolError("limit_exceeded", f"slots must be in 1..{limits.max_slots}", **ids)
     prompt = msg.get("prompt")
     if prompt is not None and len(prompt) > limits.max_prompt_chars:
         raise ProtocolError("limit_exceeded", f"prompt longer than {limits.max_prompt_chars} chars", **ids)
     steps = msg.get("steps")
-    if steps is not None and not 1 <= steps <= 1000:
-        raise ProtocolError("bad_field", "steps must be in 1..1000", **ids)
+    if steps is not None and steps < 1:
+        raise ProtocolError("bad_field", f"steps must be in 1..{limits.max_steps}", **ids)
+    if steps is not None and steps > limits.max_steps:
+        raise ProtocolError("limit_exceeded", f"steps {steps} above this daemon's max_steps {limits.max_steps} "
+                            "(one frame must not hold the render thread for long)", **ids)
+    if msg.get("lock") and msg["transport"] != "shm":
+        raise ProtocolError("bad_field", "lock needs the shm transport (the lock file lives beside the session "
+                            "file); inline sessions rely on heartbeats", **ids)
     return Open(msg["req"], w, h, dict(channels), msg["action_dim"], msg["output_format"], msg["transport"],
                 prompt, steps, slots, bool(msg.get("lock", False)), msg.get("record"))
 
 
-def _decode_frame(msg: dict, extra: list, limits: Limits, ids: dict) -> Frame:
+def _decode_frame(msg: dict, extra: list, limits: Limits, ids: dict) -> FrameRequest:
     constants = {}
     for name, values in (msg.get("constants") or {}).items():
         if name not in CONSTANTS_LAYOUT:
@@ -389,7 +422,7 @@ def _decode_frame(msg: dict, extra: list, limits: Limits, ids: dict) -> Frame:
     prompt = msg.get("prompt")
     if prompt is not None and len(prompt) > limits.max_prompt_chars:
         raise ProtocolError("limit_exceeded", f"prompt longer than {limits.max_prompt_chars} chars", **ids)
-    return Frame(msg["session"], msg["seq"], msg.get("slot"), constants, action, prompt,
+    return FrameRequest(msg["session"], msg["seq"], msg.get("slot"), constants, action, prompt,
                  bool(msg.get("reset", False)), tuple(extra))
 
 

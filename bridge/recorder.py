@@ -106,7 +106,7 @@ def check_compatible(index: dict, width: int, height: int, channels: list[str], 
 @dataclass
 class _Capture:
     seq: int
-    pixels: dict  # name -> (H, W, C) view of the slot / inline frame
+    pixels: dict | int  # name -> (H, W, C) view of an inline frame, or the shm slot to read (`slots`)
     constants: dict
     action: np.ndarray
     reset: bool
@@ -163,6 +163,7 @@ class Recording:
         self.look, self.prompt = look, prompt or look
         self.width, self.height, self.session = width, height, session
         self.declared = dict(declared)
+        self.slots = None  # shm sessions: the SlotIO the copier reads captured slots through
         self.channels = recorded_channels(declared)
         self.specs = array_specs(width, height, [], self.channels)
         self.dir = Path(root) / look
@@ -272,8 +273,10 @@ class Recording:
                 self._cv.notify_all()
 
     def _convert(self, cap: _Capture, buf: dict) -> None:
+        # an int is a shared-memory slot: read here, before the socket loop hands it back (wait_copied)
+        pixels = self.slots.read(cap.pixels) if isinstance(cap.pixels, int) else cap.pixels
         for name in self.channels:
-            src, dst = cap.pixels[name], buf[name]
+            src, dst = pixels[name], buf[name]
             if src.dtype == np.uint8 and dst.dtype == np.float16:  # 8-bit colour: [0, 255] -> [0, 1]
                 np.multiply(src, np.float16(1 / 255), out=dst, casting="unsafe")
             else:

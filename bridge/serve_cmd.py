@@ -18,7 +18,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     pool = p.add_mutually_exclusive_group()
     pool.add_argument("--gpus", default=None, metavar="all|N|0,1",
                       help="one render worker process per GPU (CUDA_VISIBLE_DEVICES pinned); new sessions go to "
-                           "the least-loaded one (bridge/workers.py)")
+                           "the least-loaded one (bridge/worker_pool.py)")
     pool.add_argument("--workers", type=int, default=None, metavar="N",
                       help="N render worker processes on --device (CPU testing of the multi-GPU path); "
                            "default: one render thread in the daemon")
@@ -40,6 +40,10 @@ def configure(p: argparse.ArgumentParser) -> None:
                           "$NEURENDER_RECORDINGS_DIR or ~/.local/share/neurender/recordings)")
     rec.add_argument("--no-record", action="store_true", help="refuse sessions that ask to be recorded")
     p.add_argument("--max-sessions", type=int, default=8)
+    p.add_argument("--max-sessions-per-client", type=int, default=4,
+                   help="sessions one client may hold (per CURVE key over TCP, per connection on ipc)")
+    p.add_argument("--max-steps", type=int, default=32,
+                   help="largest `steps` a session may ask for (one frame must not hold the render thread long)")
     p.add_argument("--max-width", type=int, default=4096)
     p.add_argument("--max-height", type=int, default=4096)
     p.add_argument("--max-channels", type=int, default=None, help="default: every known channel")
@@ -58,10 +62,10 @@ def run(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
-    from bridge import paths, protocol, shm, workers
+    from bridge import paths, protocol, shm, worker_pool
     from bridge.backends import BackendUnavailable, create_renderer
     from bridge.server import Daemon, DaemonConfig, install_signal_handlers
-    from bridge.workers import WorkerStartError
+    from bridge.worker_pool import WorkerStartError
 
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s neurender serve %(levelname)s %(message)s")
@@ -99,16 +103,16 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.gpus is not None or args.workers is not None:
         try:
-            specs = workers.worker_specs({"steps": args.steps, "device": args.device, "dtype": args.dtype},
-                                         gpus=workers.parse_gpus(args.gpus, workers.visible_gpus())
+            specs = worker_pool.worker_specs({"steps": args.steps, "device": args.device, "dtype": args.dtype},
+                                         gpus=worker_pool.parse_gpus(args.gpus, worker_pool.visible_gpus())
                                          if args.gpus is not None else None, workers=args.workers)
         except ValueError as e:
             print(f"neurender serve: {e}", file=sys.stderr)
             return 2
-        renderer = workers.PoolRenderer()
+        renderer = worker_pool.PoolRenderer()
 
         def worker_factory(wake):
-            renderer.pool = workers.WorkerPool(args.backend, specs, wake, shm_dir,
+            renderer.pool = worker_pool.WorkerPool(args.backend, specs, wake, shm_dir,
                                                render_timeout=args.render_timeout)
             return renderer.pool
     else:
@@ -118,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"neurender serve: {e}", file=sys.stderr)
             return 2
     limits = protocol.Limits(max_width=args.max_width, max_height=args.max_height,
-                             max_sessions=args.max_sessions,
+                             max_sessions=args.max_sessions, max_steps=args.max_steps,
+                             max_sessions_per_client=args.max_sessions_per_client,
                              **({"max_channels": args.max_channels} if args.max_channels else {}))
     cfg = DaemonConfig(ipc_endpoint=ipc, tcp=args.tcp, insecure=args.insecure, server_keys=server_keys,
                        allowed_keys_dir=allowed_dir, limits=limits, heartbeat_ms=args.heartbeat_ms,

@@ -14,7 +14,7 @@ from bridge.layout import SlotLayout
 
 
 @dataclass
-class Session:
+class ServerSession:
     id: str
     sock: zmq.Socket
     peer: bytes  # ROUTER identity of the opening connection
@@ -25,12 +25,17 @@ class Session:
     segment: shm.Segment | None = None
     lock_path: Path | None = None
     lock_fd: int | None = None
-    in_views: list = field(default_factory=list)  # [slot] -> {name: read-only view}
-    out_views: list = field(default_factory=list)  # [slot] -> writable view
+    io: shm.SlotIO | None = None  # the only way the daemon touches the session file (never mapped)
+    owner: tuple = ()  # (socket, routing id, connection fd, authenticated user id): see bridge.server
+    identity: str = ""  # whom the session counts against for max_sessions_per_client
     last_seen: float = 0.0
     last_seq: int = -1
     busy: set = field(default_factory=set)  # slots owned by the daemon
     dropped: list = field(default_factory=list)  # seqs replaced, not yet reported
+    unanswered: set = field(default_factory=set)  # accepted seqs with no frame_done/error/dropped entry yet
+    progress_at: float = 0.0  # monotonic time of the last `progress` message sent about it
+    waiting_since: float = 0.0  # monotonic time since which its oldest unanswered frame waits
+    opened_at: float = 0.0
     seen_frame: bool = False
     open_req: int = 0
     ready: bool = False  # the renderer session exists
@@ -40,6 +45,7 @@ class Session:
     recording: object = None  # bridge.recorder.Recording when the client asked for `record`
 
     def release_files(self) -> None:
+        self.io = None  # its fd closes once no frame still rendering holds it
         if self.segment is not None:
             self.segment.close()
         if self.lock_fd is not None:
@@ -52,18 +58,13 @@ class Session:
                 pass
 
     def create_files(self, shm_dir: Path) -> None:
-        """The session's 0600 data and lock files, and the slot views the renderer gets (inputs
-        read-only). On failure nothing is left behind."""
+        """The session's 0600 data and lock files, and the SlotIO through which frames are read and
+        written. On failure nothing is left behind."""
         data_path, lock_path = shm.segment_paths(shm_dir, os.getpid(), self.id)
         try:
-            self.segment = shm.Segment(data_path, self.layout.size)
+            self.segment = shm.Segment(data_path, self.layout.size, mapped=False)
+            self.io = shm.SlotIO(data_path, self.layout)
             self.lock_path, self.lock_fd = lock_path, shm.create_lock_file(lock_path)
         except OSError:
             self.release_files()
             raise
-        for k in range(self.layout.slots):
-            views = self.layout.input_views(self.segment.buf, k)
-            for v in views.values():
-                v.flags.writeable = False
-            self.in_views.append(views)
-            self.out_views.append(self.layout.output_view(self.segment.buf, k))

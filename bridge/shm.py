@@ -25,14 +25,18 @@ def segment_paths(shm_dir: Path, pid: int, session: str) -> tuple[Path, Path]:
 
 
 class Segment:
-    """The daemon's side of one session file: created exclusively, sized, mapped."""
+    """The daemon's side of one session file: created exclusively, sized, and mapped only when `mapped`
+    (files no client can write, e.g. the worker pool's staging files; a client's session file is read and
+    written through SlotIO instead)."""
 
-    def __init__(self, path: Path, size: int):
+    def __init__(self, path: Path, size: int, mapped: bool = True):
         self.path = Path(path)
+        self.buf = None
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             os.ftruncate(fd, size)
-            self.buf = mmap.mmap(fd, size)
+            if mapped:
+                self.buf = mmap.mmap(fd, size)
         finally:
             os.close(fd)
         self.size = size
@@ -114,3 +118,61 @@ def sweep_stale(shm_dir: Path) -> list[Path]:
             except FileNotFoundError:
                 pass
     return removed
+
+
+class ShmTruncated(OSError):
+    """The session file is shorter than its layout: the client truncated or shrank it."""
+
+
+class SlotIO:
+    """The daemon's only access to a client-writable session file: pread into private buffers, pwrite
+    the output back. Never a mapping: a client holds the file read-write and may truncate it at any
+    moment, and touching a mapped page past the new end raises SIGBUS, which would end the daemon and
+    every session of every client. pread/pwrite see the truncation as a short read (refused frame) or
+    write past the end (the file grows again); unlink and chmod do not matter to an open fd.
+
+    Owns the fd; closed when the last holder (the session, a frame still rendering) lets go of it, so a
+    frame that finishes after its session closed never writes into a reused fd number."""
+
+    def __init__(self, path: str | os.PathLike, layout):
+        self.fd = os.open(path, os.O_RDWR)
+        self.layout = layout
+        self._spans = []  # per slot: (file offset of the first input byte, bytes through the last channel)
+        for offs in layout.input_offsets:
+            end = max(o + c.nbytes for o, c in zip(offs, layout.channels))
+            self._spans.append((min(offs), end - min(offs)))
+        self._buf = bytearray(max(n for _, n in self._spans))
+        self._views = {}  # slot -> {name: private (H, W, C) array}: built once per slot
+        o = layout.output
+        import numpy as np
+        self.out = np.empty((layout.height, layout.width, o.components), np.dtype(o.dtype).newbyteorder("<"))
+
+    def read(self, slot: int) -> dict:
+        """Input slot `slot` copied into this session's private buffer; views over that buffer (valid
+        until the next read). Raises ShmTruncated on a short read."""
+        base, n = self._spans[slot]
+        got = os.preadv(self.fd, [memoryview(self._buf)[:n]], base)
+        if got != n:
+            raise ShmTruncated(f"session file ends inside input slot {slot} ({got} of {n} bytes read): the client "
+                               "truncated or shrank it")
+        views = self._views.get(slot)
+        if views is None:
+            import numpy as np
+            views = {c.name: np.ndarray((self.layout.height, self.layout.width, c.components),
+                                        np.dtype(c.dtype).newbyteorder("<"), buffer=self._buf, offset=off - base)
+                     for c, off in zip(self.layout.channels, self.layout.input_offsets[slot])}
+            self._views[slot] = views
+        return views
+
+    def write(self, slot: int, image) -> None:
+        """`image` (the output format's array) into output slot `slot`."""
+        data = memoryview(image).cast("B")
+        off = self.layout.output_offsets[slot]
+        while data:
+            n = os.pwrite(self.fd, data, off)
+            data, off = data[n:], off + n
+
+    def __del__(self):
+        fd, self.fd = getattr(self, "fd", None), None
+        if fd is not None:
+            os.close(fd)

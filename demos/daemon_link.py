@@ -7,6 +7,12 @@ from pathlib import Path
 
 
 SESSION_TIMEOUT_MS = 15000  # for the daemon the demo starts itself
+# How long the demo waits for an answer while the daemon says nothing. A daemon that is still loading
+# the model (before it serves), opening the session (prompt encoding) or rendering the first frame
+# (compilation) says so every second, and each of those restarts this wait: a cold first run takes as
+# long as it takes, with a progress line instead of a traceback.
+CLIENT_TIMEOUT_S = 60.0
+WAIT_LINE_S = 5.0  # a "still starting" line this often while the daemon loads its model
 
 
 def serve_default(option: str):
@@ -42,8 +48,10 @@ class DaemonLink:
                 # A generous heartbeat timeout: on a loaded machine a frame of this process can stall
                 # for seconds; a dead demo is still noticed at once through its shm lock.
                 self.handle = spawn_daemon(backend=backend, runtime_dir=str(rd) if runtime_dir else None,
-                                           steps=steps, device=device, timeout=180.0,
-                                           extra_args=["--session-timeout-ms", str(SESSION_TIMEOUT_MS)])
+                                           steps=steps, device=device, timeout=None,
+                                           extra_args=["--session-timeout-ms", str(SESSION_TIMEOUT_MS)],
+                                           on_wait=lambda t: log(f"waiting for the daemon to start: loading the "
+                                                                 f"model ({t:.0f} s)"), wait_every=WAIT_LINE_S)
                 endpoint = self.handle.endpoint
         elif local_daemon_alive(endpoint, timeout=3.0) is None:
             from bridge.client import DaemonUnavailable
@@ -51,7 +59,9 @@ class DaemonLink:
             raise DaemonUnavailable(f"no neurender daemon answers at {endpoint}")
         self.endpoint = endpoint
         try:
-            self.client = Client(endpoint, name="neurender-demo", timeout=60.0)
+            self.client = Client(endpoint, name="neurender-demo", timeout=CLIENT_TIMEOUT_S,
+                                 on_progress=lambda m: log(f"waiting for the daemon: {m.get('message', m.get('stage'))} "
+                                                           f"({m.get('elapsed_ms', 0) / 1e3:.0f} s)"))
         except Exception:
             self.close_daemon()
             raise

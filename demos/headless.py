@@ -16,6 +16,47 @@ def _even(img: np.ndarray) -> np.ndarray:
     return np.pad(img, ((0, h % 2), (0, w % 2), (0, 0)))
 
 
+def find_ffmpeg() -> str | None:
+    """The ffmpeg imageio would use, or None (e.g. a GPU machine without it): checked before the first
+    frame, not discovered when the video is finalised."""
+    try:
+        import imageio_ffmpeg
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except Exception:  # noqa: BLE001 - not installed, no binary, unsupported platform
+        import shutil
+        return shutil.which("ffmpeg")
+
+
+class PngFrames:
+    """The video writer's stand-in without ffmpeg: one PNG per frame in a folder."""
+
+    def __init__(self, folder: Path):
+        import imageio.v2 as imageio
+        self.folder, self.n, self._imageio = folder, 0, imageio
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def append_data(self, img: np.ndarray) -> None:
+        self._imageio.imwrite(self.folder / f"{self.n:05d}.png", img)
+        self.n += 1
+
+    def __enter__(self) -> "PngFrames":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+def video_writer(out: Path, fps: float, log):
+    """(writer, what it writes): an mp4 through ffmpeg, else PNG frames (said once, up front)."""
+    if find_ffmpeg() is None:
+        log(f"ffmpeg not found: writing PNG frames to {out / 'frames'} instead of demo.mp4")
+        return PngFrames(out / "frames"), out / "frames"
+    import imageio.v2 as imageio
+    video = out / "demo.mp4"
+    return imageio.get_writer(video, fps=fps, codec="libx264", quality=8, macro_block_size=2,
+                              ffmpeg_log_level="error"), video
+
+
 def plot_latency(path: Path, roundtrip_ms: list[float], frame_ms: list[float], title: str) -> None:
     import matplotlib
 
@@ -67,13 +108,12 @@ def run_headless(args, log=print) -> int:
         n_sheet = min(6, args.frames)
         sheet_ids = sorted(set(np.linspace(0, args.frames - 1, n_sheet).round().astype(int).tolist()))
         sheet = {"engine pass": [], "neural": [], "reference": []}
-        video = out / "demo.mp4"
         dt = 1.0 / args.fps
         styles = list(STYLES)
         roundtrips, frame_ms = [], []
         t0 = time.perf_counter()
-        with imageio.get_writer(video, fps=args.fps, codec="libx264", quality=8, macro_block_size=2,
-                                ffmpeg_log_level="error") as writer:
+        writer, video = video_writer(out, args.fps, log)
+        with writer:
             for i in tqdm(range(args.frames), desc="demo", unit="frame"):
                 tf = time.perf_counter()
                 if args.style_every and i > 0 and i % args.style_every == 0:  # restyle live: the next prompt

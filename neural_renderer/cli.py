@@ -38,6 +38,7 @@ GROUPS: dict[str, dict[str, tuple[str, str]]] = {
         "dataset": ("neural_renderer.commands.bench_dataset", "dataset generation throughput per arm"),
         "world": ("demos.bench_render", "engine-pass and reference-look frames/s of the world renderer"),
         "record": ("bridge.bench_record", "frame latency with session recording off vs on"),
+        "soak": ("bridge.soak_cmd", "hours of hostile, dying clients and a daemon restart: memory, losses, files left"),
     },
     "dataset": {
         "make": ("neural_renderer.commands.dataset", "render training/eval sequences to sharded files"),

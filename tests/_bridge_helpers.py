@@ -85,6 +85,7 @@ class Raw:
         self.sock = ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.connect(endpoint)
+        self.notices: list[dict] = []  # session_closed / progress messages request() stepped over
 
     def send(self, *frames) -> None:
         self.sock.send_multipart(list(frames))
@@ -92,17 +93,28 @@ class Raw:
     def send_msg(self, extra=(), **fields) -> None:
         self.send(msgpack.packb({"v": 1, **fields}), *extra)
 
-    def recv(self, timeout: float = 5.0) -> tuple[dict, list]:
-        assert self.sock.poll(int(timeout * 1000)), "no reply from the daemon"
-        frames = self.sock.recv_multipart()
-        return msgpack.unpackb(frames[0]), frames[1:]
+    def recv(self, timeout: float = 5.0, progress: bool = False) -> tuple[dict, list]:
+        """The next message; `progress` notices (a slow open or frame) are kept in self.notices unless
+        progress=True."""
+        deadline = time.monotonic() + timeout
+        while True:
+            assert self.sock.poll(max(0, int((deadline - time.monotonic()) * 1000))), "no reply from the daemon"
+            frames = self.sock.recv_multipart()
+            m = msgpack.unpackb(frames[0])
+            if progress or m.get("type") != "progress":
+                return m, frames[1:]
+            self.notices.append(m)
 
     def silent(self, timeout: float = 0.3) -> bool:
         return not self.sock.poll(int(timeout * 1000))
 
     def request(self, extra=(), **fields) -> dict:
+        """Send and return the reply; notices the daemon sends on its own (session_closed, progress)
+        that arrive first are kept in self.notices."""
         self.send_msg(extra, **fields)
-        return self.recv()[0]
+        while (m := self.recv()[0])["type"] in ("session_closed", "progress"):
+            self.notices.append(m)
+        return m
 
     def open(self, width=8, height=4, channels=None, transport="shm", output_format="rgb8", **more) -> dict:
         return self.request(type="open", req=1, width=width, height=height,

@@ -143,8 +143,8 @@ def test_fuzz_decoder_only_raises_protocol_errors(header, extra):
     except P.ProtocolError as e:
         assert e.code in P.ERROR_CODES
         return
-    assert isinstance(req, (P.Hello, P.Open, P.Frame, P.Close, P.Ping))
-    if isinstance(req, P.Frame):
+    assert isinstance(req, (P.Hello, P.Open, P.FrameRequest, P.Close, P.Ping))
+    if isinstance(req, P.FrameRequest):
         for v in req.constants.values():
             assert all(math.isfinite(x) for x in v)
     if isinstance(req, P.Open):

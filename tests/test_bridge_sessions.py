@@ -181,7 +181,7 @@ def test_newest_frame_wins_with_explicit_drops_and_no_reordering(env):
     assert raw_frame(raw, o, 16, slot=2)["type"] == "frame_done"
 
 
-def test_close_reports_the_waiting_frame_as_dropped(env):
+def test_close_reports_the_rendering_and_the_waiting_frame_as_dropped(env):
     daemon, renderer, healthy, raw = env
     o = raw.open(W, H)
     renderer.gate.clear()
@@ -190,9 +190,10 @@ def test_close_reports_the_waiting_frame_as_dropped(env):
     assert renderer.started.wait(5)
     raw.send_msg(type="frame", session=o["session"], seq=1, slot=1)  # waits behind seq 0
     closed = raw.request(type="close", req=9, session=o["session"])
-    assert closed == {"v": 1, "type": "closed", "req": 9, "session": o["session"], "dropped": [1]}
+    # every frame is answered exactly once: the one rendering (0) will never get a frame_done
+    assert closed == {"v": 1, "type": "closed", "req": 9, "session": o["session"], "dropped": [0, 1]}
     renderer.gate.set()
-    assert raw.silent(0.3)  # the frame that was rendering has no session to answer to any more
+    assert raw.silent(0.3)  # ... so its result is discarded, not sent after `closed`
     assert not os.path.exists(o["shm_path"]) and not os.path.exists(o["lock_path"])
     assert_healthy(healthy)
 
@@ -234,15 +235,23 @@ def test_gbuffer_only_session_gets_deterministic_shading(env):
 def test_heartbeat_timeout_closes_a_silent_session():
     with inproc_daemon(limits=LIMITS, heartbeat_ms=50, session_timeout_ms=600) as (daemon, ctx):
         raw = Raw(ctx, daemon.endpoints[0])
-        quiet, talking = raw.open(W, H), raw.open(W, H, transport="inline")
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < 1.2:  # the talking session pings, the quiet one does not
-            raw.request(type="ping", req=1, sessions=[talking["session"]])
-            time.sleep(0.05)
-        pong = raw.request(type="ping", req=2, sessions=[quiet["session"], talking["session"]])
-        assert pong["unknown"] == [quiet["session"]] and pong["pid"] == os.getpid()
-        assert not os.path.exists(quiet["shm_path"])
-        raw.close()
+        try:
+            quiet, talking = raw.open(W, H), raw.open(W, H, transport="inline")
+            t0 = time.monotonic()
+            notices = []
+            while time.monotonic() - t0 < 1.2:  # the talking session pings, the quiet one does not
+                raw.send_msg(type="ping", req=1, sessions=[talking["session"]])
+                while (m := raw.recv()[0])["type"] != "pong":
+                    notices.append(m)
+                time.sleep(0.05)
+            pong = raw.request(type="ping", req=2, sessions=[quiet["session"], talking["session"]])
+            assert pong["unknown"] == [quiet["session"]] and pong["pid"] == os.getpid()
+            assert not os.path.exists(quiet["shm_path"])
+            # the daemon said so, once, in the message the protocol defines
+            assert notices == [{"v": 1, "type": "session_closed", "session": quiet["session"],
+                                "reason": "no message for 0.6 s", "dropped": []}]
+        finally:
+            raw.close()
 
 
 def test_dead_lock_holder_is_detected_at_once_and_files_unlinked():

@@ -22,7 +22,7 @@ from bridge.backends.passthrough import PassthroughRenderer
 from bridge.client import BridgeError, Client
 from bridge.daemon import spawn_daemon
 from bridge.server import Daemon, DaemonConfig
-from bridge.workers import (MULTI_GPU_ENV, WORKER_LOST, PoolRenderer, WorkerPool, WorkerStartError, parse_gpus,
+from bridge.worker_pool import (MULTI_GPU_ENV, WORKER_LOST, PoolRenderer, WorkerPool, WorkerStartError, parse_gpus,
                             worker_specs)
 from _bridge_helpers import Raw, expected_rgb8, serving_on_thread, wait_until
 
@@ -227,7 +227,11 @@ def test_newest_frame_wins_in_a_worker_with_prompt_and_reset_carried_over(tmp_pa
             raw.send_msg(px, type="frame", session=sid, seq=1, prompt="night")
             raw.send_msg(px, type="frame", session=sid, seq=2, reset=True)
             raw.send_msg(px, type="frame", session=sid, seq=3)  # replaces 2, which replaced 1
-            replies = [raw.recv(timeout=10) for _ in range(2)]
+            replies = []
+            while len(replies) < 2:  # (seq 0 renders for 1 s: `progress` messages come meanwhile)
+                m, extra = raw.recv(timeout=10)
+                if m["type"] != "progress":
+                    replies.append((m, extra))
             # the replaced seqs are reported with the session's next result (section 5 of docs/protocol.md)
             assert [(m["type"], m["seq"], m["dropped"]) for m, _ in replies] == [
                 ("frame_done", 0, [1, 2]), ("frame_done", 3, [])]

@@ -85,3 +85,38 @@ def test_unreachable_daemon_and_bad_backend_fail_cleanly(tmp_path, runtime_dir, 
     assert rc == 1
     assert "did not start" in capsys.readouterr().err
     assert not (tmp_path / "b" / "demo.mp4").exists()
+
+
+def test_cold_first_run_completes_however_long_the_daemon_takes(tmp_path, runtime_dir, monkeypatch, capsys):
+    """The first run on a cold machine: the daemon's model load (2 s, before it serves), open (3 s) and
+    first frame (3 s) take longer than the session timeout (0.5 s) and the demo's own wait (1.5 s).
+    The demo says what it waits for and finishes; it used to die with SessionLost."""
+    import demos.daemon_link as link
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.setenv("PYTHONPATH", str(root))  # the daemon subprocess imports the test backend
+    monkeypatch.setattr(link, "SESSION_TIMEOUT_MS", 500)
+    monkeypatch.setattr(link, "CLIENT_TIMEOUT_S", 1.5)
+    monkeypatch.setattr(link, "WAIT_LINE_S", 0.5)
+    out = tmp_path / "demo"
+    rc = main(["demo", "--headless", "--frames", "3", "--out", str(out), "--resolution", "32x32", "--ssaa", "1",
+               "--no-reference", "--backend", "tests._bridge_test_backends:slow,init=2,open=3,first=3",
+               "--runtime-dir", runtime_dir])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert json.loads((out / "stats.json").read_text())["frames"] == 3
+    assert "waiting for the daemon to start: loading the model" in err
+    assert "waiting for the daemon: the renderer is preparing the session" in err
+    assert "waiting for the daemon: the first frame is rendering" in err
+
+
+def test_without_ffmpeg_the_demo_writes_png_frames_and_says_so(tmp_path, runtime_dir, monkeypatch, capsys):
+    import demos.headless as headless
+    monkeypatch.setattr(headless, "find_ffmpeg", lambda: None)
+    out = tmp_path / "demo"
+    rc = main(["demo", "--headless", "--frames", "3", "--out", str(out), "--resolution", "32x32", "--ssaa", "1",
+               "--no-reference", "--backend", "passthrough", "--runtime-dir", runtime_dir])
+    assert rc == 0
+    assert "ffmpeg not found: writing PNG frames" in capsys.readouterr().err
+    assert not (out / "demo.mp4").exists()
+    frames = sorted((out / "frames").glob("*.png"))
+    assert len(frames) == 3 and imageio.imread(frames[0]).shape[0] == 32

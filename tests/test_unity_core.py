@@ -23,7 +23,8 @@ from bridge.channels import ACTION_LAYOUT, CONSTANTS_LAYOUT
 from bridge.daemon import spawn_daemon
 from _unity_build import build, parse_lines
 
-OFFLINE_TESTS = ("msgpack_roundtrip", "msgpack_rejects_malformed", "half_vectors_written", "repack_flip")
+OFFLINE_TESTS = ("msgpack_roundtrip", "msgpack_rejects_malformed", "half_vectors_written", "repack_flip",
+                 "daemon_notices_decoded")
 DAEMON_TESTS = ("connect", "open_session", "frames_200_changing_actions", "pipelined_frames_each_seq_answered_once",
                 "prompt_change", "reset", "malformed_requests_typed_errors", "open_refused_typed_errors", "client_side_bad_input",
                 "stalled_thread_kept_alive_by_heartbeat_thread", "stalled_thread_without_heartbeat_thread_loses_session",

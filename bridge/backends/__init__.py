@@ -126,6 +126,11 @@ def create_renderer(spec: str, **options) -> Renderer:
     None-valued options are dropped so backends keep their own defaults."""
     name, _, arg = spec.partition(":")
     backends = discover_backends()
+    if name not in backends and "." in name:  # a module of your own: module.path[:arg] with create_renderer(arg, **options)
+        try:
+            return importlib.import_module(name).create_renderer(arg or None, **{k: v for k, v in options.items() if v is not None})
+        except (ImportError, AttributeError) as e:
+            raise BackendUnavailable(f"backend module {name!r}: {e}") from e
     if name not in backends:
         raise BackendUnavailable(f"unknown backend {name!r}; known: {', '.join(sorted(backends))}")
     factory = _load_factory(name, backends[name])

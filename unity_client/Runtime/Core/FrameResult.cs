@@ -17,6 +17,7 @@ namespace Neurender.Core
         public double LatencyMs;      // submit -> result, measured by the client
         public double QueueMs, RenderMs, DaemonMs; // Done only: the daemon's own timings
         public byte[] Pixels;         // Done in inline mode: the output image
+        public long Repaired;         // Done only: NaN/inf input values the daemon replaced by 0
 
         /// <summary>Throws the typed daemon error of a Failed frame.</summary>
         public FrameResult ThrowIfFailed()
@@ -30,7 +31,7 @@ namespace Neurender.Core
     public sealed class SessionStats
     {
         public const int Window = 240;
-        public long Submitted, Done, Dropped, Failed, Lost, SendFailures, NoFreeSlot, Reopened;
+        public long Submitted, Done, Dropped, Failed, Lost, SendFailures, NoFreeSlot, Reopened, Repaired;
         public double LastLatencyMs, LastRenderMs;
         readonly Queue<double> _latencies = new Queue<double>();
 

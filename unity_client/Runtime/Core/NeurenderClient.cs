@@ -159,6 +159,10 @@ namespace Neurender.Core
 
         /// <summary>The oldest error reply no request or session claimed (e.g. bad_msgpack, which
         /// cannot name a req), or a ProtocolViolationException for a broken reply; null if none.</summary>
+        /// <summary>The latest `progress` message (what the daemon is busy with: opening a session,
+        /// a slow first frame), for a loading line; null before the first.</summary>
+        public Progress LastProgress { get; private set; }
+
         public NeurenderException TakeError() => _errors.Count > 0 ? _errors.Dequeue() : null;
 
         /// <summary>Sends a request and waits for the reply carrying the same req, handling every
@@ -175,6 +179,7 @@ namespace Neurender.Core
                 if (frames == null) continue;
                 Reply r = DecodeOrRecord(frames);
                 if (r == null) continue;
+                if (r is Progress) deadline = NowMs + timeoutMs; // the daemon is still at it: wait on
                 long? rreq = ReqOf(r);
                 if (rreq == req)
                 {
@@ -291,6 +296,18 @@ namespace Neurender.Core
                 Session s = Find(d.Session);
                 if (s != null) s.OnFrameDone(d);
                 return; // a result for a session we no longer have (before a reopen): nothing to do
+            }
+            if (r is Progress)
+            {
+                LastProgress = (Progress)r;
+                return;
+            }
+            if (r is SessionClosed)
+            {
+                var c = (SessionClosed)r;
+                Session s = Find(c.Session);
+                if (s != null) { s.OnDropped(c.Dropped); s.ClosedReason = c.Reason; s.MarkLost(); }
+                return;
             }
             if (r is Pong)
             {

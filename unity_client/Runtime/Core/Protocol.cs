@@ -12,7 +12,7 @@ namespace Neurender.Core
     public static class Protocol
     {
         public const int Version = 1;
-        public static readonly string[] ReplyTypes = { "welcome", "opened", "frame_done", "closed", "pong", "error" };
+        public static readonly string[] ReplyTypes = { "welcome", "opened", "frame_done", "closed", "pong", "error", "progress", "session_closed" };
 
         static OrderedMap Header(string type)
         {
@@ -112,6 +112,8 @@ namespace Neurender.Core
                 case "closed": r = new Closed(f); break;
                 case "pong": r = new Pong(f); break;
                 case "error": r = new ErrorReply(f); break;
+                case "progress": r = new Progress(f); break;
+                case "session_closed": r = new SessionClosed(f); break;
                 default: throw new ProtocolViolationException($"unknown reply type '{type}'");
             }
             if (extra.Count > 0 && !(r is FrameDone)) throw new ProtocolViolationException($"{type} reply with {extra.Count} extra frames");
@@ -326,6 +328,7 @@ namespace Neurender.Core
         public readonly double QueueMs, RenderMs, DaemonMs;
         public readonly byte[] Pixels; // inline transport: the output image; null in shm mode
         public readonly string RecordErrorCode, RecordErrorMessage; // once, when the daemon stopped recording
+        public readonly long Repaired; // NaN/inf input values the daemon replaced by 0 before rendering
 
         internal FrameDone(Fields f, List<byte[]> extra)
         {
@@ -346,6 +349,45 @@ namespace Neurender.Core
             }
             if (extra.Count > 1) throw new ProtocolViolationException("frame_done with more than one pixel frame");
             Pixels = extra.Count == 1 ? extra[0] : null;
+            Repaired = f.OptInt("repaired") ?? 0;
+        }
+    }
+
+    /// <summary>The daemon is still working on an open (req) or a frame (seq) of a session: a cold
+    /// model start, prompt encoding, a first frame that compiles. Sent every progress_ms while it
+    /// lasts; a client restarts its reply timeout on each one.</summary>
+    public sealed class Progress : Reply
+    {
+        public override string Type => "progress";
+        public readonly string Session;
+        public readonly long? Req, Seq;
+        public readonly string Stage;   // "opening" | "first_frame" | "rendering"
+        public readonly string Message; // for people
+        public readonly long ElapsedMs;
+        internal Progress(Fields f)
+        {
+            Session = f.OptStr("session");
+            Req = f.OptInt("req");
+            Seq = f.OptInt("seq");
+            Stage = f.Str("stage");
+            Message = f.OptStr("message") ?? Stage;
+            ElapsedMs = f.OptInt("elapsed_ms") ?? 0;
+        }
+    }
+
+    /// <summary>The daemon ended a session on its own (timeout, lock released, key revoked, shutdown);
+    /// Dropped lists every frame of it that had no answer yet.</summary>
+    public sealed class SessionClosed : Reply
+    {
+        public override string Type => "session_closed";
+        public readonly string Session;
+        public readonly string Reason;
+        public readonly long[] Dropped;
+        internal SessionClosed(Fields f)
+        {
+            Session = f.Str("session");
+            Reason = f.OptStr("reason") ?? "";
+            Dropped = f.Has("dropped") ? f.IntList("dropped") : new long[0];
         }
     }
 

@@ -23,6 +23,8 @@ namespace Neurender.Core
         /// <summary>Set when the daemon stopped recording this session (code record_failed, e.g. a full
         /// disk); the session goes on rendering.</summary>
         public DaemonErrorException RecordError { get; private set; }
+        /// <summary>Why the daemon last ended this session on its own (`session_closed`), else null.</summary>
+        public string ClosedReason { get; internal set; }
 
         ShmRegion _shm;
         LivenessLock _lock;
@@ -256,6 +258,8 @@ namespace Neurender.Core
             r.QueueMs = d.QueueMs; r.RenderMs = d.RenderMs; r.DaemonMs = d.DaemonMs; r.Pixels = d.Pixels;
             if (d.RecordErrorCode != null)
                 RecordError = DaemonErrorException.From(d.RecordErrorCode, d.RecordErrorMessage, null, d.Session, d.Seq);
+            r.Repaired = d.Repaired;
+            Stats.Repaired += d.Repaired;
             Stats.Done++;
             Stats.AddLatency(r.LatencyMs);
             Stats.LastRenderMs = d.RenderMs;

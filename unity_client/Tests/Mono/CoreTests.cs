@@ -72,6 +72,7 @@ static class CoreTests
         Test("msgpack_rejects_malformed", MsgPackRejectsMalformed);
         Test("half_vectors_written", HalfVectors);
         Test("repack_flip", RepackFlip);
+        Test("daemon_notices_decoded", DaemonNoticesDecoded);
         if (offline) return _failures;
 
         Console.WriteLine("INFO libzmq " + ZmqContext.Version + " curve=" + ZmqContext.HasCurve);
@@ -204,6 +205,25 @@ static class CoreTests
         Check(MsgPackWriter.Pack(new OrderedMap { { "a", 1 } }).SequenceEqual(new byte[] { 0x81, 0xa1, 0x61, 0x01 }), "shortest encoding");
         File.WriteAllBytes(Path.Combine(_out, "msgpack_sample.bin"), packed);
         return $"{packed.Length} bytes";
+    }
+
+    // progress, session_closed and frame_done.repaired as the daemon sends them (docs/protocol.md 4)
+    static string DaemonNoticesDecoded()
+    {
+        Func<OrderedMap, Reply> dec = m => Protocol.Decode(new List<byte[]> { MsgPackWriter.Pack(m) });
+        var p = new OrderedMap { { "v", 1 }, { "type", "progress" }, { "session", "ab" }, { "req", 7 },
+                                 { "stage", "opening" }, { "message", "encoding" }, { "elapsed_ms", 1500 } };
+        var pr = (Progress)dec(p);
+        Check(pr.Session == "ab" && pr.Req == 7 && pr.Seq == null && pr.Stage == "opening" && pr.ElapsedMs == 1500, "progress");
+        var c = new OrderedMap { { "v", 1 }, { "type", "session_closed" }, { "session", "ab" },
+                                 { "reason", "client key revoked" }, { "dropped", new List<object> { 3L, 4L } } };
+        var sc = (SessionClosed)dec(c);
+        Check(sc.Session == "ab" && sc.Reason == "client key revoked" && sc.Dropped.Length == 2 && sc.Dropped[1] == 4, "session_closed");
+        var t = new OrderedMap { { "queue_ms", 0.1 }, { "render_ms", 0.2 }, { "daemon_ms", 0.3 } };
+        var d = new OrderedMap { { "v", 1 }, { "type", "frame_done" }, { "session", "ab" }, { "seq", 5 }, { "slot", 1 },
+                                 { "dropped", new List<object>() }, { "timings", t }, { "repaired", 2 } };
+        Check(((FrameDone)dec(d)).Repaired == 2, "frame_done.repaired");
+        return "ok";
     }
 
     static string MsgPackRejectsMalformed()
@@ -555,8 +575,10 @@ static class CoreTests
         var e3 = Expect<BadFieldException>(() => client.Open(new SessionConfig { Width = 8, Height = 8 }));
         var e4 = Expect<BadFieldException>(() => client.Open(new SessionConfig { Width = 8, Height = 8, OutputFormat = "jpeg" }.Channel("color", "uint8")));
         Check(e1.Req.HasValue && e2.Req.HasValue, "errors carry the open's req");
-        // Fill the daemon up to max_sessions (one is open already), then one more is refused.
+        // Fill up to max_sessions, or the per-client cap when lower (one is open already), then one more is refused.
         int max = Convert.ToInt32(client.Welcome.Limits["max_sessions"]);
+        if (client.Welcome.Limits.ContainsKey("max_sessions_per_client"))
+            max = Math.Min(max, Convert.ToInt32(client.Welcome.Limits["max_sessions_per_client"]));
         var extra = new List<Session>();
         DaemonErrorException e5 = null;
         try

@@ -2,6 +2,18 @@
 never blocks on rendering. Sessions hand it frames; per session at most one frame waits while another
 renders, and a newer frame replaces the waiting one (newest frame wins).
 
+Turns are fair in render time, not in frames (start-time fair queueing): the waiting session that has
+used the least render time goes next, so a session of cheap frames is not made to wait behind every
+frame of an expensive one (a 40-step session used to stretch another's 0.2 s frames to 2.5 s). A
+session is never more than LAG_S behind the virtual clock (the used time of the frame last started),
+so a new or idle one gets no long backlog of turns over the others. And when a session that is behind
+has just had a frame rendered, the thread waits up to ANTICIPATE_S for its next one (the client's
+round trip) before starting a frame of a session that is ahead.
+
+Shared-memory frames are read (pread) into a private buffer and written back (pwrite) here, on the
+render thread (bridge.shm.SlotIO), and non-finite pixels are repaired before the renderer sees them
+(bridge.repair).
+
 The socket loop only talks to it through `open/close/submit/cancel` and the `results` queue, so a
 process-per-GPU worker (issue 9) can replace this thread behind the same four calls.
 """
@@ -17,6 +29,12 @@ from typing import Any, Callable
 import numpy as np
 
 from bridge.backends import FrameInputs, Renderer, RendererSession, SessionSpec
+from bridge.channels import FINAL
+from bridge.repair import repair_non_finite
+
+
+LAG_S = 0.25  # render seconds a session may be behind the others (a burst of cheap frames)
+ANTICIPATE_S = 0.01  # at most this long (and never longer than its last frame took) for a session's next frame
 
 
 @dataclass
@@ -27,6 +45,8 @@ class FrameJob:
     out: np.ndarray
     t_recv: float  # perf_counter when the socket loop received it
     keepalive: Any = None  # inline pixel frames: kept referenced until rendered
+    io: Any = None  # shm: the session's bridge.shm.SlotIO (pixels are read from it on the render thread)
+    repaired: int = 0  # non-finite input values replaced by 0
 
 
 @dataclass
@@ -48,6 +68,10 @@ class RenderWorker:
         self._control: deque = deque()  # ('open', sid, spec) | ('close', sid, RendererSession)
         self._pending: "OrderedDict[str, FrameJob]" = OrderedDict()  # session -> waiting frame
         self._sessions: dict[str, RendererSession] = {}
+        self._used: dict[str, float] = {}  # session -> render seconds (virtual time) while it has frames
+        self._vclock = 0.0
+        self._last: tuple | None = None  # (session of the frame that just ended, anticipate until)
+        self.current: tuple | None = None  # (op, session, seq, perf_counter at start): read by progress
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="render-worker", daemon=True)
         self._thread.start()
@@ -74,7 +98,9 @@ class RenderWorker:
                 if job.inputs.prompt is None:
                     job.inputs.prompt = dropped.inputs.prompt
                 job.inputs.reset = job.inputs.reset or dropped.inputs.reset
-            self._pending[job.session] = job  # to the back: sessions take turns
+            else:  # at most LAG_S behind the clock: a new or idle session gets no long backlog of turns
+                self._used[job.session] = max(self._used.get(job.session, self._vclock), self._vclock - LAG_S)
+            self._pending[job.session] = job
             self._cv.notify()
         return dropped
 
@@ -100,11 +126,16 @@ class RenderWorker:
                     op, sid, arg = self._control.popleft()
                     job = None
                 else:
+                    if self._anticipating():
+                        continue
                     op = "frame"
-                    sid, job = self._pending.popitem(last=False)
+                    sid = min(self._pending, key=lambda k: self._used.get(k, 0.0))
+                    job = self._pending.pop(sid)
+                    self._vclock = self._used.get(sid, 0.0)
             if op == "open":
                 self._do_open(sid, arg)
             elif op == "close":
+                self._used.pop(sid, None)
                 rs = self._sessions.pop(sid, None)
                 if rs is not None:
                     try:
@@ -120,31 +151,62 @@ class RenderWorker:
                 pass
         self._sessions.clear()
 
+    def _anticipating(self) -> bool:
+        """Hold the thread a moment for the session whose frame just finished, when it is behind the
+        waiting ones in render time (caller holds the lock; True: waited, look again). A client that
+        waits for each result has no frame waiting at the instant its last one ends: without this, a
+        cheap session would get one frame per frame of an expensive one however fair the choice."""
+        last = self._last
+        if last is None or last[0] in self._pending or last[0] not in self._used:
+            return False
+        sid, deadline = last
+        if time.perf_counter() >= deadline or self._used[sid] >= min(self._used.get(k, 0.0) for k in self._pending):
+            self._last = None
+            return False
+        self._cv.wait(deadline - time.perf_counter())
+        return True
+
     def _post(self, result: Result) -> None:
         self.results.put(result)
         self._wake()
 
     def _do_open(self, sid: str, spec: SessionSpec) -> None:
+        self.current = ("open", sid, None, time.perf_counter())
         try:
             rs = self.renderer.open_session(spec)
         except Exception as e:  # noqa: BLE001 - reported to the client as a typed error
             self._post(Result("opened", sid, error=e))
             return
+        finally:
+            self.current = None
         self._sessions[sid] = rs
         self._post(Result("opened", sid, value=rs))
 
     def _do_frame(self, job: FrameJob) -> None:
         rs = self._sessions.get(job.session)
         t0 = time.perf_counter()
+        self.current = ("frame", job.session, job.inputs.seq, t0)
         err = None
         if rs is None:
             err = RuntimeError("session closed before its frame rendered")
         else:
             try:
+                if job.io is not None:
+                    pixels = job.io.read(job.slot)  # the game's own frame (recordings) is no renderer input
+                    job.inputs.pixels, job.out = {n: v for n, v in pixels.items() if n != FINAL.name}, job.io.out
+                job.inputs.pixels, job.repaired = repair_non_finite(job.inputs.pixels)
                 rs.render(job.inputs, job.out)
-            except Exception as e:  # noqa: BLE001 - becomes a renderer_error reply; session stays open
+                if job.io is not None:
+                    job.io.write(job.slot, job.out)
+            except Exception as e:  # noqa: BLE001 - becomes an error reply; session stays open
                 err = e
         t1 = time.perf_counter()
+        self.current = None
+        with self._cv:
+            if job.session in self._used:
+                self._used[job.session] += t1 - t0
+                self._last = (job.session, time.perf_counter() + min(ANTICIPATE_S, t1 - t0))
         job.keepalive = None
+        job.io = None
         self._post(Result("frame", job.session, value=job, error=err,
                           timings={"queue_ms": (t0 - job.t_recv) * 1e3, "render_ms": (t1 - t0) * 1e3}))

@@ -2,7 +2,7 @@
 `--workers N` for N processes on the backend's default device, e.g. CPU in tests).
 
 The socket loop (bridge.server) talks to a WorkerPool through the same calls as the thread worker
-(bridge.worker.RenderWorker: open/close/submit/cancel/stop and the `results` queue), so every state
+(bridge.render_thread.RenderWorker: open/close/submit/cancel/stop and the `results` queue), so every state
 check, reply and drop rule of the daemon stays where it is. What changes is where rendering happens:
 
 * Processes. One worker process per device, started with the spawn method (never fork: the daemon has
@@ -34,9 +34,12 @@ Pipe messages (tuples):
                     ("close", sid)   ("stop",)
   worker -> daemon  ("ready", renderer.describe(), pid) | ("failed", message)   (once, at start)
                     ("opened", sid, error)
-                    ("frame", sid, seq, error, t_start, t_end)   (perf_counter: CLOCK_MONOTONIC on Linux,
-                                                                  the same clock in every process)
-  error: None or (kind, "Type: message") with kind "unsupported" | "error".
+                    ("frame", sid, seq, error, t_start, t_end, repaired)   (perf_counter: CLOCK_MONOTONIC
+                                                  on Linux, the same clock in every process; repaired: how
+                                                  many non-finite input values became 0)
+  error: None or (kind, "Type: message") with kind "unsupported" | "truncated" | "error".
+A worker reads and writes session files with pread/pwrite (bridge.shm.SlotIO), never a mapping: the
+client may truncate its file at any time.
 """
 from __future__ import annotations
 
@@ -59,7 +62,7 @@ from bridge.backends import Renderer, RendererSession, SessionSpec, UnsupportedS
 from bridge.gpu_env import MULTI_GPU_ENV
 from bridge.channels import FINAL
 from bridge.layout import SlotLayout
-from bridge.worker import FrameJob, Result
+from bridge.render_thread import FrameJob, Result
 
 log = logging.getLogger("neurender.bridge")
 
@@ -181,7 +184,8 @@ def worker_main(conn, backend: str, env: dict, options: dict, factory: Callable[
         conn.send(("failed", f"{type(e).__name__}: {e}"))
         return
     conn.send(("ready", renderer.describe(), os.getpid()))
-    sessions: dict[str, tuple[RendererSession, list, list]] = {}  # sid -> (session, in views, out views)
+    from bridge.repair import repair_non_finite
+    sessions: dict[str, tuple[RendererSession, shm.SlotIO]] = {}  # sid -> (session, its file, read by pread)
     try:
         while True:
             try:
@@ -192,29 +196,27 @@ def worker_main(conn, backend: str, env: dict, options: dict, factory: Callable[
             if op == "frame":
                 _, sid, slot, seq, constants, action, prompt, reset = msg
                 t0 = time.perf_counter()
-                err = None
+                err, repaired = None, 0
                 entry = sessions.get(sid)
                 if entry is None:
                     err = ("error", "RuntimeError: session closed before its frame rendered")
                 else:
-                    rs, ins, outs = entry
-                    try:
-                        rs.render(FrameInputs(seq, ins[slot], constants, action, prompt, reset), outs[slot])
+                    rs, io = entry
+                    try:  # never a mapping of a client-writable file: bridge.shm.SlotIO says why
+                        # the game's own frame (recordings) is no renderer input
+                        pixels, repaired = repair_non_finite({n: v for n, v in io.read(slot).items() if n != FINAL.name})
+                        rs.render(FrameInputs(seq, pixels, constants, action, prompt, reset), io.out)
+                        io.write(slot, io.out)
+                    except shm.ShmTruncated as e:
+                        err = ("truncated", str(e))
                     except Exception as e:  # noqa: BLE001 - a renderer_error reply; the session stays open
                         err = _error_tuple(e)
-                conn.send(("frame", sid, seq, err, t0, time.perf_counter()))
+                conn.send(("frame", sid, seq, err, t0, time.perf_counter(), repaired))
             elif op == "open":
                 _, sid, spec, path, layout = msg
                 try:
-                    buf = shm.attach(path, layout.size)
-                    ins, outs = [], []
-                    for k in range(layout.slots):  # the game's own frame (recordings) is no renderer input
-                        views = {n: v for n, v in layout.input_views(buf, k).items() if n != FINAL.name}
-                        for v in views.values():
-                            v.flags.writeable = False
-                        ins.append(views)
-                        outs.append(layout.output_view(buf, k))
-                    sessions[sid] = (renderer.open_session(spec), ins, outs)
+                    io = shm.SlotIO(path, layout)
+                    sessions[sid] = (renderer.open_session(spec), io)
                     conn.send(("opened", sid, None))
                 except Exception as e:  # noqa: BLE001
                     conn.send(("opened", sid, _error_tuple(e)))
@@ -229,7 +231,7 @@ def worker_main(conn, backend: str, env: dict, options: dict, factory: Callable[
             elif op == "stop":
                 break
     finally:
-        for rs, _, _ in sessions.values():
+        for rs, _ in sessions.values():
             try:
                 rs.close()
             except Exception:  # noqa: BLE001
@@ -416,7 +418,7 @@ class WorkerPool:
         return False
 
     def _on_frame(self, w: _Worker, msg) -> None:
-        _, sid, seq, err, t_start, t_end = msg
+        _, sid, seq, err, t_start, t_end, repaired = msg
         with self._lock:
             job, w.inflight = w.inflight, None
             placed = w.sessions.get(sid)
@@ -428,9 +430,10 @@ class WorkerPool:
                       None if job is None else (job.session, job.inputs.seq))
             return
         job.keepalive = None
+        job.repaired = repaired
         error = None
         if err is not None:
-            error = (UnsupportedSpec if err[0] == "unsupported" else WorkerRenderError)(err[1])
+            error = {"unsupported": UnsupportedSpec, "truncated": shm.ShmTruncated}.get(err[0], WorkerRenderError)(err[1])
         self._post(Result("frame", sid, value=job, error=error,
                           timings={"queue_ms": (t_start - job.t_recv) * 1e3, "render_ms": (t_end - t_start) * 1e3}))
 

@@ -1,0 +1,27 @@
+"""`neurender bench soak` for half a minute (the 60-minute run's figures are in benchmarks/RESULTS.md):
+paced clients with bad messages between good frames, SIGKILLed clients, one daemon restart. Nothing
+accepted may go unanswered, be answered twice or out of order, or come back with the wrong pixels; NaN
+pixels come back repaired; no session file is left; the daemon's memory is sampled throughout."""
+from __future__ import annotations
+
+import json
+
+from neural_renderer.cli import main
+
+
+def test_soak_half_a_minute(tmp_path, capsys):
+    out, png = tmp_path / "soak.json", tmp_path / "soak.png"
+    rc = main(["bench", "soak", "--minutes", "0.5", "--sessions", "3", "--kill-every", "8", "--seed", "1",
+               "--json", str(out), "--plot", str(png)])
+    r = json.loads(out.read_text())
+    assert rc == 0, {k: v for k, v in r.items() if k != "rss"}
+    assert r["frames_rendered"] > 500 and r["client_kills"] >= 2 and len(r["daemon_restarts"]) == 1
+    assert r["frames_lost"] == r["frames_reordered"] == r["frames_answered_twice"] == r["wrong_pixels"] == 0
+    assert r["nan_frames_repaired"] > 0 and r["nan_frames_not_repaired"] == 0
+    # all answered, but for the few sent into the daemon restart (or by a client as it was killed)
+    assert r["bad_messages_sent"] > 20 and r["bad_messages_sent"] - 6 <= r["bad_messages_answered"] <= r["bad_messages_sent"]
+    assert {"bad_msgpack", "unknown_session", "bad_field"} <= set(r["errors_by_code"])
+    assert r["session_files_left_daemon_running"] == [] and r["session_files_left_after_stop"] == []
+    assert r["daemon_restarts"][0]["files_left_by_old_daemon"] == []
+    assert len(r["rss"]) >= 20 and r["rss_kib_max"] < 400 * 1024
+    assert png.stat().st_size > 5000
