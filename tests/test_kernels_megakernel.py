@@ -16,7 +16,7 @@ from neural_renderer.model.dit import CausalDiT
 from neural_renderer.model.registry import MODELS  # noqa: E402
 
 
-@pytest.mark.parametrize("cfg,B,bm,split", [(MODELS["base"](), 1, 64, 2), (MODELS["tiny"](), 2, 32, 1),
+@pytest.mark.parametrize("cfg,B,bm,split", [(MODELS["dit-base"](), 1, 64, 2), (MODELS["dit-tiny"](), 2, 32, 1),
                                             (H.tiny_cfg(depth=3), 1, 16, 1)])
 def test_schedule_is_topological_with_exact_counts(cfg, B, bm, split):
     s = build_tasks(cfg, B, bm, att_split=split)
@@ -125,7 +125,7 @@ def test_roofline_inputs_for_base_match_a_hand_count():
     """The bench's floor column: FLOPs and KV bytes of one base step, counted by hand."""
     from neural_renderer.commands.bench_kernels import step_cost
 
-    model = CausalDiT(MODELS["base"]())
+    model = CausalDiT(MODELS["dit-base"]())
     D, L, T, keys = 256, 8, 1024, 5 * 1024          # base: 4 context slots + the current frame
     linear_params = L * 12 * D * D + D * (18 * 16 * 16) + (3 * 16 * 16) * D  # blocks, patch embed, final
     flops = 2 * T * linear_params + 4 * T * keys * D * L

@@ -28,11 +28,12 @@ out, record = sys.argv[1], sys.argv[2]
 rank = int(os.environ["RANK"])
 models, saves, losses = [], [], []
 
-class Recorded(T.CausalDiT):  # the trained model of this rank (the EMA copy is a deepcopy, not recorded)
-    def __init__(self, *a, **k):
-        super().__init__(*a, **k)
-        models.append(self)
-        self.init_state = {k: v.detach().clone() for k, v in self.state_dict().items()}
+_build = T.build
+def build(*a, **k):  # the trained model of this rank (the EMA copy is a deepcopy, not built)
+    m = _build(*a, **k)
+    models.append(m)
+    m.init_state = {k: v.detach().clone() for k, v in m.state_dict().items()}
+    return m
 
 _save, _step = T._save, T.training_step
 def save(*a, **k):
@@ -42,7 +43,7 @@ def step(*a, **k):
     loss = _step(*a, **k)
     losses.append(float(loss))
     return loss
-T.CausalDiT, T._save, T.training_step = Recorded, save, step
+T.build, T._save, T.training_step = build, save, step
 cfg = T.TrainConfig(model="micro", out=out, data="synthetic", steps=%d, batch=2, clip_len=3, pool=4,
                     refresh_every=0, log_every=1, ckpt_every=0, styles=["sunny"])
 result = T.train(cfg, progress=False)

@@ -15,7 +15,7 @@ import argparse
 import json
 import time
 
-CONFIG_NAMES = ("base", "d512x12", "d768x16")
+CONFIG_NAMES = ("dit-base", "d512x12", "d768x16")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -26,12 +26,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="wall-clock budget: compile arms that would not fit are skipped (default 540)")
     parser.add_argument("--autotune-est-s", type=float, default=150.0,
                         help="expected max-autotune compile time per config, for the budget (default 150)")
-    parser.add_argument("--autotune-configs", default="base",
+    parser.add_argument("--autotune-configs", default="dit-base",
                         help="configs that get the max-autotune arm at all (default: base)")
     parser.add_argument("--no-compile", action="store_true", help="skip both torch.compile arms")
     parser.add_argument("--compile-configs", default=",".join(CONFIG_NAMES),
                         help="configs that get the torch.compile arms (default: all)")
-    parser.add_argument("--variant-configs", default="base",
+    parser.add_argument("--variant-configs", default="dit-base",
                         help="configs that also get the megakernel variants: no prefetch, 32-row tiles, "
                              "cooperative launch (default: base)")
     parser.add_argument("--no-prefetch-ablation", action="store_true",
@@ -43,7 +43,7 @@ def bench_configs():
     from neural_renderer.model.registry import MODELS, GeneratorConfig
 
     return {
-        "base": MODELS["base"](),
+        "dit-base": MODELS["dit-base"](),
         # 1024 current tokens attending to 3 x 1024 cached keys (+ their own): a large deployment shape
         "d512x12": GeneratorConfig("d512x12", resolution=512, patch=16, dim=512, depth=12, heads=8, window=2, sinks=1),
         "d768x16": GeneratorConfig("d768x16", resolution=512, patch=16, dim=768, depth=16, heads=12, window=2,
