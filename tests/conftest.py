@@ -2,12 +2,18 @@
 
 `one_thread`: torch on one intra-op thread for the test (CI has 2 cores; the threads of tiny matmuls
 only fight each other and the other processes a test starts).
+Triton is imported first, before any test loads Mesa's EGL (the other order crashes the process).
 `gl_context`: one headless OpenGL context (Mesa EGL on CI) for the whole session; creating one costs
 a noticeable fraction of a second and a test never needs a fresh one.
 """
 from __future__ import annotations
 
 import pytest
+
+try:  # Triton's import after Mesa's EGL driver is loaded segfaults in its LLVM; before it, both work
+    import triton  # noqa: F401
+except ImportError:  # the GPU-less paths do not need it
+    pass
 
 
 @pytest.fixture

@@ -132,7 +132,7 @@ def test_shipped_shortcut_checkpoint_loads_as_a_shortcut_model():
     assert meta["kind"] == "shortcut" and meta["step_sizes"] == step_sizes(meta["finest_steps"])
     student = load_model("tiny-shortcut")
     assert (student.cfg.resolution, student.cfg.dim, student.cfg.depth) == (128, 128, 6)
-    _, teacher_state, _ = load_state("tiny")
+    _, teacher_state, _ = load_state("dit-tiny")
     assert not torch.equal(state["d_embed.mlp.2.weight"], teacher_state["d_embed.mlp.2.weight"])
 
 

@@ -68,7 +68,7 @@ class TrainConfig(ClipRunConfig):
 
 @dataclass
 class DistillConfig(ClipRunConfig):
-    init: str = "tiny"  # the teacher, whose weights the student starts from
+    init: str = "dit-tiny"  # the teacher, whose weights the student starts from (distillation runs on the DiT)
     out: str = "runs/tiny-shortcut"
     name: str = ""  # output checkpoint name (default: teacher's model name)
     ema: float = 0.99  # runs are short (minutes): a slower EMA would ship the teacher's weights
@@ -80,7 +80,7 @@ class DistillConfig(ClipRunConfig):
 
 @dataclass
 class PruneConfig(ClipRunConfig):
-    init: str = "tiny"  # the unpruned (teacher) model
+    init: str = "dit-tiny"  # the unpruned (teacher) model (pruning runs on the DiT)
     out: str = "runs/tiny-pruned"
     steps: int = 500  # recovery steps
     warmup: int = 20

@@ -168,7 +168,7 @@ def run_loop(model: torch.nn.Module, loss_fn: Callable, pool, cfg: LoopConfig, g
         st.step_times.append(time.time() - ts)
         bar.update(1)
         if st.step % cfg.log_every == 0 or st.step == cfg.steps:
-            bar.set_postfix({**{k: f"{v:.4f}" for k, v in log().items()}, "lr": f"{lr_at(st.step, cfg):.1e}"})
+            bar.set_postfix({**{k: f"{v:.4f}" for k, v in log().items()}, "lr": f"{opt.param_groups[0]['lr']:.1e}"})
         st.elapsed_s = elapsed_before + time.time() - t0
         if rank == 0 and ckpt_every and on_checkpoint is not None and st.step % ckpt_every == 0:
             on_checkpoint(st)
