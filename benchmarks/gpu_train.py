@@ -77,6 +77,11 @@ def main() -> None:
     out = Path(a.out)
     if a.child:
         init = str(Path(a.init) / f"{a.child}.json") if a.init and (Path(a.init) / f"{a.child}.json").is_file() else ""
+        if init:  # continue only from weights of the same architecture (the shipped base may still be the DiT)
+            from neural_renderer.model.registry import MODELS
+
+            if json.loads(Path(init).read_text())["config"].get("arch", "dit") != MODELS[a.child]().arch:
+                init = ""
         train_one(a.child, out, a.budget, init)
         return
     out.mkdir(parents=True, exist_ok=True)
