@@ -8,9 +8,15 @@ a noticeable fraction of a second and a test never needs a fresh one.
 """
 from __future__ import annotations
 
+import os
+
 import pytest
 
-try:  # Triton's import after Mesa's EGL driver is loaded segfaults in its LLVM; before it, both work
+# Triton reads TRITON_INTERPRET when it is imported (the kernel tests run through its interpreter on CPU
+# tensors, tests/_kernels_helpers.py), and it is imported here first: Triton's import after Mesa's EGL
+# driver is loaded segfaults in its LLVM; before it, both work.
+os.environ.setdefault("TRITON_INTERPRET", "1")
+try:
     import triton  # noqa: F401
 except ImportError:  # the GPU-less paths do not need it
     pass

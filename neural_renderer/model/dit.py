@@ -129,6 +129,28 @@ def clip_context(L: int, window: int, sinks: int, device) -> tuple[torch.Tensor,
     return idx.to(device), valid.to(device)
 
 
+def cache_attention(cache, rope_cos_t: torch.Tensor, rope_sin_t: torch.Tensor):
+    """Streaming context for either architecture's trunk: `attend_for_layer(i)` writes the current frame's
+    k/v into layer i's current cache slot and attends over every slot (temporal rotary by slot age, slots
+    not filled yet masked)."""
+    T = cache.k.shape[-2]
+    mask = cache.valid[:, None].expand(-1, T).reshape(1, 1, 1, -1)  # (1, 1, 1, slots*T)
+
+    def attend_for_layer(i):
+        def attend(q, k, v):  # (B, H, 1, T, 64)
+            kc, vc = cache.layer(i)  # (B, H, slots, T, 64)
+            kc[:, :, -1] = k[:, :, 0]
+            vc[:, :, -1] = v[:, :, 0]
+            B, H, slots, Tt, Dh = kc.shape
+            kk = apply_temporal_rope(kc, rope_cos_t, rope_sin_t).reshape(B, H, slots * Tt, Dh)
+            a = F.scaled_dot_product_attention(q[:, :, 0], kk, vc.reshape(B, H, slots * Tt, Dh), attn_mask=mask)
+            return a[:, :, None]
+
+        return attend
+
+    return attend_for_layer
+
+
 # ---------------------------------------------------------------------------------------------
 # KERNEL CONTRACT: the block below is what kernels/ fuses. Shapes: x (B, F, T, D) with F frames
 # of T tokens (F = 1 when streaming); c (B, F, D) one conditioning vector per frame. q, k: per-head
@@ -290,19 +312,6 @@ class CausalDiT(nn.Module):
         """x_noisy (B, 3, H, W), cond (B, C, H, W), t/d (B,), action (B, A), prompt (B, 384) ->
         predicted clean frame (B, 3, H, W). Writes this frame's K/V into the cache's current slot;
         `cache.advance()` afterwards keeps it as context."""
-        mask = cache.valid[:, None].expand(-1, self.cfg.tokens).reshape(1, 1, 1, -1)  # (1, 1, 1, slots*T)
-
-        def attend_for_layer(i):
-            def attend(q, k, v):  # (B, H, 1, T, 64)
-                kc, vc = cache.layer(i)  # (B, H, slots, T, 64)
-                kc[:, :, -1] = k[:, :, 0]
-                vc[:, :, -1] = v[:, :, 0]
-                B, H, slots, T, Dh = kc.shape
-                kk = apply_temporal_rope(kc, self.rope_cos_t, self.rope_sin_t).reshape(B, H, slots * T, Dh)
-                a = F.scaled_dot_product_attention(q[:, :, 0], kk, vc.reshape(B, H, slots * T, Dh), attn_mask=mask)
-                return a[:, :, None]
-
-            return attend
-
+        attend_for_layer = cache_attention(cache, self.rope_cos_t, self.rope_sin_t)
         out = self._run(x_noisy[:, None], cond[:, None], t[:, None], d[:, None], action[:, None], prompt, attend_for_layer)
         return out[:, 0]

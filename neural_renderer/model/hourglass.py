@@ -27,7 +27,7 @@ from bridge.channels import ACTION_DIM
 from neural_renderer.model.inputs import COND_CHANNELS, MATERIAL_BUCKETS, MATERIAL_CHANNEL
 from neural_renderer.model.history import HISTORY_PLANES
 from neural_renderer.model.dit import (HEAD_DIM, MATERIAL_EMBED, PROMPT_DIM, Block, ScalarEmbedder, apply_temporal_rope,
-                                       clip_context, rope_tables)
+                                       cache_attention, clip_context, rope_tables)
 
 if TYPE_CHECKING:  # the registry builds this module's model, so it is imported only for annotations
     from neural_renderer.model.registry import GeneratorConfig
@@ -212,21 +212,7 @@ class HourglassGenerator(nn.Module):
         """x_noisy (B, 3, H, W), cond (B, C, H, W), history (B, HISTORY_PLANES, H, W), t/d/h (B,),
         action (B, A), prompt (B, 384) -> predicted clean frame (B, 3, H, W). Writes this frame's K/V
         into the cache's current slot; `cache.advance()` afterwards keeps it as context."""
-        T = cache.k.shape[-2]
-        mask = cache.valid[:, None].expand(-1, T).reshape(1, 1, 1, -1)  # (1, 1, 1, slots*T)
-
-        def attend_for_layer(i):
-            def attend(q, k, v):  # (B, H, 1, T, 64)
-                kc, vc = cache.layer(i)  # (B, H, slots, T, 64)
-                kc[:, :, -1] = k[:, :, 0]
-                vc[:, :, -1] = v[:, :, 0]
-                B, Hh, slots, Tt, Dh = kc.shape
-                kk = apply_temporal_rope(kc, self.rope_cos_t, self.rope_sin_t).reshape(B, Hh, slots * Tt, Dh)
-                a = F.scaled_dot_product_attention(q[:, :, 0], kk, vc.reshape(B, Hh, slots * Tt, Dh), attn_mask=mask)
-                return a[:, :, None]
-
-            return attend
-
+        attend_for_layer = cache_attention(cache, self.rope_cos_t, self.rope_sin_t)
         c = self.conditioning(t[:, None], d[:, None], h[:, None], action[:, None], prompt)
         out = self._run(x_noisy[:, None], cond[:, None], history[:, None], c, attend_for_layer)
         return out[:, 0]

@@ -27,17 +27,12 @@ from neural_renderer.training.clip_sources import ClipBatch, ClipPool, clip_stre
 from neural_renderer.model.inputs import drop_groups
 from neural_renderer.model.flow import add_noise, sample_train_t
 from neural_renderer.model.registry import MODELS, build
-from neural_renderer.training.history import HistoryAugment, hourglass_loss
+from neural_renderer.training.history import HistoryAugment, blur, hourglass_loss
 from neural_renderer.training.config import TrainConfig
 from neural_renderer.training.loop import LoopState, make_optimizer, run_loop, save_loss_plot, setup_distributed
 
 
 # -- augmentation ----------------------------------------------------------------------------------
-
-
-def blur(x: torch.Tensor) -> torch.Tensor:
-    """(N, 3, H, W) -> a 3x3 box-blurred copy (reflect-padded)."""
-    return F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
 
 
 def history_augment(clean: torch.Tensor, cfg: TrainConfig, g: torch.Generator) -> torch.Tensor:
