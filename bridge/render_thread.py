@@ -15,7 +15,7 @@ render thread (bridge.shm.SlotIO), and non-finite pixels are repaired before the
 (bridge.repair).
 
 The socket loop only talks to it through `open/close/submit/cancel` and the `results` queue, so a
-process-per-GPU worker (issue 9) can replace this thread behind the same four calls.
+process-per-GPU worker pool (bridge.worker_pool) can replace this thread behind the same four calls.
 """
 from __future__ import annotations
 

@@ -91,7 +91,7 @@ class Daemon:
     def __init__(self, renderer: Renderer, config: DaemonConfig, context: zmq.Context | None = None,
                  worker_factory=None):
         """`context`: share one (tests talking over inproc://); by default the daemon makes its own.
-        `worker_factory(wake)`: a bridge.worker_pool.WorkerPool in place of the render thread (issue 9)."""
+        `worker_factory(wake)`: a bridge.worker_pool.WorkerPool in place of the render thread."""
         self.renderer, self.cfg = renderer, config
         self.limits = config.limits
         self._own_ctx = context is None
