@@ -27,7 +27,16 @@ sys.path.insert(0, str(REPO))
 
 from bridge.client import Client  # noqa: E402
 from bridge.daemon import spawn_daemon  # noqa: E402
-from tests._unity_build import CORE_DIR, TESTS_DIR, _mcs  # noqa: E402
+
+CORE_DIR = REPO / "unity_client" / "Runtime" / "Core"
+TESTS_DIR = REPO / "unity_client" / "Tests" / "Mono"  # the dllmap config that points DllImport("libzmq") at libzmq.so.5
+
+
+def _mcs(args: list[str]) -> None:
+    """Compile with mono's C# compiler; a failure raises with the compiler's own messages."""
+    r = subprocess.run(["mcs", *args], capture_output=True, text=True, timeout=120)
+    if r.returncode:
+        raise RuntimeError(f"mcs {' '.join(args[:2])} ...: {r.stdout}{r.stderr}")
 
 
 def build(out: Path) -> Path:
