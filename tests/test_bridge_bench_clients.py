@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from _images import assert_drawing
 
 
 def test_paced_clients_bench_accounts_for_every_tick(tmp_path):
@@ -14,7 +15,7 @@ def test_paced_clients_bench_accounts_for_every_tick(tmp_path):
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     doc = json.loads(out.read_text())
-    assert out.with_suffix(".png").stat().st_size > 1000
+    assert_drawing(out.with_suffix(".png"))
     assert [c["label"] for c in doc["configs"]] == ["render thread", "2 worker processes"]
     assert doc["configs"][0]["renderer"].get("workers") is None and doc["configs"][1]["renderer"]["workers"] == 2
     for c in doc["configs"]:
