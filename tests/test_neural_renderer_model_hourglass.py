@@ -6,9 +6,9 @@ import torch
 
 from neural_renderer.model.inputs import COND_CHANNELS, MATERIAL_CHANNEL
 from neural_renderer.model.history import HISTORY_PLANES
-from neural_renderer.model.hourglass import HourglassGenerator
 from neural_renderer.model.kv_cache import KVCache
 from neural_renderer.model.registry import MODELS, GeneratorConfig, build
+from _models import randomised
 
 CFGS = [
     MODELS["hg-micro"](),
@@ -17,17 +17,6 @@ CFGS = [
     GeneratorConfig("hg3", arch="hourglass", resolution=32, patch=8, dim=64, depth=2, heads=1, window=1, sinks=0,
                     widths=(4, 8, 8), enc_blocks=(0, 1, 0), dec_blocks=(0, 0, 1)),
 ]
-
-
-def randomised(cfg: GeneratorConfig, seed: int = 0) -> HourglassGenerator:
-    """A model whose zero-initialised layers are filled, so every path carries signal."""
-    torch.manual_seed(seed)
-    m = build(cfg)
-    with torch.no_grad():
-        for p in m.parameters():
-            if p.dim() >= 2:
-                p.normal_(0, 0.08)
-    return m.eval()
 
 
 def inputs(B, L, H, W, seed=1):

@@ -10,19 +10,14 @@ from bridge.client import Client
 from bridge.styles import STYLES
 from bridge.daemon import spawn_daemon
 from neural_renderer.model.checkpoint import save_checkpoint
-from neural_renderer.model.registry import build
 from neural_renderer.serving.renderer import GeneratorRenderer
+from _models import randomised
 
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     """An hg-micro checkpoint with non-zero weights (outputs depend on every input)."""
-    torch.manual_seed(0)
-    m = build("hg-micro")
-    with torch.no_grad():
-        for p in m.parameters():
-            if p.dim() >= 2:
-                p.normal_(0, 0.08)
+    m = randomised("hg-micro")
     return save_checkpoint(m.state_dict(), m.cfg, tmp_path_factory.mktemp("ck") / "hg-micro", dtype=torch.float32)
 
 

@@ -3,18 +3,12 @@ forwards, the history is used only where motion vectors come, any frame size is 
 import torch
 
 from neural_renderer.model.inputs import COND_CHANNELS
-from neural_renderer.model.registry import build
 from neural_renderer.serving.stream import StreamingSampler
+from _models import randomised
 
 
 def model():
-    torch.manual_seed(0)
-    m = build("hg-micro")
-    with torch.no_grad():
-        for p in m.parameters():
-            if p.dim() >= 2:
-                p.normal_(0, 0.08)
-    return m.eval()
+    return randomised("hg-micro")
 
 
 def frames(n, H=32, W=32, seed=3):
