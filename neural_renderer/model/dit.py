@@ -112,6 +112,12 @@ def apply_temporal_rope(k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -
     return torch.cat([k[..., :n], rotate_pairs(k[..., n:], cos[:, None], sin[:, None])], dim=-1)
 
 
+def slot_ages(window: int, sinks: int) -> torch.Tensor:
+    """Each KV-cache slot's static age, in slot order (sinks, window oldest first, current): the temporal
+    rotary angle of its keys. Sink s is W + 1 + s frames old, window slot a is a frames old, current 0."""
+    return torch.tensor([window + 1 + s for s in range(sinks)] + list(range(window, 0, -1)) + [0])
+
+
 def clip_context(L: int, window: int, sinks: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """The temporal context rule of training, identical to the KV cache's when streaming: for each
     query frame i of a clip, which frame fills each slot (L, slots), and whether it is present."""
@@ -222,9 +228,7 @@ class CausalDiT(nn.Module):
         self.prompt_embed = nn.Linear(PROMPT_DIM, cfg.dim)
         self.blocks = nn.ModuleList([Block(cfg.dim, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth)])
         self.final = FinalLayer(cfg.dim, p)
-        W, S = cfg.window, cfg.sinks
-        ages = torch.tensor([W + 1 + s for s in range(S)] + list(range(W, 0, -1)) + [0])  # slot order: sinks, window (oldest first), current
-        cs, ss, ct, st = rope_tables(self.grid, self.grid, ages)
+        cs, ss, ct, st = rope_tables(self.grid, self.grid, slot_ages(cfg.window, cfg.sinks))
         for n, t in (("rope_cos_s", cs), ("rope_sin_s", ss), ("rope_cos_t", ct), ("rope_sin_t", st)):
             self.register_buffer(n, t, persistent=False)
         self.initialize_weights()

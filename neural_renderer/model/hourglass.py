@@ -27,7 +27,7 @@ from bridge.channels import ACTION_DIM
 from neural_renderer.model.inputs import COND_CHANNELS, MATERIAL_BUCKETS, MATERIAL_CHANNEL
 from neural_renderer.model.history import HISTORY_PLANES
 from neural_renderer.model.dit import (HEAD_DIM, MATERIAL_EMBED, PROMPT_DIM, Block, ScalarEmbedder, apply_temporal_rope,
-                                       cache_attention, clip_context, rope_tables)
+                                       cache_attention, clip_context, rope_tables, slot_ages)
 
 if TYPE_CHECKING:  # the registry builds this module's model, so it is imported only for annotations
     from neural_renderer.model.registry import GeneratorConfig
@@ -87,9 +87,7 @@ class HourglassGenerator(nn.Module):
                                   for l, n in enumerate(cfg.dec_blocks)])
         self.out_norm = nn.GroupNorm(_groups(w[0]), w[0])
         self.out = nn.Conv2d(w[0], 3, 3, padding=1)
-        W, S = cfg.window, cfg.sinks
-        ages = torch.tensor([W + 1 + s for s in range(S)] + list(range(W, 0, -1)) + [0])  # sinks, window, current
-        _, _, ct, st = rope_tables(1, 1, ages)
+        _, _, ct, st = rope_tables(1, 1, slot_ages(cfg.window, cfg.sinks))
         self.register_buffer("rope_cos_t", ct, persistent=False)
         self.register_buffer("rope_sin_t", st, persistent=False)
         self._rope_s: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
