@@ -22,7 +22,7 @@ RUNS = {  # model -> TrainConfig overrides
     "tiny": dict(batch=32, clip_len=4, lr=8e-4, warmup=150, pool=160, refresh_every=1, refresh_clips=4,
                  looks_per_clip=3, render_workers=int(os.environ.get("TINY_WORKERS", 5)), render_resolution=128, crop=0, steps=100000),
     "base": dict(batch=8, clip_len=4, lr=5e-4, warmup=150, pool=64, refresh_every=1, refresh_clips=4,
-                 looks_per_clip=2, render_workers=9, render_resolution=512, crop=256, steps=100000),
+                 looks_per_clip=2, render_workers=int(os.environ.get("BASE_WORKERS", 9)), render_resolution=512, crop=256, steps=100000),
 }
 
 
@@ -73,6 +73,7 @@ def main() -> None:
     ap.add_argument("--init", default="", help="folder with tiny.json/base.json to continue from")
     ap.add_argument("--models", default="tiny,base")
     ap.add_argument("--child", default="")
+    ap.add_argument("--eval", action="store_true", help="then score each model per look (benchmarks/looks_table.py)")
     a = ap.parse_args()
     out = Path(a.out)
     if a.child:
@@ -122,6 +123,19 @@ def main() -> None:
             report[m]["frame_ms_bf16_2steps"] = time_frames(model, sizes[m])
         print(m, json.dumps(report[m]), flush=True)
     (out / "gpu_train.json").write_text(json.dumps(report, indent=1))
+    if a.eval:
+        eval_sizes = {"tiny": [("128", "0")], "base": [("512", "0"), ("1280", "720")]}
+        for m in models:
+            ck = out / m / f"{m}.json"
+            if not ck.is_file():
+                continue
+            for i, (w, h) in enumerate(eval_sizes[m]):
+                arms = [f"generator:{ck}"] + ([f"generator:{ck}?context=0&noise=fixed", f"generator:{ck}?history=0"]
+                                              if i == 0 else [])
+                names = [m, f"{m} no-context fixed-noise", f"{m} no-history"][:len(arms)]
+                subprocess.run([sys.executable, "benchmarks/looks_table.py", "--arms", *arms, "--names", *names,
+                                "--size", w, "--height", h, "--device", "cuda" if torch.cuda.is_available() else "cpu",
+                                "--frames", "16", "--seeds", "2", "--out", str(out / f"looks_{m}_{w}x{h or w}")])
 
 
 if __name__ == "__main__":

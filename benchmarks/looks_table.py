@@ -21,10 +21,11 @@ from neural_renderer.eval.suites import EVAL_SEED_BASE, EvalSequence, Suite
 FIRST_SEED = EVAL_SEED_BASE + 110  # evaluation seeds no model, test or tuning here has looked at
 
 
-def looks_suite(size: int = 128, frames: int = 16, seeds: int = 2) -> Suite:
+def looks_suite(size: int = 128, frames: int = 16, seeds: int = 2, height: int = 0) -> Suite:
+    """Square frames of side `size`, or size x height (width x height) when height is given."""
     seqs = tuple(EvalSequence(FIRST_SEED + k, frames, (look,), ((0, look),))
                  for look in STYLES for k in range(seeds))
-    return Suite("looks", size, size, seqs, drift_window=max(4, frames // 2))
+    return Suite("looks", size, height or size, seqs, drift_window=max(4, frames // 2))
 
 
 def table(results: dict[str, dict]) -> str:
@@ -43,7 +44,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arms", nargs="+", required=True, help="renderer specs, each scored on the same frames")
     ap.add_argument("--names", nargs="*", default=None, help="a label per arm (default: the spec)")
-    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--size", type=int, default=128, help="frame width (and height, unless --height)")
+    ap.add_argument("--height", type=int, default=0)
+    ap.add_argument("--device", default="cpu")
     ap.add_argument("--frames", type=int, default=16)
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--steps", type=int, default=None)
@@ -51,11 +54,11 @@ def main() -> None:
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    suite = looks_suite(a.size, a.frames, a.seeds)
+    suite = looks_suite(a.size, a.frames, a.seeds, a.height)
     names = a.names or a.arms
     results: dict[str, dict] = {}
     for name, spec in zip(names, a.arms):
-        r = run_eval(spec, suite, steps=a.steps, device="cpu", json_path=out / f"{name.replace('/', '_')}.json")
+        r = run_eval(spec, suite, steps=a.steps, device=a.device, json_path=out / f"{name.replace('/', '_')}.json")
         label = next(k for k in r["systems"] if k not in ("engine", "reference"))
         results[name] = r["systems"][label]["summary"]
         results.setdefault("engine pass", r["systems"]["engine"]["summary"])
