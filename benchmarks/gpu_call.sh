@@ -7,10 +7,11 @@
 set -uo pipefail
 for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 OUT
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 mkdir -p "$OUT/run"
-eval "$@" 2>&1 | tee "$OUT/run/log.txt"
+# the command is cut at GPU_CALL_LIMIT seconds so that what it wrote is still packed within the call's limit
+timeout "${GPU_CALL_LIMIT:-540}" bash -c "$*" 2>&1 | tee "$OUT/run/log.txt"
 rc=${PIPESTATUS[0]}
 cd "$OUT/run" && find . -name '*.pt' -delete
 find . -name '*.safetensors' -exec mv {} "$OUT/" \;
