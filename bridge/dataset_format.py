@@ -109,10 +109,11 @@ def flatten_constants(constants: dict) -> np.ndarray:
 
 
 def unflatten_constants(row: np.ndarray) -> dict[str, np.ndarray]:
+    """(..., CONSTANTS_DIM) -> name -> (..., n), matrices (..., 4, 4): one frame's row or a clip's rows."""
     out, i = {}, 0
     for name, n in CONSTANTS_LAYOUT.items():
-        v = np.asarray(row[i:i + n], np.float32)
-        out[name] = v.reshape(4, 4) if n == 16 else v
+        v = np.asarray(row[..., i:i + n], np.float32)
+        out[name] = v.reshape(*v.shape[:-1], 4, 4) if n == 16 else v
         i += n
     return out
 

@@ -142,7 +142,7 @@ class FusedStep:
         fused_linear(cvec.to(w.dtype), w.wmod, w.bmod, prologue="silu", out=buf["mod"], block_m=16)
         mod = buf["mod"][:, 0]                                                            # (B, L*6D + 2D)
         x = buf["x"]
-        patch_embed(x_noisy.to(w.dtype), cond.to(w.dtype), w.mat_table, w.w_embed, w.b_embed, c.patch,
+        patch_embed(x_noisy.to(w.dtype), cond[:, : self.model.cond_planes].to(w.dtype), w.mat_table, w.w_embed, w.b_embed, c.patch,
                     MATERIAL_CHANNEL, out=x, block_m=bm)
         for i in range(L):
             m = mod[:, i * 6 * D:(i + 1) * 6 * D]

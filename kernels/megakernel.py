@@ -319,7 +319,7 @@ class MegakernelStep:
     def __init__(self, model, batch: int = 1, block_m: int = 64, block_k: int = 64, attn_block_n: int = 64,
                  att_split: int = 2, num_warps: int = 4, n_programs: int | None = None, max_spin: int = 1 << 20,
                  prefetch=None):
-        from neural_renderer.model.inputs import COND_CHANNELS, MATERIAL_CHANNEL
+        from neural_renderer.model.inputs import MATERIAL_CHANNEL
 
         self.model, self.cfg = model, model.cfg
         c = self.cfg
@@ -341,10 +341,10 @@ class MegakernelStep:
         self.mod = torch.empty(batch, self.w.wmod.shape[0], device=dev, dtype=dt)
         self.cvec = torch.empty(batch, D, device=dev, dtype=dt)
         self.xin = torch.empty(batch, 3, R, R, device=dev, dtype=dt)
-        self.cond = torch.empty(batch, COND_CHANNELS, R, R, device=dev, dtype=dt)
+        self.cond = torch.empty(batch, model.cond_planes, R, R, device=dev, dtype=dt)  # planes the DiT reads
         self.out = torch.empty(batch, 3, R, R, device=dev, dtype=dt)
         self.valid = torch.empty(c.slots, dtype=torch.int32, device=dev)
-        self.mat_at, self.c_rest = MATERIAL_CHANNEL, COND_CHANNELS - 1
+        self.mat_at, self.c_rest = MATERIAL_CHANNEL, model.cond_planes - 1
         interp = tiles.DOT_UPCAST
         self.n_programs = 1 if interp else (n_programs or torch.cuda.get_device_properties(dev).multi_processor_count)
         self.prefetch = (not interp) if prefetch is None else prefetch
@@ -403,6 +403,7 @@ class MegakernelStep:
 
     @torch.no_grad()
     def __call__(self, x_noisy, cond, t, d, action, prompt, cache) -> torch.Tensor:
+        cond = cond[:, : self.cond.shape[1]]
         if x_noisy.shape != self.xin.shape or cond.shape != self.cond.shape:
             raise ValueError(f"megakernel built for x {tuple(self.xin.shape)}, cond {tuple(self.cond.shape)}; "
                              f"got {tuple(x_noisy.shape)}, {tuple(cond.shape)}")

@@ -14,7 +14,7 @@ import numpy as np
 
 from bridge.channels import FINAL
 
-from .format import DatasetError
+from .format import DatasetError, unflatten_constants
 from .reader import SequenceDataset
 
 
@@ -66,4 +66,4 @@ def recording_clips(root: str | Path, length: int, channels: tuple[str, ...], se
         skipped = 0
         yield RawClip(engine={c: np.array(clip.engine[c]) for c in chans},  # copies: the maps are read-only
                       reference={look: np.asarray(clip.engine[FINAL.name], np.float32)},
-                      action=np.array(clip.action, np.float32))
+                      action=np.array(clip.action, np.float32), constants=unflatten_constants(clip.constants))

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
+from neural_renderer.model.inputs import BASE_COND_CHANNELS, COND_CHANNELS
 from neural_renderer.model.registry import GeneratorConfig, build
 
 SHIPPED_DIR = Path(__file__).parents[1] / "checkpoints"  # neural_renderer/checkpoints
@@ -84,3 +86,27 @@ def load_model(spec: str | Path, device="cpu", dtype: torch.dtype = torch.float3
     model = build(cfg)
     model.load_state_dict({k: v.float() for k, v in state.items()})
     return model.to(device=device, dtype=dtype).eval()
+
+
+def widen_for_world(state: dict[str, torch.Tensor], old: GeneratorConfig, new: GeneratorConfig) -> dict[str, torch.Tensor]:
+    """Weights of a checkpoint trained without the world group -> weights for `new`, the same architecture
+    with the group on. The world planes enter the stem last (hourglass._stem_input), so they get zero
+    columns there: the widened model computes exactly what the old one did until training moves them."""
+    if not differs_only_by_world(old, new):
+        raise ValueError(f"widen_for_world needs the same config with the world group turned on; got {old} -> {new}")
+    w = state["stem.weight"]  # (out, in_planes, 3, 3)
+    extra = COND_CHANNELS - BASE_COND_CHANNELS
+    return {**state, "stem.weight": torch.cat([w, w.new_zeros(w.shape[0], extra, *w.shape[2:])], dim=1)}
+
+
+def differs_only_by_world(old: GeneratorConfig, new: GeneratorConfig) -> bool:
+    """True when `new` is `old` (its size name aside) with the world group turned on."""
+    return (new.arch == "hourglass" and not old.world_freqs and bool(new.world_freqs)
+            and replace(old, name=new.name, world_freqs=new.world_freqs) == new)
+
+
+def init_state(spec: str | Path, cfg: GeneratorConfig) -> dict[str, torch.Tensor]:
+    """The weights a run of a `cfg` model starts from when it names checkpoint `spec` as its init: the
+    checkpoint's own, widened (widen_for_world) when it predates the world group that `cfg` turns on."""
+    old, state, _ = load_state(spec)
+    return widen_for_world(state, old, cfg) if differs_only_by_world(old, cfg) else state

@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bridge.channels import ACTION_DIM
-from neural_renderer.model.inputs import COND_CHANNELS, MATERIAL_BUCKETS, MATERIAL_CHANNEL
+from neural_renderer.model.inputs import BASE_COND_CHANNELS, MATERIAL_BUCKETS, MATERIAL_CHANNEL
 
 if TYPE_CHECKING:  # the registry builds this module's classes, so it is imported only for annotations
     from neural_renderer.model.registry import GeneratorConfig
@@ -216,11 +216,13 @@ class CausalDiT(nn.Module):
         super().__init__()
         assert cfg.dim == cfg.heads * HEAD_DIM, "head dim is 64"
         assert cfg.resolution % cfg.patch == 0
+        assert not cfg.world_freqs, "the DiT reads no world group"
         self.cfg = cfg
+        self.cond_planes = BASE_COND_CHANNELS  # the conditioning planes it reads; later ones are ignored
         p = cfg.patch
         self.grid = cfg.resolution // p
         self.material_embed = nn.Embedding(MATERIAL_BUCKETS, MATERIAL_EMBED)
-        c_in = 3 + COND_CHANNELS - 1 + MATERIAL_EMBED  # noisy RGB + conditioning (material id -> embedding)
+        c_in = 3 + BASE_COND_CHANNELS - 1 + MATERIAL_EMBED  # noisy RGB + conditioning (material id -> embedding)
         self.patch_embed = nn.Linear(c_in * p * p, cfg.dim)
         self.t_embed = ScalarEmbedder(cfg.dim)
         self.d_embed = ScalarEmbedder(cfg.dim)
@@ -262,6 +264,7 @@ class CausalDiT(nn.Module):
     def embed(self, x_noisy: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """x_noisy (B, F, 3, H, W) in [-1, 1], cond (B, F, COND_CHANNELS, H, W) -> tokens (B, F, T, D)."""
         B, Fr, _, H, W = x_noisy.shape
+        cond = cond[:, :, : self.cond_planes]
         mat = cond[:, :, MATERIAL_CHANNEL].round().long().clamp_(0, MATERIAL_BUCKETS - 1)
         mat = self.material_embed(mat).permute(0, 1, 4, 2, 3).to(x_noisy.dtype)  # (B, F, 3, H, W)
         rest = torch.cat([cond[:, :, :MATERIAL_CHANNEL], cond[:, :, MATERIAL_CHANNEL + 1 :]], dim=2)

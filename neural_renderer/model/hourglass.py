@@ -6,9 +6,11 @@ same KV cache over earlier frames) at 1/`down` of the resolution. x-prediction f
 network returns the clean frame.
 
 Inputs per frame, concatenated into the stem (`in_planes`):
-  noisy RGB (3) | engine conditioning without the material id (COND_CHANNELS - 1) | material embedding
+  noisy RGB (3) | engine conditioning without the material id (BASE_COND_CHANNELS - 1) | material embedding
   (MATERIAL_EMBED) | reprojected history (HISTORY_PLANES: previous output warped by the engine's motion,
-  its valid mask, a presence flag).
+  its valid mask, a presence flag) | with cfg.world_freqs, the world group (its flag and WORLD_PLANES).
+The world group comes last so that a checkpoint from before it widens by zero stem columns at the end
+(`widen_stem`) and computes exactly what it did.
 One conditioning vector per frame (noise level t, step size d, history noise level h, action, prompt)
 drives adaLN in the trunk and FiLM in every convolutional block.
 
@@ -24,7 +26,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bridge.channels import ACTION_DIM
-from neural_renderer.model.inputs import COND_CHANNELS, MATERIAL_BUCKETS, MATERIAL_CHANNEL
+from neural_renderer.model.inputs import (BASE_COND_CHANNELS, COND_CHANNELS, MATERIAL_BUCKETS, MATERIAL_CHANNEL,
+                                          WORLD_PERIODS)
 from neural_renderer.model.history import HISTORY_PLANES
 from neural_renderer.model.dit import (HEAD_DIM, MATERIAL_EMBED, PROMPT_DIM, Block, ScalarEmbedder, apply_temporal_rope,
                                        cache_attention, clip_context, rope_tables, slot_ages)
@@ -66,7 +69,9 @@ class HourglassGenerator(nn.Module):
         assert cfg.patch == self.down, "patch is the trunk's downsampling factor"
         w, D = cfg.widths, cfg.dim
         self.material_embed = nn.Embedding(MATERIAL_BUCKETS, MATERIAL_EMBED)
-        self.in_planes = 3 + COND_CHANNELS - 1 + MATERIAL_EMBED + HISTORY_PLANES
+        assert cfg.world_freqs in (0, len(WORLD_PERIODS)), f"world_freqs {cfg.world_freqs}: 0 or {len(WORLD_PERIODS)}"
+        self.cond_planes = COND_CHANNELS if cfg.world_freqs else BASE_COND_CHANNELS  # the conditioning planes read
+        self.in_planes = 3 + self.cond_planes - 1 + MATERIAL_EMBED + HISTORY_PLANES
         self.t_embed = ScalarEmbedder(D)
         self.d_embed = ScalarEmbedder(D)
         self.h_embed = ScalarEmbedder(D)
@@ -138,8 +143,9 @@ class HourglassGenerator(nn.Module):
         """(N, 3 | COND | HISTORY_PLANES, H, W) -> (N, in_planes, H, W)."""
         mat = cond[:, MATERIAL_CHANNEL].round().long().clamp_(0, MATERIAL_BUCKETS - 1)
         mat = self.material_embed(mat).permute(0, 3, 1, 2).to(x_noisy.dtype)  # (N, 3, H, W)
-        rest = torch.cat([cond[:, :MATERIAL_CHANNEL], cond[:, MATERIAL_CHANNEL + 1 :]], dim=1)
-        return torch.cat([x_noisy, rest.to(x_noisy.dtype), mat, history.to(x_noisy.dtype)], dim=1)
+        rest = torch.cat([cond[:, :MATERIAL_CHANNEL], cond[:, MATERIAL_CHANNEL + 1 : BASE_COND_CHANNELS]], dim=1)
+        world = [cond[:, BASE_COND_CHANNELS : self.cond_planes].to(x_noisy.dtype)] if self.cfg.world_freqs else []
+        return torch.cat([x_noisy, rest.to(x_noisy.dtype), mat, history.to(x_noisy.dtype), *world], dim=1)
 
     def _run(self, x_noisy, cond, history, c, attend_for_layer) -> torch.Tensor:
         """x_noisy (B, F, 3, H, W), cond (B, F, C, H, W), history (B, F, HISTORY_PLANES, H, W), c (B, F, D)

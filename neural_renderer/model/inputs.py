@@ -4,9 +4,15 @@ Layout of the COND_CHANNELS planes, in this order:
   color (3, linear RGB mapped to [-1, 1]), depth (1, log-depth normalised to about [-1, 1]),
   normals (3, view space, as given), albedo (3, mapped to [-1, 1]), material id (1, id modulo
   MATERIAL_BUCKETS, embedded inside the model), one presence flag per conditioning group
-  (CONDITIONING_GROUPS order: color, gbuffer).
+  (CONDITIONING_GROUPS order: color, gbuffer, world), then the world group's planes (WORLD_PLANES).
 A group the client did not declare is all zeros with its flag 0, which is also how training drops
 groups, so one model serves any subset.
+
+The `world` group is derived by us, never sent: sin/cos of each pixel's world position (from depth and
+the frame's camera constants, model/world_position.py) at WORLD_PERIODS. The reference looks paint
+detail that lives in world space and is absent from the G-buffer (facade windows, lane markings, noise
+at world frequencies); without the position a model can only blur it. Its planes come last so that the
+first BASE_COND_CHANNELS planes are exactly the layout models without the group were trained on.
 """
 from __future__ import annotations
 
@@ -17,25 +23,37 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from neural_renderer.model.world_position import world_position
+
 # Conditioning groups of the generator: each is dropped as a unit in training so one model
 # serves any subset a client declares.
 CONDITIONING_GROUPS: dict[str, tuple[str, ...]] = {
     "color": ("color",),
     "gbuffer": ("depth", "normals", "albedo", "material_id"),
+    "world": ("world",),
 }
+DERIVED_CHANNELS = ("world",)  # computed here from other inputs; no client sends them
 # Every engine channel the generator reads, in plane order.
-INPUT_CHANNELS: tuple[str, ...] = tuple(ch for chans in CONDITIONING_GROUPS.values() for ch in chans)
+INPUT_CHANNELS: tuple[str, ...] = tuple(ch for chans in CONDITIONING_GROUPS.values() for ch in chans
+                                        if ch not in DERIVED_CHANNELS)
+# World periods in world units, geometric over 0.5..8: generic scales (facades, lanes, noise octaves), none
+# tuned to one shader's pattern; a network combines neighbouring octaves into the periods between.
+WORLD_PERIODS: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)
+WORLD_PLANES = 2 * 3 * len(WORLD_PERIODS)  # (sin, cos) x (x, y, z) x period
+GROUP_FLAG: dict[str, int] = {g: 11 + i for i, g in enumerate(CONDITIONING_GROUPS)}
+BASE_COND_CHANNELS = GROUP_FLAG["world"]  # the planes of a model without the world group
+WORLD_FIRST = 11 + len(CONDITIONING_GROUPS)
 PLANES: dict[str, tuple[int, int]] = {  # channel -> (first plane, components)
     "color": (0, 3),
     "depth": (3, 1),
     "normals": (4, 3),
     "albedo": (7, 3),
     "material_id": (10, 1),
+    "world": (WORLD_FIRST, WORLD_PLANES),
 }
 MATERIAL_CHANNEL = 10
 MATERIAL_BUCKETS = 32
-GROUP_FLAG: dict[str, int] = {g: 11 + i for i, g in enumerate(CONDITIONING_GROUPS)}
-COND_CHANNELS = 11 + len(CONDITIONING_GROUPS)
+COND_CHANNELS = WORLD_FIRST + WORLD_PLANES
 DEPTH_LOG_RANGE = math.log1p(1000.0)  # depths beyond 1000 world units (sky) saturate
 GROUP_PLANES: dict[str, list[int]] = {
     g: [p for ch in chans for p in range(PLANES[ch][0], PLANES[ch][0] + PLANES[ch][1])]
@@ -73,13 +91,17 @@ def normalise_channel(name: str, a: torch.Tensor) -> torch.Tensor:
     return x.movedim(-1, -3)
 
 
-def engine_to_cond(engine: Mapping[str, object], resolution: int | None = None) -> torch.Tensor:
+def engine_to_cond(engine: Mapping[str, object], resolution: int | None = None,
+                   constants: Mapping[str, object] | None = None) -> torch.Tensor:
     """Engine channels, each (..., H, W, C) numpy or torch, any subset -> (..., COND_CHANNELS, H', W').
 
-    Channels that are not generator inputs (motion, disocclusion) are ignored. With `resolution`, the
-    planes are resampled to resolution x resolution (area for values, nearest for material ids).
+    Channels that are not generator inputs (motion, disocclusion) are ignored. With the frame's camera
+    `constants` (bridge.channels.CONSTANTS_LAYOUT names -> (..., n) values, or (n,) for all frames) and a
+    depth channel, the world group is filled in (at the frames' own size, before any resampling); it is
+    worth computing only for a model that reads it. With `resolution`, the planes are resampled to
+    resolution x resolution (area for values, nearest for material ids).
     """
-    planes = {k: normalise_channel(k, _as_tensor(v)) for k, v in engine.items() if k in PLANES}
+    planes = {k: normalise_channel(k, _as_tensor(v)) for k, v in engine.items() if k in INPUT_CHANNELS}
     if not planes:
         raise ValueError("engine_to_cond needs at least one generator channel; use blank_cond for none")
     first_plane = next(iter(planes.values()))
@@ -94,9 +116,48 @@ def engine_to_cond(engine: Mapping[str, object], resolution: int | None = None) 
     for g, chans in CONDITIONING_GROUPS.items():
         if any(c in present for c in chans):
             out[..., GROUP_FLAG[g], :, :] = 1.0
+    if constants is not None and "depth" in engine:
+        pos = world_position(_as_tensor(engine["depth"]).to(out.device), constants)
+        if pos is not None:
+            xyz, valid, known = pos
+            first, n = PLANES["world"]
+            out[..., first : first + n, :, :] = world_features(xyz, valid)
+            out[..., GROUP_FLAG["world"], :, :] = known.float()[..., None, None]
     if resolution is not None and (H, W) != (resolution, resolution):
         out = resize_cond(out, resolution)
     return out
+
+
+def world_features(xyz: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """xyz (..., 3, H, W) world units, valid (..., 1, H, W) -> the world planes (..., WORLD_PLANES, H, W):
+    (sin, cos) of 2 pi xyz / period, ordered period-major, then axis, then sin/cos. Each sinusoid is scaled by
+    its box-filtered amplitude over the pixel's footprint along that axis (sinc, 0 past its first zero), so
+    a period a pixel cannot resolve (far or grazing surfaces) reads 0 instead of aliased noise; 0 where
+    invalid (sky, unknown camera)."""
+    fw = _footprint(xyz, valid)[..., None, :, :, :]  # (..., 1, 3, H, W)
+    periods = torch.tensor(WORLD_PERIODS, device=xyz.device, dtype=torch.float32).view(-1, 1, 1, 1)
+    ratio = fw / periods  # (..., P, 3, H, W)
+    amp = torch.where(ratio < 1.0, torch.sinc(ratio.clamp(max=1.0)), torch.zeros_like(ratio)) * valid[..., None, :, :, :]
+    phase = (2.0 * math.pi) * xyz.float()[..., None, :, :, :] / periods
+    feats = torch.stack([amp * torch.sin(phase), amp * torch.cos(phase)], dim=-3)  # (..., P, 3, 2, H, W)
+    return feats.flatten(-5, -3)
+
+
+def _footprint(xyz: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """(..., 3, H, W) -> per axis the world-space change across one pixel, |d/dx| + |d/dy| (GLSL's fwidth).
+    Each derivative is the smaller of the two one-sided differences between valid pixels, so a depth edge
+    (where one side jumps to another surface) keeps the footprint of the surface the pixel is on; a pixel
+    without a valid neighbour along an axis gets an infinite footprint."""
+    xyz = xyz.float()
+    total = torch.zeros_like(xyz)
+    for dim in (-1, -2):
+        n = xyz.shape[dim]
+        pair = valid.narrow(dim, 1, n - 1) * valid.narrow(dim, 0, n - 1)
+        diff = (xyz.narrow(dim, 1, n - 1) - xyz.narrow(dim, 0, n - 1)).abs()
+        diff = torch.where(pair > 0, diff, torch.full_like(diff, math.inf))
+        edge = torch.full_like(xyz.narrow(dim, 0, 1), math.inf)
+        total = total + torch.minimum(torch.cat([diff, edge], dim), torch.cat([edge, diff], dim))
+    return total
 
 
 def resize_cond(cond: torch.Tensor, resolution: int) -> torch.Tensor:
@@ -121,6 +182,14 @@ def drop_groups(cond: torch.Tensor, keep: Mapping[str, torch.Tensor]) -> torch.T
         idx = GROUP_PLANES[g] + [GROUP_FLAG[g]]
         cond[..., idx, :, :] = cond[..., idx, :, :] * m
     return cond
+
+
+def sample_group_keep(batch: int, p: float, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Which groups each of `batch` imagined clients declares (each dropped with probability p), as
+    drop_groups takes them. The world group is derived from depth, so it never outlives the gbuffer."""
+    keep = {g: torch.rand(batch, generator=generator) >= p for g in CONDITIONING_GROUPS}
+    keep["world"] = keep["world"] & keep["gbuffer"]
+    return keep
 
 
 def image_to_model(img) -> torch.Tensor:

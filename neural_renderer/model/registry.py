@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from neural_renderer.model.dit import CausalDiT
+from neural_renderer.model.inputs import WORLD_PERIODS
 
 
 @dataclass
@@ -31,6 +32,9 @@ class GeneratorConfig:
     enc_blocks: tuple = ()
     dec_blocks: tuple = ()
     history_noise: float = 0.0  # inference: noise level put on the previous output before reprojection
+    # the world group (model/inputs.py): 0 = not read (every checkpoint from before it), else the number of
+    # WORLD_PERIODS the stem reads, recorded so a checkpoint trained on another table fails loudly
+    world_freqs: int = 0
 
     @property
     def tokens(self) -> int:
@@ -54,18 +58,20 @@ class GeneratorConfig:
 
 def hg_micro() -> GeneratorConfig:  # tests and smoke runs only
     return GeneratorConfig("hg-micro", arch="hourglass", resolution=32, patch=8, dim=64, depth=2, heads=1, window=1,
-                           sinks=1, widths=(8, 8, 16), enc_blocks=(0, 0, 1), dec_blocks=(0, 1, 1), context_noise=0.0)
+                           sinks=1, widths=(8, 8, 16), enc_blocks=(0, 0, 1), dec_blocks=(0, 1, 1), context_noise=0.0,
+                           world_freqs=len(WORLD_PERIODS))
 
 
 def tiny() -> GeneratorConfig:  # CPU serving at 128-256 pixels
     return GeneratorConfig("tiny", arch="hourglass", resolution=128, patch=8, dim=128, depth=4, heads=2, window=2,
-                           sinks=1, widths=(16, 32, 64), enc_blocks=(0, 1, 1), dec_blocks=(0, 1, 1), context_noise=0.0)
+                           sinks=1, widths=(16, 32, 64), enc_blocks=(0, 1, 1), dec_blocks=(0, 1, 1), context_noise=0.0,
+                           world_freqs=len(WORLD_PERIODS))
 
 
 def base() -> GeneratorConfig:  # GPU serving at 512 to 1280x720
     return GeneratorConfig("base", arch="hourglass", resolution=512, patch=16, dim=256, depth=8, heads=4, window=2,
                            sinks=1, widths=(24, 48, 96, 192), enc_blocks=(0, 0, 1, 1), dec_blocks=(0, 1, 1, 1),
-                           context_noise=0.0)
+                           context_noise=0.0, world_freqs=len(WORLD_PERIODS))
 
 
 # -- the first architecture: a DiT over raw pixel patches (kept for its checkpoints and the kernels) ----

@@ -3,7 +3,8 @@
 SPEC is a shipped size ('tiny', 'base'), or a path to a checkpoint (.json or .safetensors). With no
 SPEC: 'base' on a GPU when it is shipped, else 'tiny'. One `Generator` (KV cache, noise stream) per
 client session. The client declares any subset of channels; groups it does not send reach the model
-with presence flag 0. Frames of another size are resampled to the model's resolution and the output
+with presence flag 0; a model that reads the world group gets it from the frame's depth and camera
+constants (absent without either). Frames of another size are resampled to the model's resolution and the output
 back to the client's. A new prompt is encoded on a worker thread (the text encoder takes ~10 s to
 load and must never stall the render thread); the session keeps the old prompt until the new
 embedding is ready, then re-caches its context under it.
@@ -71,14 +72,17 @@ class GeneratorSession(RendererSession):
         t = torch.from_numpy(a.astype(np.int32) if a.dtype == np.uint16 else np.array(a))  # a copy: slots are read-only
         return t.to(self.r.device, non_blocking=True)
 
-    def _cond(self, pixels: dict[str, np.ndarray]) -> torch.Tensor:
+    def _cond(self, pixels: dict[str, np.ndarray], constants: dict[str, np.ndarray] | None = None) -> torch.Tensor:
+        """The frame's conditioning on the device; the world group (from depth and the camera constants) only
+        for a model that reads it, at the frame's own size."""
         ours = {k: v for k, v in pixels.items() if k in INPUT_CHANNELS}
         if not ours:
             if self.native:
                 return torch.zeros(1, COND_CHANNELS, *self.size, device=self.r.device)
             return blank_cond(1, resolution=self.res, device=self.r.device)
         tensors = {k: self._to_device(v) for k, v in ours.items()}
-        return engine_to_cond(tensors, resolution=self.res)[None]
+        world = constants if self.r.model.cfg.world_freqs else None
+        return engine_to_cond(tensors, resolution=self.res, constants=world)[None]
 
     def _motion(self, pixels: dict[str, np.ndarray]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """(1, 2, H, W) motion in pixels and (1, 1, H, W) disocclusion, or None where not sent."""
@@ -102,9 +106,10 @@ class GeneratorSession(RendererSession):
         a = np.asarray(frame.action, np.float32).reshape(-1)[:ACTION_DIM]
         action[: len(a)] = a
         if self.native:
-            y = self.gen.step(self._cond(frame.pixels), torch.from_numpy(action)[None], *self._motion(frame.pixels))
+            y = self.gen.step(self._cond(frame.pixels, frame.constants), torch.from_numpy(action)[None],
+                              *self._motion(frame.pixels))
         else:
-            y = self.gen.step(self._cond(frame.pixels), torch.from_numpy(action)[None])  # (1, 3, R, R) in [-1, 1]
+            y = self.gen.step(self._cond(frame.pixels, frame.constants), torch.from_numpy(action)[None])  # (1, 3, R, R) in [-1, 1]
         if y.shape[-2:] != self.size:
             y = F.interpolate(y.float(), size=self.size, mode="bilinear", align_corners=False)
         img = ((y[0].float() + 1.0) * 0.5).clamp_(0.0, 1.0).permute(1, 2, 0)  # (H, W, 3)

@@ -2,7 +2,8 @@
 
 A clip is L consecutive frames: engine channels (L, H, W, C) (the generator's inputs plus motion and
 disocclusion, which the reprojected history needs), reference looks {style: (L, H, W, 3)} (all styles,
-or a random few per clip when rendering them is the bottleneck) and actions (L, ACTION_DIM). Three
+or a random few per clip when rendering them is the bottleneck), actions (L, ACTION_DIM) and the camera
+constants {name: (L, n)} (bridge.channels.CONSTANTS_LAYOUT; the world group is derived from them). Three
 sources, all yielding the same `RawClip`:
 - `world_clips`: rendered on the fly by the world renderer (demos.sequence.render_sequence; EGL on
   the GPU machine), training seeds only; `parallel_world_clips` runs it in several processes;
@@ -11,6 +12,8 @@ sources, all yielding the same `RawClip`:
   a per-style shading rule), for CPU tests and smoke runs where OpenGL is unavailable.
 `ClipPool` keeps N converted clips on the training device (rendering 512x512 frames every step would
 starve a small model) and replaces the oldest as new clips arrive; batches are random crops of them.
+The pool keeps each pixel's world position rather than the world group's planes (4 float32 planes, not
+WORLD_PLANES), computed at the frame's full size, and turns crops of it into the planes per batch.
 """
 from __future__ import annotations
 
@@ -22,7 +25,9 @@ import torch
 import torch.nn.functional as F
 
 from bridge.channels import ACTION_DIM
-from neural_renderer.model.inputs import COND_CHANNELS, INPUT_CHANNELS, engine_to_cond, image_to_model
+from neural_renderer.model.inputs import (COND_CHANNELS, GROUP_FLAG, INPUT_CHANNELS, PLANES, WORLD_FIRST,
+                                          engine_to_cond, image_to_model, world_features)
+from neural_renderer.model.world_position import world_position
 
 MOTION_CHANNELS = ("motion", "disocclusion")
 CLIP_CHANNELS = INPUT_CHANNELS + MOTION_CHANNELS
@@ -33,6 +38,7 @@ class RawClip:
     engine: dict[str, np.ndarray]  # channel -> (L, H, W, C)
     reference: dict[str, np.ndarray]  # style -> (L, H, W, 3) float [0, 1]
     action: np.ndarray  # (L, ACTION_DIM)
+    constants: dict[str, np.ndarray] | None = None  # name -> (L, n) float32; None: the camera is unknown
 
 
 @dataclass
@@ -65,6 +71,7 @@ def render_seed_clips(seed: int, length: int, resolution: int, styles: list[str]
             engine={c: np.stack([f.engine[c] for f in fr]) for c in CLIP_CHANNELS if c in fr[0].engine},
             reference={s: np.stack([f.reference[s] for f in fr]) for s in styles},
             action=np.stack([np.asarray(f.action, np.float32) for f in fr]),
+            constants={k: np.stack([f.constants[k] for f in fr]) for k in fr[0].constants},
         ))
     return out
 
@@ -132,13 +139,14 @@ def parallel_world_clips(seeds: Iterator[int], length: int, resolution: int, sty
 
 def dataset_clips(root: str, length: int, seed: int = 0) -> Iterator[RawClip]:
     from neural_renderer.data import SequenceDataset
+    from neural_renderer.data.format import unflatten_constants
 
     ds = SequenceDataset(root)
     chans = [c for c in CLIP_CHANNELS if c in ds.channels]
     for clip in ds.random_clips(length, seed=seed, channels=chans):
         yield RawClip(engine={c: np.asarray(v) for c, v in clip.engine.items()},
                       reference={s: np.asarray(v, np.float32) for s, v in clip.reference.items()},
-                      action=np.asarray(clip.action, np.float32))
+                      action=np.asarray(clip.action, np.float32), constants=unflatten_constants(clip.constants))
 
 
 SYNTH_STYLE_TINT = {  # style -> (tint, light strength, quantise levels or 0)
@@ -168,6 +176,7 @@ def synthetic_clip(seed: int, length: int, resolution: int, styles: list[str]) -
     engine = {c: [] for c in CLIP_CHANNELS}
     refs = {s: [] for s in styles}
     actions = np.zeros((length, ACTION_DIM), np.float32)
+    cams = [synthetic_camera(t, pan) for t in range(length)]
     prev_mat = None
     for t in range(length):
         depth = 50.0 + 40.0 * yy  # ground
@@ -213,7 +222,21 @@ def synthetic_clip(seed: int, length: int, resolution: int, styles: list[str]) -
             refs[s].append(np.clip(img, 0, 1).astype(np.float32))
         actions[t, 0] = 1.0
         actions[t, 7] = pan * 100
-    return RawClip({c: np.stack(v) for c, v in engine.items()}, {s: np.stack(v) for s, v in refs.items()}, actions)
+    return RawClip({c: np.stack(v) for c, v in engine.items()}, {s: np.stack(v) for s, v in refs.items()}, actions,
+                   {k: np.stack([c[k] for c in cams]) for k in cams[0]})
+
+
+def synthetic_camera(t: int, pan: float, fov_y_deg: float = 60.0, near: float = 0.1, far: float = 1000.0) -> dict:
+    """The synthetic frames' camera constants: a pinhole at (30 pan t, 2, 0) looking down -z. The synthetic
+    depth is not an exact render through it; the world group only needs a fixed function of each pixel."""
+    view = np.eye(4)
+    view[:3, 3] = -np.array([30.0 * pan * t, 2.0, 0.0])
+    f = 1.0 / np.tan(np.radians(fov_y_deg) / 2)
+    proj = np.zeros((4, 4))
+    proj[0, 0], proj[1, 1], proj[3, 2] = f, f, -1.0
+    proj[2, 2], proj[2, 3] = (far + near) / (near - far), 2 * far * near / (near - far)
+    out = {"world_to_view": view, "view_to_clip": proj, "clip_to_view": np.linalg.inv(proj), "near": near, "far": far}
+    return {k: np.asarray(v, np.float32).reshape(-1) for k, v in out.items()}
 
 
 def synthetic_clips(length: int, resolution: int, styles: list[str], seed: int = 0) -> Iterator[RawClip]:
@@ -252,16 +275,22 @@ def clip_stream(cfg, resolution: int, styles: list[str], rank: int):
 class ClipPool:
     """`capacity` clips on the training device: conditioning, motion, disocclusion, `looks` reference
     looks per clip (with their style ids) and actions, at `resolution` (square renders). `sample`
-    draws random clips, one of each clip's looks, a random phrasing of its prompt and a random crop."""
+    draws random clips, one of each clip's looks, a random phrasing of its prompt and a random crop.
+    With `world` (for a model that reads the world group) it also keeps each pixel's world position; without,
+    batches carry the group absent."""
 
     def __init__(self, capacity: int, length: int, resolution: int, styles: list[str],
-                 style_prompts: dict[str, torch.Tensor], device=None, dtype=torch.float16, looks: int = 0):
+                 style_prompts: dict[str, torch.Tensor], device=None, dtype=torch.float16, looks: int = 0,
+                 world: bool = False):
         self.capacity, self.length, self.resolution = capacity, length, resolution
         self.styles = list(styles)
         self.looks = looks or len(self.styles)
         self.style_prompts = {s: style_prompts[s].to(device) for s in self.styles}
         R = resolution
-        self.cond = torch.zeros(capacity, length, COND_CHANNELS, R, R, device=device, dtype=dtype)
+        # the planes before the world group's (its flag included); those are made per batch from `world_xyz`
+        self.cond = torch.zeros(capacity, length, WORLD_FIRST, R, R, device=device, dtype=dtype)
+        # world xyz and valid mask; float32: half precision would round positions to 1/8 unit at 100 units out
+        self.world_xyz = torch.zeros(capacity, length, 4, R, R, device=device) if world else None
         self.motion = torch.zeros(capacity, length, 2, R, R, device=device, dtype=dtype)
         self.disocclusion = torch.ones(capacity, length, 1, R, R, device=device, dtype=dtype)
         self.refs = torch.zeros(capacity, length, self.looks, 3, R, R, device=device, dtype=dtype)
@@ -274,7 +303,9 @@ class ClipPool:
         R, i = self.resolution, self.next_slot
         L = self.length
         eng = {k: v[:L] for k, v in clip.engine.items()}
-        self.cond[i] = engine_to_cond(eng, resolution=R).to(self.cond)
+        self.cond[i] = engine_to_cond(eng, resolution=R)[:, :WORLD_FIRST].to(self.cond)
+        if self.world_xyz is not None:
+            self._add_world(i, eng, clip.constants)
         if "motion" in eng:
             mv = torch.as_tensor(np.asarray(eng["motion"], np.float32)).movedim(-1, -3)  # (L, 2, H, W)
             if mv.shape[-1] != R:  # pixels scale with the frame
@@ -298,6 +329,25 @@ class ClipPool:
         self.next_slot = (i + 1) % self.capacity
         self.filled = min(self.filled + 1, self.capacity)
 
+    def _add_world(self, i: int, eng: dict, constants: dict | None) -> None:
+        """Slot i's world positions, from the full-size depth (so that crops stay exact), resampled by
+        nearest neighbour (an average of two surfaces' positions lies on neither)."""
+        L, R = self.length, self.resolution
+        pos = None
+        if constants is not None and "depth" in eng:
+            depth = torch.as_tensor(np.asarray(eng["depth"], np.float32)).to(self.world_xyz.device)
+            pos = world_position(depth, {k: np.asarray(v)[:L] for k, v in constants.items()})
+        if pos is None:
+            self.world_xyz[i].zero_()
+            self.cond[i, :, GROUP_FLAG["world"]] = 0.0
+            return
+        xyz, valid, known = pos
+        planes = torch.cat([xyz, valid], dim=1)  # (L, 4, H, W)
+        if planes.shape[-2:] != (R, R):
+            planes = F.interpolate(planes, size=(R, R), mode="nearest")
+        self.world_xyz[i] = planes
+        self.cond[i, :, GROUP_FLAG["world"]] = known.to(self.cond)[:, None, None]
+
     def sample(self, batch: int, generator: torch.Generator, crop: int = 0) -> ClipBatch:
         dev = self.cond.device
         idx = torch.randint(self.filled, (batch,), generator=generator)
@@ -313,6 +363,12 @@ class ClipPool:
         win = lambda a, k: a[..., y0[k] : y0[k] + c, x0[k] : x0[k] + c]
         pick = lambda a: torch.stack([win(a[i], k) for k, i in enumerate(idx.tolist())]).float()
         refs = torch.stack([win(self.refs[i, :, j], k) for k, (i, j) in enumerate(zip(idx.tolist(), look.tolist()))])
-        return ClipBatch(cond=pick(self.cond), target=refs.float(),  # (B, L, 3, c, c)
+        cond = torch.cat([pick(self.cond), torch.zeros(batch, self.length, COND_CHANNELS - WORLD_FIRST, c, c,
+                                                        device=dev)], dim=2)
+        if self.world_xyz is not None:
+            pos = pick(self.world_xyz)
+            first, n = PLANES["world"]
+            cond[:, :, first : first + n] = world_features(pos[:, :, :3], pos[:, :, 3:])
+        return ClipBatch(cond=cond, target=refs.float(),  # (B, L, 3, c, c)
                          action=self.action[idx.to(dev)], prompt=torch.stack(prompts),
                          motion=pick(self.motion), disocclusion=pick(self.disocclusion))

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from neural_renderer.eval.metrics import psnr_from_mse
 from neural_renderer.training.clip_sources import ClipBatch
-from neural_renderer.model.inputs import drop_groups
+from neural_renderer.model.inputs import drop_groups, sample_group_keep
 from neural_renderer.model.flow import add_noise, euler_step, schedule
 from neural_renderer.model.dit import CausalDiT
 from neural_renderer.training.loop import pick_device, run_loop, save_loss_plot
@@ -94,7 +94,7 @@ def noisy_clips(ema_model: CausalDiT, batch: ClipBatch, tcfg: TrainConfig, g: to
     function also runs the forward and the loss."""
     B, L = batch.target.shape[:2]
     dev = batch.target.device
-    keep = {grp: (torch.rand(B, generator=g) >= tcfg.drop_group_p).to(dev) for grp in ("color", "gbuffer")}
+    keep = sample_group_keep(B, tcfg.drop_group_p, g)
     cond = drop_groups(batch.cond, keep)
     t = frame_levels(B, L, tcfg, g, dev)
     noise = torch.randn(batch.target.shape, generator=g).to(dev)

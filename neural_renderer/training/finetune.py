@@ -82,7 +82,7 @@ def sample_grid(ds, checkpoint: Path, look: str, path: Path, frames: int = 8) ->
             if t and clip.reset[t]:
                 gen.reset()
             cond = engine_to_cond({c: torch.from_numpy(_frame(clip.engine[c][t])) for c in chans},
-                                  resolution=None if native else m.cfg.resolution)[None]
+                                  resolution=None if native else m.cfg.resolution, constants=clip.constants_at(t))[None]
             if native:
                 mv = (torch.from_numpy(np.asarray(clip.engine["motion"][t], np.float32)).permute(2, 0, 1)[None]
                       if "motion" in clip.engine else None)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from neural_renderer.training.clip_sources import ClipBatch
-from neural_renderer.model.inputs import drop_groups
+from neural_renderer.model.inputs import drop_groups, sample_group_keep
 from neural_renderer.model.flow import add_noise, sample_train_t
 from neural_renderer.model.history import history_planes, reproject
 
@@ -92,7 +92,7 @@ def hourglass_loss(model, raw_model, batch: ClipBatch, aug: HistoryAugment, g: t
     """`model` may be the DDP wrapper; `raw_model` runs the no-grad prediction of the own-output history."""
     B, L = batch.target.shape[:2]
     dev = batch.target.device
-    keep = {grp: (torch.rand(B, generator=g) >= aug.drop_group_p) for grp in ("color", "gbuffer")}
+    keep = sample_group_keep(B, aug.drop_group_p, g)
     cond = drop_groups(batch.cond, keep)
     t = frame_levels(B, L, aug, g, dev)
     d = torch.zeros_like(t)

@@ -14,14 +14,15 @@ class MixedPool:
     """Two ClipPools (world looks, the recorded look) behind ClipPool's add/sample/filled."""
 
     def __init__(self, capacity: int, length: int, resolution: int, world_styles: list[str], style_table: dict,
-                 look: str, embedding: torch.Tensor, share: float, device=None):
+                 look: str, embedding: torch.Tensor, share: float, device=None, world: bool = False):
         if not 0.0 < share <= 1.0:
             raise ValueError(f"look share must be in (0, 1], got {share}")
         self.share = share
         n_look = max(1, round(capacity * share))
         n_world = capacity - n_look if share < 1.0 else 0
-        self.look = ClipPool(n_look, length, resolution, [look], {look: embedding.reshape(1, -1)}, device=device)
-        self.world = (ClipPool(n_world, length, resolution, world_styles, style_table, device=device)
+        self.look = ClipPool(n_look, length, resolution, [look], {look: embedding.reshape(1, -1)}, device=device,
+                             world=world)
+        self.world = (ClipPool(n_world, length, resolution, world_styles, style_table, device=device, world=world)
                       if n_world else None)
         self.capacity = n_look + n_world
 
@@ -50,11 +51,13 @@ class MixedPool:
         return ClipBatch(*(torch.cat([getattr(p, f) for p in parts]) for f in fields))
 
 
-def mixed_pool(cfg, resolution: int, world_styles: list[str], style_table: dict, device, rank: int):
-    """The train loop's hook: (pool, stream) for a TrainConfig with `recording` set."""
+def mixed_pool(cfg, resolution: int, world_styles: list[str], style_table: dict, device, rank: int,
+               world: bool = False):
+    """The train loop's hook: (pool, stream) for a TrainConfig with `recording` set; `world`: the model
+    reads the world group."""
     (look, emb), = cfg.looks.items()
     pool = MixedPool(cfg.pool, cfg.clip_len, resolution, world_styles, style_table, look,
-                     torch.tensor(emb, dtype=torch.float32), cfg.look_share, device=device)
+                     torch.tensor(emb, dtype=torch.float32), cfg.look_share, device=device, world=world)
     seed = cfg.seed * 7919 + rank * 104729
     rec = recording_clips(cfg.recording, cfg.clip_len, CLIP_CHANNELS, seed=seed)
     world = clip_stream(cfg, resolution, world_styles, rank) if pool.world is not None else None

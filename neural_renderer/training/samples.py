@@ -30,7 +30,8 @@ def stream_sequence(model, seed: int, frames: int, width: int, height: int, styl
     for f in render_sequence(check_train_seed(seed), frames, width, height, styles=(style,), ctx=ctx):
         if f.reset:
             sampler.reset()
-        cond = engine_to_cond({c: torch.from_numpy(np.asarray(f.engine[c])) for c in INPUT_CHANNELS})[None]
+        cond = engine_to_cond({c: torch.from_numpy(np.asarray(f.engine[c])) for c in INPUT_CHANNELS},
+                              constants=f.constants)[None]
         mv = torch.from_numpy(f.engine["motion"]).float().permute(2, 0, 1)[None].to(dev)
         dis = torch.from_numpy(np.asarray(f.engine["disocclusion"], np.float32)).reshape(1, 1, height, width).to(dev)
         y = sampler.step(cond.to(dev), torch.from_numpy(f.action)[None].to(dev), mv, dis)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from neural_renderer.model.checkpoint import save_checkpoint
 from neural_renderer.training.clip_sources import ClipBatch, ClipPool, clip_stream
-from neural_renderer.model.inputs import drop_groups
+from neural_renderer.model.inputs import drop_groups, sample_group_keep
 from neural_renderer.model.flow import add_noise, sample_train_t
 from neural_renderer.model.registry import MODELS, build
 from neural_renderer.training.history import HistoryAugment, blur, hourglass_loss
@@ -72,7 +72,7 @@ def training_step(model, raw_model, batch: ClipBatch, cfg: TrainConfig, g: torch
         return hourglass_loss(model, raw_model, batch, aug, g, amp_dtype, history=cfg.history)
     B, L = batch.target.shape[:2]
     dev = batch.target.device
-    keep = {grp: (torch.rand(B, generator=g) >= cfg.drop_group_p) for grp in ("color", "gbuffer")}
+    keep = sample_group_keep(B, cfg.drop_group_p, g)
     cond = drop_groups(batch.cond, keep)
     t = frame_levels(B, L, cfg, g, dev)
     d = torch.zeros_like(t)
@@ -109,9 +109,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     mcfg = MODELS[cfg.model]()
     model = build(mcfg).to(dev)
     if cfg.init:
-        from neural_renderer.model.checkpoint import load_state
+        from neural_renderer.model.checkpoint import init_state
 
-        _, state, _ = load_state(cfg.init)
+        state = init_state(cfg.init, mcfg)
         model.load_state_dict({k: v.float() for k, v in state.items()})
     ema_model = copy.deepcopy(model).requires_grad_(False)
     opt = make_optimizer(model, cfg.lr)
@@ -136,9 +136,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     if cfg.recording:
         from neural_renderer.training.recording_pool import mixed_pool
 
-        pool, stream = mixed_pool(cfg, render_res, styles, style_table, dev, rank)
+        pool, stream = mixed_pool(cfg, render_res, styles, style_table, dev, rank, world=bool(mcfg.world_freqs))
     else:
-        pool = ClipPool(cfg.pool, cfg.clip_len, render_res, styles, style_table, device=dev, looks=cfg.looks_per_clip)
+        pool = ClipPool(cfg.pool, cfg.clip_len, render_res, styles, style_table, device=dev, looks=cfg.looks_per_clip,
+                        world=bool(mcfg.world_freqs))
         stream = clip_stream(cfg, render_res, styles, rank)
     t_fill = time.time()
     fill = tqdm(total=cfg.pool, desc="filling clip pool", disable=not (progress and rank == 0))
