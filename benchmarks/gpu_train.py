@@ -18,22 +18,25 @@ import sys
 import time
 from pathlib import Path
 
-RUNS = {  # model -> TrainConfig overrides
-    "tiny": dict(batch=32, clip_len=4, lr=8e-4, warmup=150, pool=160, refresh_every=1, refresh_clips=4,
-                 looks_per_clip=3, render_workers=int(os.environ.get("TINY_WORKERS", 5)), render_resolution=128, crop=0, steps=100000),
-    "base": dict(batch=8, clip_len=4, lr=5e-4, warmup=150, pool=64, refresh_every=1, refresh_clips=4,
-                 looks_per_clip=2, render_workers=int(os.environ.get("BASE_WORKERS", 9)), render_resolution=512, crop=256, steps=100000),
+RUNS = {  # run name -> TrainConfig overrides (model = the registry size)
+    "tiny": dict(model="tiny", batch=32, clip_len=4, lr=8e-4, warmup=150, pool=160, refresh_every=1, refresh_clips=4,
+                 looks_per_clip=3, render_workers=int(os.environ.get("TINY_WORKERS", 4)), render_resolution=128, crop=0, steps=100000),
+    "tiny-noworld": dict(model="tiny", world=False, batch=32, clip_len=4, lr=8e-4, warmup=150, pool=160, refresh_every=1,
+                         refresh_clips=4, looks_per_clip=3, render_workers=int(os.environ.get("TINY_WORKERS", 4)),
+                         render_resolution=128, crop=0, steps=100000),
+    "base": dict(model="base", batch=8, clip_len=4, lr=5e-4, warmup=150, pool=64, refresh_every=1, refresh_clips=4,
+                 looks_per_clip=2, render_workers=int(os.environ.get("BASE_WORKERS", 7)), render_resolution=512, crop=256, steps=100000),
 }
 
 
-def train_one(model: str, out: Path, budget: float, init: str) -> None:
+def train_one(run: str, out: Path, budget: float, init: str) -> None:
     import torch
 
     torch.set_num_threads(2)
     from neural_renderer.training.train import TrainConfig, train
 
-    cfg = TrainConfig(model=model, out=str(out / model), time_budget_s=budget, fill_max_s=45, log_every=50,
-                      ckpt_every=0, init=init, seed=int(time.time()) % 1000, **RUNS[model])
+    cfg = TrainConfig(out=str(out / run), time_budget_s=budget, fill_max_s=45, log_every=50,
+                      ckpt_every=0, init=init, seed=int(time.time()) % 1000, **RUNS[run])
     print(json.dumps(train(cfg, progress=False)), flush=True)
 
 
@@ -71,17 +74,18 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--budget", type=float, default=380)
     ap.add_argument("--init", default="", help="folder with tiny.json/base.json to continue from")
-    ap.add_argument("--models", default="tiny,base")
+    ap.add_argument("--models", default="tiny,tiny-noworld,base", help="runs (RUNS keys)")
     ap.add_argument("--child", default="")
     ap.add_argument("--eval", action="store_true", help="then score each model per look (benchmarks/looks_table.py)")
     a = ap.parse_args()
     out = Path(a.out)
     if a.child:
-        init = str(Path(a.init) / f"{a.child}.json") if a.init and (Path(a.init) / f"{a.child}.json").is_file() else ""
+        size = RUNS[a.child]["model"]
+        init = str(Path(a.init) / f"{size}.json") if a.init and (Path(a.init) / f"{size}.json").is_file() else ""
         if init:  # continue only from weights of the same architecture (the shipped base may still be the DiT)
             from neural_renderer.model.registry import MODELS
 
-            if json.loads(Path(init).read_text())["config"].get("arch", "dit") != MODELS[a.child]().arch:
+            if json.loads(Path(init).read_text())["config"].get("arch", "dit") != MODELS[size]().arch:
                 init = ""
         train_one(a.child, out, a.budget, init)
         return
@@ -108,30 +112,33 @@ def main() -> None:
     from neural_renderer.training.samples import sample_grid
 
     ctx = create_context(headless=True)
-    sizes = {"tiny": [(128, 128), (256, 256)], "base": [(512, 512), (720, 1280)]}
+    sizes = {"tiny": [(128, 128), (256, 256)], "base": [(512, 512), (720, 1280)]}  # registry size -> (H, W)
     for m in models:
         res = out / m / "train_result.json"
         if not res.is_file():
             continue
         report[m] = {"train": json.loads(res.read_text())}
         dev = "cuda" if torch.cuda.is_available() else "cpu"
-        model = load_model(out / m / f"{m}.json", device=dev, dtype=torch.float32)
+        size = RUNS[m]["model"]
+        model = load_model(out / m / f"{size}.json", device=dev, dtype=torch.float32)
         report[m]["grid_psnr_train_seed"] = sample_grid(model, out / f"grid_{m}.png", seed=7,
-                                                        size=128 if m == "tiny" else 256, frames=24, ctx=ctx)
+                                                        size=128 if size == "tiny" else 256, frames=24, ctx=ctx)
         if dev == "cuda":
-            model = load_model(out / m / f"{m}.json", device=dev, dtype=torch.bfloat16)
-            report[m]["frame_ms_bf16_2steps"] = time_frames(model, sizes[m])
+            model = load_model(out / m / f"{size}.json", device=dev, dtype=torch.bfloat16)
+            report[m]["frame_ms_bf16_2steps"] = time_frames(model, sizes[size])
         print(m, json.dumps(report[m]), flush=True)
     (out / "gpu_train.json").write_text(json.dumps(report, indent=1))
     if a.eval:
         eval_sizes = {"tiny": [("128", "0")], "base": [("512", "0"), ("1280", "720")]}
         for m in models:
-            ck = out / m / f"{m}.json"
+            size = RUNS[m]["model"]
+            ck = out / m / f"{size}.json"
             if not ck.is_file():
                 continue
-            for i, (w, h) in enumerate(eval_sizes[m]):
+            for i, (w, h) in enumerate(eval_sizes[size]):
+                ablations = i == 0 and RUNS[m].get("world", True)  # the ablation runs get only their own row
                 arms = [f"generator:{ck}"] + ([f"generator:{ck}?context=0&noise=fixed", f"generator:{ck}?history=0"]
-                                              if i == 0 else [])
+                                              if ablations else [])
                 names = [m, f"{m} no-context fixed-noise", f"{m} no-history"][:len(arms)]
                 subprocess.run([sys.executable, "benchmarks/looks_table.py", "--arms", *arms, "--names", *names,
                                 "--size", w, "--height", h, "--device", "cuda" if torch.cuda.is_available() else "cpu",

@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -107,6 +107,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
     mcfg = MODELS[cfg.model]()
+    if not cfg.world:
+        mcfg = replace(mcfg, world_freqs=0)
     model = build(mcfg).to(dev)
     if cfg.init:
         from neural_renderer.model.checkpoint import init_state
