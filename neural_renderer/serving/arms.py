@@ -118,6 +118,9 @@ def select(model, steps: int, size: tuple[int, int], forced: str | None = None) 
         return "eager", {"eager": {"ok": True, "check": "the plain path"}}
     report = {}
     for name in names:
+        if ARMS[name].cuda_graph and device.type != "cuda":
+            report[name] = {"ok": False, "check": "a CUDA graph needs a CUDA device"}
+            continue
         ok, detail = check(model, ARMS[name], size)
         entry = report[name] = {"ok": ok, "check": detail}
         if ok:
