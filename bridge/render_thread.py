@@ -192,7 +192,9 @@ class RenderWorker:
         else:
             try:
                 if job.io is not None:
-                    pixels = job.io.read(job.slot)  # the game's own frame (recordings) is no renderer input
+                    # into the renderer's own buffer where it has one; the game's own frame (recordings) is no
+                    # renderer input
+                    pixels = job.io.read(job.slot, getattr(rs, "input_buffer", None))
                     job.inputs.pixels, job.out = {n: v for n, v in pixels.items() if n != FINAL.name}, job.io.out
                 job.inputs.pixels, job.repaired = repair_non_finite(job.inputs.pixels)
                 rs.render(job.inputs, job.out)

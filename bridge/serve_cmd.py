@@ -15,6 +15,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="torch device for model backends (e.g. cuda, cpu)")
     p.add_argument("--dtype", default=None, choices=("float32", "bfloat16"),
                    help="precision of model backends (default: bfloat16 on CUDA, float32 on CPU)")
+    p.add_argument("--kernels", default=None, metavar="ARM",
+                   help="how a model backend runs its step: auto (its default: the fastest implementation that "
+                        "passes its self-check on this machine) or one it names; the chosen one is in `renderer`")
     pool = p.add_mutually_exclusive_group()
     pool.add_argument("--gpus", default=None, metavar="all|N|0,1",
                       help="one render worker process per GPU (CUDA_VISIBLE_DEVICES pinned); new sessions go to "
@@ -103,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.gpus is not None or args.workers is not None:
         try:
-            specs = worker_pool.worker_specs({"steps": args.steps, "device": args.device, "dtype": args.dtype},
+            specs = worker_pool.worker_specs({"steps": args.steps, "device": args.device, "dtype": args.dtype,
+                                                  "kernels": args.kernels},
                                          gpus=worker_pool.parse_gpus(args.gpus, worker_pool.visible_gpus())
                                          if args.gpus is not None else None, workers=args.workers)
         except ValueError as e:
@@ -117,7 +121,8 @@ def run(args: argparse.Namespace) -> int:
             return renderer.pool
     else:
         try:
-            renderer = create_renderer(args.backend, steps=args.steps, device=args.device, dtype=args.dtype)
+            renderer = create_renderer(args.backend, steps=args.steps, device=args.device, dtype=args.dtype,
+                                       kernels=args.kernels)
         except BackendUnavailable as e:
             print(f"neurender serve: {e}", file=sys.stderr)
             return 2

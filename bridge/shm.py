@@ -142,27 +142,31 @@ class SlotIO:
             end = max(o + c.nbytes for o, c in zip(offs, layout.channels))
             self._spans.append((min(offs), end - min(offs)))
         self._buf = bytearray(max(n for _, n in self._spans))
-        self._views = {}  # slot -> {name: private (H, W, C) array}: built once per slot
+        self._views = {}  # slot -> (buffer, {name: (H, W, C) view of it}): built once per slot and buffer
         o = layout.output
         import numpy as np
         self.out = np.empty((layout.height, layout.width, o.components), np.dtype(o.dtype).newbyteorder("<"))
 
-    def read(self, slot: int) -> dict:
-        """Input slot `slot` copied into this session's private buffer; views over that buffer (valid
-        until the next read). Raises ShmTruncated on a short read."""
+    def read(self, slot: int, buffer_for=None) -> dict:
+        """Input slot `slot` copied into this session's private buffer, or into `buffer_for(nbytes)` when that
+        gives one (a renderer's own, RendererSession.input_buffer); views over that buffer (valid until the
+        next read). Raises ShmTruncated on a short read."""
         base, n = self._spans[slot]
-        got = os.preadv(self.fd, [memoryview(self._buf)[:n]], base)
+        buf = buffer_for(n) if buffer_for is not None else None
+        if buf is None or memoryview(buf).nbytes < n:
+            buf = self._buf
+        got = os.preadv(self.fd, [memoryview(buf).cast("B")[:n]], base)
         if got != n:
             raise ShmTruncated(f"session file ends inside input slot {slot} ({got} of {n} bytes read): the client "
                                "truncated or shrank it")
-        views = self._views.get(slot)
-        if views is None:
+        held = self._views.get(slot)
+        if held is None or held[0] is not buf:
             import numpy as np
-            views = {c.name: np.ndarray((self.layout.height, self.layout.width, c.components),
-                                        np.dtype(c.dtype).newbyteorder("<"), buffer=self._buf, offset=off - base)
-                     for c, off in zip(self.layout.channels, self.layout.input_offsets[slot])}
-            self._views[slot] = views
-        return views
+            held = (buf, {c.name: np.ndarray((self.layout.height, self.layout.width, c.components),
+                                             np.dtype(c.dtype).newbyteorder("<"), buffer=buf, offset=off - base)
+                          for c, off in zip(self.layout.channels, self.layout.input_offsets[slot])})
+            self._views[slot] = held
+        return held[1]
 
     def write(self, slot: int, image) -> None:
         """`image` (the output format's array) into output slot `slot`."""

@@ -203,8 +203,10 @@ def worker_main(conn, backend: str, env: dict, options: dict, factory: Callable[
                 else:
                     rs, io = entry
                     try:  # never a mapping of a client-writable file: bridge.shm.SlotIO says why
-                        # the game's own frame (recordings) is no renderer input
-                        pixels, repaired = repair_non_finite({n: v for n, v in io.read(slot).items() if n != FINAL.name})
+                        # into the renderer's own buffer where it has one; the game's own frame (recordings) is
+                        # no renderer input
+                        pixels = io.read(slot, getattr(rs, "input_buffer", None))
+                        pixels, repaired = repair_non_finite({n: v for n, v in pixels.items() if n != FINAL.name})
                         rs.render(FrameInputs(seq, pixels, constants, action, prompt, reset), io.out)
                         io.write(slot, io.out)
                     except shm.ShmTruncated as e:

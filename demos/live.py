@@ -196,6 +196,7 @@ class LiveScene:
         return [
             f"{s['fps']:.1f} frames/s   round trip p50 {s['roundtrip_p50_ms']:.1f} ms  p99 {s['roundtrip_p99_ms']:.1f} ms",
             f"backend {info.get('backend', '?')}  model {info.get('model', '-')}  steps {info.get('steps', '-')}"
+            + (f"  step {info['kernels']}" if info.get("kernels") else "")
             + (f"  pipelined (lag {self.index - 1 - self._shown[0].seq if self._shown else 0})" if self.pipelined else ""),
             f"style {self.style}: {self.prompt[:60]}",
         ]

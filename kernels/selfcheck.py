@@ -34,11 +34,13 @@ def random_inputs(cfg, B: int, device, dtype, seed: int = 1):
     return tuple(t.to(device=device, dtype=dtype if i in (0, 1, 4, 5) else torch.float32) for i, t in enumerate(out))
 
 
-def filled_cache(model, B: int, device, dtype, frames: int | None = None, seed: int = 2):
-    """A KVCache in the model's layout holding random context, `frames` frames kept (default: full)."""
+def filled_cache(model, B: int, device, dtype, frames: int | None = None, seed: int = 2, tokens: int | None = None):
+    """A KVCache in the model's layout holding random context, `frames` frames kept (default: full);
+    `tokens` per frame (default: the config's square resolution)."""
     from neural_renderer.model.kv_cache import KVCache
 
-    cache = KVCache.for_model(model, B, device=device, dtype=dtype)
+    c = model.cfg
+    cache = KVCache(c.depth, B, c.heads, tokens or c.tokens, c.window, c.sinks, device=device, dtype=dtype)
     g = torch.Generator().manual_seed(seed)
     cache.k.copy_(torch.randn(cache.k.shape, generator=g))
     cache.v.copy_(torch.randn(cache.v.shape, generator=g))
@@ -46,6 +48,22 @@ def filled_cache(model, B: int, device, dtype, frames: int | None = None, seed: 
     cache.frames = n
     cache.valid.copy_(cache.valid_table[min(n, len(cache.valid_table) - 1)])
     return cache
+
+
+def random_frame_inputs(cfg, B: int, height: int, width: int, device, dtype, seed: int = 1):
+    """(x_noisy, cond, history, t, d, h, action, prompt) as HourglassGenerator.forward_frame takes them."""
+    from bridge.channels import ACTION_DIM
+    from neural_renderer.model.dit import PROMPT_DIM
+    from neural_renderer.model.history import HISTORY_PLANES
+    from neural_renderer.model.inputs import COND_CHANNELS, MATERIAL_CHANNEL
+
+    g = torch.Generator().manual_seed(seed)
+    cond = torch.randn(B, COND_CHANNELS, height, width, generator=g)
+    cond[:, MATERIAL_CHANNEL] = torch.randint(0, 32, (B, height, width), generator=g).float()
+    out = (torch.randn(B, 3, height, width, generator=g), cond, torch.randn(B, HISTORY_PLANES, height, width, generator=g),
+           torch.rand(B, generator=g), torch.rand(B, generator=g), torch.rand(B, generator=g),
+           torch.randn(B, ACTION_DIM, generator=g), torch.randn(B, PROMPT_DIM, generator=g))
+    return tuple(t.to(device=device, dtype=torch.float32 if i in (3, 4, 5) else dtype) for i, t in enumerate(out))
 
 
 BF16_ATOL = 2e-3  # relative to the reference's scale: the low-precision allowance of every kernel check
@@ -69,7 +87,7 @@ def check_against_fp32(model, step_fn, B: int = 1, seed: int = 0, frames=None):
     """Run `step_fn(model_lowp, inputs, kernel-layout cache)` and the model in fp32 and in its own dtype.
 
     Returns (err_step, err_torch_same_dtype, ref_scale), to be judged by `tolerance`."""
-    from kernels.fused_model import import_cache
+    from kernels.fused_trunk import import_cache
 
     dev = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
@@ -81,4 +99,26 @@ def check_against_fp32(model, step_fn, B: int = 1, seed: int = 0, frames=None):
         ref_same = model.forward_frame(*inp, filled_cache(model, B, dev, dtype, frames, seed + 2))
         kcache = import_cache(filled_cache(model, B, dev, dtype, frames, seed + 2))
         out = step_fn(inp, kcache)
+    return max_err(out, ref32), max_err(ref_same, ref32), max(1.0, ref32.abs().max().item())
+
+
+def check_frame_against_fp32(model, step_fn, height: int, width: int, kernel_layout: bool, B: int = 1,
+                             seed: int = 0, frames=None):
+    """The hourglass counterpart of `check_against_fp32`: `step_fn(inputs, cache)` (forward_frame's inputs,
+    a filled cache in kernel layout when `kernel_layout`) against the model's own forward in fp32 and in its
+    own dtype at height x width. Returns (err_step, err_torch_same_dtype, ref_scale)."""
+    from kernels.fused_trunk import import_cache
+
+    dev = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    m32 = copy.deepcopy(model).float()
+    tokens = model.tokens_for(height, width)
+    inp = random_frame_inputs(model.cfg, B, height, width, dev, dtype, seed + 1)
+    inp32 = tuple(t.float() for t in inp)
+    cache = lambda m, dt: filled_cache(m, B, dev, dt, frames, seed + 2, tokens)  # noqa: E731
+    with torch.no_grad():
+        ref32 = m32.forward_frame(*inp32, cache(m32, torch.float32))
+        ref_same = model.forward_frame(*inp, cache(model, dtype))
+        c = cache(model, dtype)
+        out = step_fn(inp, import_cache(c) if kernel_layout else c)
     return max_err(out, ref32), max_err(ref_same, ref32), max(1.0, ref32.abs().max().item())

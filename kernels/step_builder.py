@@ -93,3 +93,25 @@ def fast_step(model, backend: str = "eager", batch: int = 1) -> tuple[str, objec
     if backend == "auto":
         backend = select_backend(next(model.parameters()).device)
     return backend, build_step(model, backend, batch=batch)
+
+
+# -- the hourglass generator: only its transformer trunk is fused; the serving code picks among arms --------
+
+
+def hourglass_trunk(model):
+    """The fused trunk for `HourglassGenerator.forward_frame(..., trunk=)`. A run that uses it must use it for
+    every forward: it keeps keys in kernel layout in the cache (kernels.fused_trunk)."""
+    from kernels.fused_trunk import FusedTrunk
+
+    return FusedTrunk(model)
+
+
+def check_hourglass_step(model, step_fn, height: int, width: int, kernel_layout: bool) -> tuple[bool, str]:
+    """One step of `step_fn(inputs, cache)` against the model's plain forward, judged by the kernel tests'
+    tolerance rule: |step - fp32| <= 2 |torch same dtype - fp32| + atol * scale."""
+    from kernels.selfcheck import atol_for, check_frame_against_fp32, tolerance
+
+    dtype = next(model.parameters()).dtype
+    err, err_t, scale = check_frame_against_fp32(model, step_fn, height, width, kernel_layout)
+    bound = tolerance(err_t, scale, atol_for(dtype))
+    return err <= bound, f"err {err:.3g} <= bound {bound:.3g}" if err <= bound else f"err {err:.3g} > bound {bound:.3g}"

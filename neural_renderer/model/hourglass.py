@@ -147,9 +147,11 @@ class HourglassGenerator(nn.Module):
         world = [cond[:, BASE_COND_CHANNELS : self.cond_planes].to(x_noisy.dtype)] if self.cfg.world_freqs else []
         return torch.cat([x_noisy, rest.to(x_noisy.dtype), mat, history.to(x_noisy.dtype), *world], dim=1)
 
-    def _run(self, x_noisy, cond, history, c, attend_for_layer) -> torch.Tensor:
+    def _run(self, x_noisy, cond, history, c, attend_for_layer, trunk=None) -> torch.Tensor:
         """x_noisy (B, F, 3, H, W), cond (B, F, C, H, W), history (B, F, HISTORY_PLANES, H, W), c (B, F, D)
-        -> (B, F, 3, H, W). `attend_for_layer(i)` supplies the temporal context of trunk layer i."""
+        -> (B, F, 3, H, W). `attend_for_layer(i)` supplies the temporal context of trunk layer i; `trunk`,
+        when given, replaces the whole block loop: `trunk(z (B, F, T, D), c, (gh, gw)) -> z` (another
+        implementation of the same blocks, e.g. kernels.fused_trunk)."""
         B, Fr, _, H0, W0 = x_noisy.shape
         flat = lambda a: a.reshape(B * Fr, *a.shape[2:])
         x, cond, history = flat(x_noisy), flat(cond), flat(history)
@@ -171,8 +173,11 @@ class HourglassGenerator(nn.Module):
         gh, gw = tok.shape[-2:]
         rope_s = self.rope_spatial(gh, gw, tok.device)
         z = tok.flatten(2).transpose(1, 2).reshape(B, Fr, gh * gw, -1)  # (B, F, T, D)
-        for i, blk in enumerate(self.blocks):
-            z = blk(z, c, rope_s, attend_for_layer(i))
+        if trunk is not None:
+            z = trunk(z, c, (gh, gw))
+        else:
+            for i, blk in enumerate(self.blocks):
+                z = blk(z, c, rope_s, attend_for_layer(i))
         z = self.token_norm(z).reshape(B * Fr, gh, gw, -1).permute(0, 3, 1, 2)  # (N, D, gh, gw)
         h = self.from_tokens(z)
         for l in range(len(self.dec) - 1, -1, -1):
@@ -212,11 +217,13 @@ class HourglassGenerator(nn.Module):
 
     # -- streaming: the current frame against the KV cache ----------------------------------------
 
-    def forward_frame(self, x_noisy, cond, history, t, d, h, action, prompt, cache) -> torch.Tensor:
+    def forward_frame(self, x_noisy, cond, history, t, d, h, action, prompt, cache, trunk=None) -> torch.Tensor:
         """x_noisy (B, 3, H, W), cond (B, C, H, W), history (B, HISTORY_PLANES, H, W), t/d/h (B,),
         action (B, A), prompt (B, 384) -> predicted clean frame (B, 3, H, W). Writes this frame's K/V
-        into the cache's current slot; `cache.advance()` afterwards keeps it as context."""
+        into the cache's current slot; `cache.advance()` afterwards keeps it as context. `trunk(z, c, grid,
+        cache)` replaces the PyTorch blocks (a fused trunk keeps its own key layout in `cache`)."""
         attend_for_layer = cache_attention(cache, self.rope_cos_t, self.rope_sin_t)
         c = self.conditioning(t[:, None], d[:, None], h[:, None], action[:, None], prompt)
-        out = self._run(x_noisy[:, None], cond[:, None], history[:, None], c, attend_for_layer)
+        run_trunk = None if trunk is None else (lambda z, cc, grid: trunk(z, cc, grid, cache))
+        out = self._run(x_noisy[:, None], cond[:, None], history[:, None], c, attend_for_layer, run_trunk)
         return out[:, 0]

@@ -18,15 +18,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bridge.backends import FrameInputs, Renderer, RendererSession, SessionSpec, UnsupportedSpec
+from bridge.backends import BackendUnavailable, FrameInputs, Renderer, RendererSession, SessionSpec, UnsupportedSpec
 from bridge.channels import ACTION_DIM, OUTPUT_FORMATS
 from neural_renderer.model.checkpoint import load_model, resolve
 from neural_renderer.model.inputs import COND_CHANNELS, INPUT_CHANNELS, blank_cond, engine_to_cond
 from neural_renderer.serving.generator import Generator
 from neural_renderer.serving.prompts import encode_prompt, lookup
+from neural_renderer.serving.staging import FrameIO
 from neural_renderer.serving.stream import StreamingSampler
 
 DEFAULT_STYLE = "sunny"
+MODEL_CHANNELS = frozenset(INPUT_CHANNELS) | {"motion", "disocclusion"}  # what reaches the device
 
 
 class PromptService:
@@ -61,38 +63,36 @@ class GeneratorSession(RendererSession):
         if self.native:
             self.gen = StreamingSampler(renderer.model, first.result(), steps=spec.steps or renderer.steps, seed=seed,
                                         use_context=renderer.use_context, use_history=renderer.use_history,
-                                        noise=renderer.noise)
+                                        noise=renderer.noise, forward=renderer.step,
+                                        cuda_graph=renderer.arm.cuda_graph)
         else:
             self.gen = Generator(renderer.model, first.result(), steps=spec.steps or renderer.steps, seed=seed,
                                  use_context=renderer.use_context, step=renderer.step)
         self.pending: Future | None = None
         self.res = None if self.native else renderer.model.cfg.resolution
+        self.io = FrameIO(renderer.device, extra_bytes=4 * ACTION_DIM)
 
-    def _to_device(self, a: np.ndarray) -> torch.Tensor:
-        t = torch.from_numpy(a.astype(np.int32) if a.dtype == np.uint16 else np.array(a))  # a copy: slots are read-only
-        return t.to(self.r.device, non_blocking=True)
+    def input_buffer(self, nbytes: int) -> np.ndarray:
+        return self.io.slot_buffer(nbytes)
 
-    def _cond(self, pixels: dict[str, np.ndarray], constants: dict[str, np.ndarray] | None = None) -> torch.Tensor:
+    def _cond(self, chans: dict[str, torch.Tensor], constants: dict[str, np.ndarray] | None = None) -> torch.Tensor:
         """The frame's conditioning on the device; the world group (from depth and the camera constants) only
         for a model that reads it, at the frame's own size."""
-        ours = {k: v for k, v in pixels.items() if k in INPUT_CHANNELS}
+        ours = {k: v for k, v in chans.items() if k in INPUT_CHANNELS}
         if not ours:
             if self.native:
                 return torch.zeros(1, COND_CHANNELS, *self.size, device=self.r.device)
             return blank_cond(1, resolution=self.res, device=self.r.device)
-        tensors = {k: self._to_device(v) for k, v in ours.items()}
         world = constants if self.r.model.cfg.world_freqs else None
-        return engine_to_cond(tensors, resolution=self.res, constants=world)[None]
+        return engine_to_cond(ours, resolution=self.res, constants=world)[None]
 
-    def _motion(self, pixels: dict[str, np.ndarray]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    def _motion(self, chans: dict[str, torch.Tensor]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """(1, 2, H, W) motion in pixels and (1, 1, H, W) disocclusion, or None where not sent."""
-        if "motion" not in pixels:
+        if "motion" not in chans:
             return None, None
-        mv = self._to_device(pixels["motion"]).float().permute(2, 0, 1)[None]
-        mv = torch.nan_to_num(mv, nan=0.0, posinf=0.0, neginf=0.0)
-        dis = pixels.get("disocclusion")
-        dis = None if dis is None else self._to_device(dis).float().reshape(1, 1, *self.size)
-        return mv, dis
+        mv = torch.nan_to_num(chans["motion"].float().permute(2, 0, 1)[None], nan=0.0, posinf=0.0, neginf=0.0)
+        dis = chans.get("disocclusion")
+        return mv, None if dis is None else dis.float().reshape(1, 1, *self.size)
 
     def render(self, frame: FrameInputs, out: np.ndarray) -> None:
         if frame.reset:
@@ -105,23 +105,14 @@ class GeneratorSession(RendererSession):
         action = np.zeros(ACTION_DIM, np.float32)
         a = np.asarray(frame.action, np.float32).reshape(-1)[:ACTION_DIM]
         action[: len(a)] = a
+        chans, action_d = self.io.upload({k: v for k, v in frame.pixels.items() if k in MODEL_CHANNELS}, action)
         if self.native:
-            y = self.gen.step(self._cond(frame.pixels, frame.constants), torch.from_numpy(action)[None],
-                              *self._motion(frame.pixels))
+            y = self.gen.step(self._cond(chans, frame.constants), action_d[None], *self._motion(chans))
         else:
-            y = self.gen.step(self._cond(frame.pixels, frame.constants), torch.from_numpy(action)[None])  # (1, 3, R, R) in [-1, 1]
+            y = self.gen.step(self._cond(chans, frame.constants), action_d[None])  # (1, 3, R, R) in [-1, 1]
         if y.shape[-2:] != self.size:
             y = F.interpolate(y.float(), size=self.size, mode="bilinear", align_corners=False)
-        img = ((y[0].float() + 1.0) * 0.5).clamp_(0.0, 1.0).permute(1, 2, 0)  # (H, W, 3)
-        if out.dtype == np.uint8:
-            host = (img * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
-            alpha = 255
-        else:
-            host = img.to(torch.float16).cpu().numpy()
-            alpha = 1.0
-        out[..., :3] = host
-        if out.shape[-1] == 4:
-            out[..., 3] = alpha
+        self.io.download(y, out)
 
     def close(self) -> None:
         if self.pending is not None:
@@ -130,7 +121,7 @@ class GeneratorSession(RendererSession):
 
 class GeneratorRenderer(Renderer):
     def __init__(self, spec_arg: str | None = None, steps: int | None = None, device: str | None = None,
-                 seed: int = 0, use_context: bool = True, dtype: str | None = None, kernels: str = "eager",
+                 seed: int = 0, use_context: bool = True, dtype: str | None = None, kernels: str = "auto",
                  **_ignored):
         spec_arg, options = _split_options(spec_arg)
         use_context = use_context and options.get("context", "1") != "0"
@@ -155,15 +146,28 @@ class GeneratorRenderer(Renderer):
         self.model = load_model(self.checkpoint, device=self.device, dtype=self.dtype)
         self.looks = register_checkpoint_looks(self.checkpoint)  # prompts of looks it was fine-tuned on
         self.steps = int(steps or self.model.cfg.steps)
-        from kernels.step_builder import fast_step
+        # how a step runs: "auto" (the default) takes the fastest implementation that passes its check against
+        # the plain path on this machine; a name forces one (which must pass). The choice is in describe().
+        if self.model.cfg.arch == "hourglass":
+            from neural_renderer.serving.arms import ARMS, ArmStep, select
 
-        # "eager" (the default) is the model's own forward; "auto" lets kernels/ pick for the device
-        self.kernels, self.step = fast_step(self.model, kernels)
+            R = self.model.cfg.resolution
+            try:
+                self.kernels, self.arms = select(self.model, self.steps, (R, R), None if kernels == "auto" else kernels)
+            except ValueError as e:
+                raise BackendUnavailable(f"generator: {e}") from e
+            self.arm = ARMS[self.kernels]
+            self.step = ArmStep(self.model, self.arm)  # shared by every session: one render thread runs them
+        else:
+            from kernels.step_builder import fast_step
+
+            self.kernels, self.step = fast_step(self.model, kernels)
+            self.arms = {}
         self.seed = seed
         self.use_context = use_context  # False: the per-frame ablation (same weights, no KV cache)
-        arms = ("" if use_context else "/no-context") + ("" if self.use_history else "/no-history") + (
+        ablations = ("" if use_context else "/no-context") + ("" if self.use_history else "/no-history") + (
             "/fixed-noise" if self.noise == "fixed" else "")
-        self.name = f"generator:{self.model.cfg.name}" + arms
+        self.name = f"generator:{self.model.cfg.name}" + ablations
         self.prompts = PromptService()
         self.sessions = 0
 
@@ -172,6 +176,7 @@ class GeneratorRenderer(Renderer):
                 "checkpoint": str(self.checkpoint), "resolution": self.model.cfg.resolution, "context": self.use_context,
                 "arch": self.model.cfg.arch, "history": self.use_history, "noise": self.noise,
                 "dtype": str(self.dtype).removeprefix("torch."), "kernels": self.kernels,
+                **({"arms": self.arms} if self.arms else {}),
                 **({"looks": self.looks} if self.looks else {})}
 
     def open_session(self, spec: SessionSpec) -> RendererSession:

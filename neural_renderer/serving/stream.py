@@ -25,10 +25,13 @@ from neural_renderer.model.kv_cache import KVCache
 class StreamingSampler:
     def __init__(self, model, prompt: torch.Tensor, steps: int | None = None, seed: int = 0, batch: int = 1,
                  use_context: bool = True, use_history: bool = True, noise: str = "fresh",
-                 cuda_graph: bool | None = None):
+                 cuda_graph: bool | None = None, forward=None):
         if noise not in ("fresh", "fixed"):
             raise ValueError(f"noise must be 'fresh' or 'fixed', got {noise!r}")
         self.model = model.eval()
+        # every forward of a run goes through one step implementation: the model's own, or a serving arm's
+        # (neural_renderer.serving.arms), whose cache layout may be its own
+        self.forward = forward or model.forward_frame
         p = next(model.parameters())
         self.device, self.dtype = p.device, p.dtype
         self.cfg = model.cfg
@@ -89,7 +92,7 @@ class StreamingSampler:
         levels = schedule(self.steps)
         x0 = x
         for k in range(self.steps):
-            x0 = self.model.forward_frame(x, cond, hist, self.t_levels[k], self.d, self.h, action, self.prompt, self.cache)
+            x0 = self.forward(x, cond, hist, self.t_levels[k], self.d, self.h, action, self.prompt, self.cache)
             x = euler_step(x, x0, levels[k], levels[k + 1])
         if self.use_context:
             self.cache.advance(count=count)

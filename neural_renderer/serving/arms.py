@@ -1,0 +1,137 @@
+"""Serving arms of the hourglass generator: the ways one denoising step can run, each checked against the
+plain PyTorch path on the machine it runs on before it may serve; the fastest that passes serves.
+
+    eager                  the model's own forward, no graph (the CPU path)
+    graph                  the same, each steady-state frame replayed as one CUDA graph
+    graph+channels-last    + the convolutions in channels-last (cuDNN's NHWC kernels)
+    fused                  + the transformer trunk as fused Triton ops (kernels.fused_trunk), in the graph
+    fused+channels-last    both
+
+The check is one step against a filled KV cache, judged by the kernel tests' tolerance rule
+(kernels.step_builder.check_hourglass_step). The timing is the steady-state frame of a StreamingSampler
+(history, `steps` forwards, cache advance), synchronised per frame: latency, not queued throughput.
+On CPU only `eager` is a candidate and nothing is checked or timed (it is the plain path itself).
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    cuda_graph: bool = False
+    channels_last: bool = False
+    fused: bool = False
+
+
+ARMS: dict[str, Arm] = {a.name: a for a in (
+    Arm("eager"),
+    Arm("graph", cuda_graph=True),
+    Arm("graph+channels-last", cuda_graph=True, channels_last=True),
+    Arm("fused", cuda_graph=True, fused=True),
+    Arm("fused+channels-last", cuda_graph=True, channels_last=True, fused=True),
+)}
+
+
+class ArmStep:
+    """`HourglassGenerator.forward_frame`'s contract for one arm. Converts `model` in place to channels-last
+    when the arm says so; a fused arm keeps keys in kernel layout in the caches it writes, so one run
+    (one StreamingSampler) must use it for every forward."""
+
+    def __init__(self, model, arm: Arm):
+        if arm.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.model, self.arm, self.trunk = model, arm, None
+        if arm.fused:
+            from kernels.step_builder import hourglass_trunk
+
+            self.trunk = hourglass_trunk(model)
+
+    def __call__(self, x_noisy, cond, history, t, d, h, action, prompt, cache) -> torch.Tensor:
+        return self.model.forward_frame(x_noisy, cond, history, t, d, h, action, prompt, cache, trunk=self.trunk)
+
+
+def candidates(device: torch.device) -> list[str]:
+    if device.type != "cuda":
+        return ["eager"]
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return [n for n, a in ARMS.items() if not a.fused]
+    return list(ARMS)
+
+
+def check(model, arm: Arm, size: tuple[int, int]) -> tuple[bool, str]:
+    """(passed, detail) of one step of `arm` against `model`'s plain forward at size (H, W)."""
+    from kernels.step_builder import check_hourglass_step
+
+    try:
+        step = ArmStep(copy.deepcopy(model), arm)
+        return check_hourglass_step(model, lambda inp, cache: step(*inp, cache), *size, kernel_layout=arm.fused)
+    except Exception as e:  # noqa: BLE001 - any failure (compile, launch) means: this arm does not serve
+        return False, f"{type(e).__name__}: {e}"
+
+
+def time_arm(model, arm: Arm, size: tuple[int, int], steps: int, frames: int = 20, warmup: int = 8) -> list[float]:
+    """Milliseconds of each of `frames` steady-state frames of a sampler running `arm` on a copy of `model`."""
+    from neural_renderer.model.dit import PROMPT_DIM
+    from neural_renderer.model.inputs import COND_CHANNELS
+    from neural_renderer.serving.stream import StreamingSampler
+
+    m = copy.deepcopy(model)
+    dev = next(m.parameters()).device
+    sampler = StreamingSampler(m, torch.zeros(PROMPT_DIM), steps=steps, forward=ArmStep(m, arm),
+                               cuda_graph=arm.cuda_graph)
+    H, W = size
+    g = torch.Generator().manual_seed(0)
+    cond = torch.rand(1, COND_CHANNELS, H, W, generator=g).to(dev)
+    motion, dis = torch.zeros(1, 2, H, W, device=dev), torch.zeros(1, 1, H, W, device=dev)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    for _ in range(warmup):  # past the cache's filling frames, so the graph is captured
+        sampler.step(cond, None, motion, dis)
+    if arm.cuda_graph and sampler.graph is None:
+        raise RuntimeError("CUDA graph capture failed")
+    out = []
+    for _ in range(frames):
+        sync()
+        t0 = time.perf_counter()
+        sampler.step(cond, None, motion, dis)
+        sync()
+        out.append((time.perf_counter() - t0) * 1e3)
+    return out
+
+
+def select(model, steps: int, size: tuple[int, int], forced: str | None = None) -> tuple[str, dict]:
+    """(arm name, report {arm: {"ok", "check", "ms_per_frame"?}}): the fastest arm that passes its check on
+    `model`'s device, or `forced` (which must pass)."""
+    device = next(model.parameters()).device
+    names = [forced] if forced else candidates(device)
+    unknown = [n for n in names if n not in ARMS]
+    if unknown:
+        raise ValueError(f"unknown serving arm {unknown[0]!r} (known: auto, {', '.join(ARMS)})")
+    if names == ["eager"] and device.type != "cuda":
+        return "eager", {"eager": {"ok": True, "check": "the plain path"}}
+    report = {}
+    for name in names:
+        if ARMS[name].cuda_graph and device.type != "cuda":
+            report[name] = {"ok": False, "check": "a CUDA graph needs a CUDA device"}
+            continue
+        ok, detail = check(model, ARMS[name], size)
+        entry = report[name] = {"ok": ok, "check": detail}
+        if ok:
+            try:
+                ms = sorted(time_arm(model, ARMS[name], size, steps))
+                entry["ms_per_frame"] = ms[len(ms) // 2]
+            except Exception as e:  # noqa: BLE001
+                entry.update(ok=False, check=f"{detail}; timing failed: {type(e).__name__}: {e}")
+    passing = [n for n in names if report[n]["ok"]]
+    if not passing:
+        if forced:
+            raise ValueError(f"serving arm {forced!r} failed its check here: {report[forced]['check']}")
+        return "eager", report  # the plain path needs no check
+    return min(passing, key=lambda n: report[n]["ms_per_frame"]), report

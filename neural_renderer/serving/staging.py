@@ -1,0 +1,106 @@
+"""A generator session's per-frame host <-> device traffic: one copy up, one copy down.
+
+Up: the daemon reads a session file's input slot straight into a buffer the session hands it
+(`slot_buffer`, pinned host memory on CUDA), so a frame's channel views already lie in it and the slot
+goes to the device as ONE copy, with the action vector packed behind it. Channels that arrive from
+elsewhere (the message transports, tests) are first packed into a second pinned buffer, then likewise
+copied once. On the device each channel is a view of the copied bytes in its wire dtype; every
+conversion happens there. On CPU the "device" bytes are the host buffer itself.
+
+Down: the output is converted and packed (RGB or RGBA, uint8 or float16) on the device, then copied once
+into the daemon's output array; that copy is the frame's only synchronisation.
+
+A buffer is reused by the next frame only after this frame's download, which waits for the stream, so an
+upload still in flight is never overwritten.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+ALIGN = 64  # the daemon's channel alignment (bridge.layout.CHANNEL_ALIGN): views stay dtype-aligned
+_WIRE = {"float16": torch.float16, "float32": torch.float32, "uint8": torch.uint8,
+         "uint16": torch.int16}  # no uint16 arithmetic in torch: read as int16, widened on the device
+
+
+def _align(n: int) -> int:
+    return -(-n // ALIGN) * ALIGN
+
+
+def _address(a: np.ndarray) -> int:
+    return a.__array_interface__["data"][0]
+
+
+class FrameIO:
+    def __init__(self, device, extra_bytes: int):
+        self.device = torch.device(device)
+        self.reserve = _align(extra_bytes)  # room for the vector behind the channels
+        self.pin = self.device.type == "cuda"
+        self._host: dict[str, torch.Tensor] = {}  # "slot" | "pack" -> uint8 host buffer
+        self._dev: torch.Tensor | None = None
+
+    def _buffer(self, which: str, nbytes: int) -> torch.Tensor:
+        buf = self._host.get(which)
+        if buf is None or buf.numel() < nbytes:
+            buf = torch.empty(_align(max(nbytes, 1)), dtype=torch.uint8, pin_memory=self.pin)
+            self._host[which] = buf
+        return buf
+
+    def slot_buffer(self, nbytes: int) -> np.ndarray:
+        """Where the daemon reads an input slot of `nbytes` (bridge RendererSession.input_buffer)."""
+        return self._buffer("slot", _align(nbytes) + self.reserve).numpy()[:nbytes]
+
+    def _placement(self, arrays: dict[str, np.ndarray]) -> tuple[torch.Tensor, dict[str, int], int]:
+        """(host buffer, byte offset of each array in it, first free aligned offset)."""
+        slot = self._host.get("slot")
+        if slot is not None and arrays:
+            lo, hi = slot.data_ptr(), slot.data_ptr() + slot.numel()
+            offs = {k: _address(a) - lo for k, a in arrays.items()}
+            if all(a.flags.c_contiguous and lo <= _address(a) and _address(a) + a.nbytes <= hi
+                   for a in arrays.values()):
+                return slot, offs, _align(max(o + arrays[k].nbytes for k, o in offs.items()))
+        offs, pos = {}, 0
+        for k, a in arrays.items():
+            offs[k], pos = pos, _align(pos + a.nbytes)
+        host = self._buffer("pack", pos + self.reserve)
+        view = host.numpy()
+        for k, a in arrays.items():
+            np.copyto(view[offs[k]:offs[k] + a.nbytes].view(a.dtype).reshape(a.shape), a)
+        return host, offs, pos
+
+    def upload(self, arrays: dict[str, np.ndarray], extra: np.ndarray) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Channels (H, W, C) and a small float32 vector (the action) -> device views in wire dtype (uint16 widened
+        to int32), and the vector on the device; one host-to-device copy."""
+        host, offs, pos = self._placement(arrays)
+        start = min(offs.values(), default=pos)
+        end = pos + extra.nbytes
+        host.numpy()[pos:end].view(np.float32)[:] = extra.reshape(-1)
+        if self.pin:
+            if self._dev is None or self._dev.numel() < host.numel():
+                self._dev = torch.empty(host.numel(), dtype=torch.uint8, device=self.device)
+            dev = self._dev
+            dev[start:end].copy_(host[start:end], non_blocking=True)
+        else:
+            dev = host
+        out = {}
+        for k, a in arrays.items():
+            t = dev[offs[k]:offs[k] + a.nbytes].view(_WIRE[a.dtype.name]).view(a.shape)
+            out[k] = (t.to(torch.int32) & 0xFFFF) if a.dtype.name == "uint16" else t
+        return out, dev[pos:end].view(torch.float32).view(extra.shape)
+
+    @staticmethod
+    def download(y: torch.Tensor, out: np.ndarray) -> None:
+        """y (1, 3, H, W) in [-1, 1] on the device -> `out` (H, W, 3 | 4) uint8 or float16, in one copy."""
+        img = ((y[0].float() + 1.0) * 0.5).clamp_(0.0, 1.0)  # (3, H, W)
+        if out.dtype == np.uint8:
+            img = (img * 255.0 + 0.5).to(torch.uint8)
+        else:
+            img = img.to(torch.float16)
+        if out.shape[-1] == 4:
+            alpha = torch.full_like(img[:1], 255 if out.dtype == np.uint8 else 1.0)
+            img = torch.cat([img, alpha])
+        packed = img.permute(1, 2, 0).contiguous()  # (H, W, C)
+        if out.flags.c_contiguous and out.flags.writeable and out.dtype.isnative and tuple(out.shape) == tuple(packed.shape):
+            torch.from_numpy(out).copy_(packed)
+        else:
+            out[...] = packed.cpu().numpy()
