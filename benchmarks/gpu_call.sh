@@ -14,7 +14,8 @@ mkdir -p "$OUT/run"
 timeout "${GPU_CALL_LIMIT:-540}" bash -c "$*" 2>&1 | tee "$OUT/run/log.txt"
 rc=${PIPESTATUS[0]}
 cd "$OUT/run" && find . -name '*.pt' -delete
-find . -name '*.safetensors' -exec mv {} "$OUT/" \;
+# each run's weights keep their run folder in the name (two runs may train the same size): RUN--FILE
+for f in $(find . -name '*.safetensors'); do d=$(dirname "$f" | sed 's|^\./||; s|/|-|g'); mv "$f" "$OUT/${d}--$(basename "$f")"; done
 tar cf "$OUT/misc.tar" . && cd "$OUT" && rm -rf run
 ls -la "$OUT"
 exit $rc
