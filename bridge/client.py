@@ -258,7 +258,8 @@ class Session:
             self._layout = SlotLayout(self.width, self.height, chans, out, self.slots,
                                       tuple(tuple(x) for x in opened["input_offsets"]),
                                       tuple(opened["output_offsets"]), opened["shm_size"])
-            self._buf = shm.attach(opened["shm_path"], opened["shm_size"])
+            path = opened["shm_path"]  # /proc/<daemon pid>/fd/<n>: the memory must be our session's
+            self._buf = shm.attach(path, opened["shm_size"], shm.segment_name(int(path.split("/")[2]), self.id))
             self._lock_fd = os.open(opened["lock_path"], os.O_RDWR)
             fcntl.flock(self._lock_fd, fcntl.LOCK_SH)  # held until close/exit: the daemon's liveness probe
             self._in = [self._layout.input_views(self._buf, k) for k in range(self.slots)]
