@@ -251,3 +251,24 @@ def test_client_notices_a_daemon_restart_behind_the_same_socket():
             p.unlink()
         os.rmdir(rd)
 
+
+@pytest.mark.parametrize("transport", ["inline", "shm"])
+def test_pixels_reused_by_the_caller_right_after_submit_are_the_ones_rendered(daemon, transport):
+    """A game reuses its readback array for the next frame as soon as submit() returns. The daemon is
+    stopped (SIGSTOP) so the frame cannot leave the client's socket before the array changes: the
+    image must still be of the pixels given to submit (the soak's rare wrong last pixels were a
+    frame sent zero-copy from the caller's array and overwritten by the next one)."""
+    h, w = 512, 512  # 3 MiB: far more than a socket buffer holds while the daemon is stopped
+    with Client(daemon.endpoint) as c:
+        s = c.open_session(w, h, {"color": "float32"}, transport=transport)
+        pixels = np.full((h, w, 3), 0.25, np.float32)
+        os.kill(daemon.pid, signal.SIGSTOP)
+        try:
+            s.submit({"color": pixels})
+            pixels[...] = 0.75  # the next frame's pixels, written into the same array
+            time.sleep(0.2)
+        finally:
+            os.kill(daemon.pid, signal.SIGCONT)
+        r = s.poll(timeout=10)
+        assert (r.image == int(0.25 * 255 + 0.5)).all(), np.unique(r.image)
+        s.close()
