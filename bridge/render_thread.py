@@ -10,9 +10,8 @@ so a new or idle one gets no long backlog of turns over the others. And when a s
 has just had a frame rendered, the thread waits up to ANTICIPATE_S for its next one (the client's
 round trip) before starting a frame of a session that is ahead.
 
-Shared-memory frames are copied out of the session's sealed memory into a private buffer here, on the
-render thread (bridge.shm.SlotIO), and non-finite pixels are repaired before the renderer sees them
-(bridge.repair); the image is rendered straight into the output slot.
+Shared-memory frames are rendered from the session's sealed memory and into it, zero-copy
+(bridge.shm.SlotIO), and non-finite pixels are repaired before the renderer sees them (bridge.repair).
 
 The socket loop only talks to it through `open/close/submit/cancel` and the `results` queue, so a
 process-per-GPU worker pool (bridge.worker_pool) can replace this thread behind the same four calls.

@@ -202,7 +202,7 @@ def worker_main(conn, backend: str, env: dict, options: dict, factory: Callable[
                     err = ("error", "RuntimeError: session closed before its frame rendered")
                 else:
                     rs, io = entry
-                    try:  # inputs copied out of the shared memory first: bridge.shm.SlotIO says why
+                    try:  # zero-copy from and into the sealed memory (bridge.shm.SlotIO)
                         # the game's own frame (recordings) is no renderer input
                         pixels, repaired = repair_non_finite({n: v for n, v in io.read(slot).items() if n != FINAL.name})
                         rs.render(FrameInputs(seq, pixels, constants, action, prompt, reset), io.output(slot))
