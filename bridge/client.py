@@ -258,7 +258,8 @@ class Session:
             self._layout = SlotLayout(self.width, self.height, chans, out, self.slots,
                                       tuple(tuple(x) for x in opened["input_offsets"]),
                                       tuple(opened["output_offsets"]), opened["shm_size"])
-            self._buf = shm.attach(opened["shm_path"], opened["shm_size"])
+            path = opened["shm_path"]  # /proc/<daemon pid>/fd/<n>: the memory must be our session's
+            self._buf = shm.attach(path, opened["shm_size"], shm.segment_name(int(path.split("/")[2]), self.id))
             self._lock_fd = os.open(opened["lock_path"], os.O_RDWR)
             fcntl.flock(self._lock_fd, fcntl.LOCK_SH)  # held until close/exit: the daemon's liveness probe
             self._in = [self._layout.input_views(self._buf, k) for k in range(self.slots)]
@@ -311,8 +312,15 @@ class Session:
     # -- frames -----------------------------------------------------------------------------------
     def submit(self, pixels: dict[str, np.ndarray] | None = None, constants: dict | None = None,
                action=None, prompt: str | None = None, reset: bool = False, slot: int | None = None) -> int:
-        """Send one frame without waiting; returns its seq. Pixels given here are copied into the slot
-        (inline: sent straight from the given arrays when they already have the declared dtype)."""
+        """Send one frame without waiting; returns its seq. Pixels given here are copied into the slot,
+        so the caller may reuse its arrays as soon as this returns."""
+        return self._submit(pixels, constants, action, prompt, reset, slot, copy=True)
+
+    def _submit(self, pixels, constants, action, prompt, reset, slot, copy: bool) -> int:
+        """copy=False (inline): send the caller's arrays zero-copy. ZeroMQ sends from them in its I/O
+        thread, possibly long after this returns (a busy or stopped daemon leaves most of a big frame
+        unsent), so only a caller that waits for this frame's answer (render) may skip the copy; the
+        slot's own buffers are touched again only once its answer has come, i.e. after they were sent."""
         if self._closed:
             raise RuntimeError("session is closed")
         self._check_lost()
@@ -327,7 +335,7 @@ class Session:
             self._free.remove(slot)
             self._acquired.add(slot)
         try:
-            sendable = self._fill(slot, pixels or {})
+            sendable = self._fill(slot, pixels or {}, copy)
             header = self._header(slot, constants, action, prompt, reset)
         except Exception:
             self._acquired.discard(slot)
@@ -344,7 +352,7 @@ class Session:
             self._client._sock.send_multipart(frames, copy=False)
         return seq
 
-    def _fill(self, slot: int, pixels: dict) -> dict:
+    def _fill(self, slot: int, pixels: dict, copy: bool) -> dict:
         direct = {}
         for name, arr in pixels.items():
             if name not in self.channels:
@@ -357,7 +365,7 @@ class Session:
                 raise ValueError(f"{name}: shape {arr.shape}, declared {(self.height, self.width, c.components)}")
             if arr.dtype != np.dtype(c.dtype):
                 raise ValueError(f"{name}: dtype {arr.dtype}, declared {c.dtype}")
-            if self.transport == "inline" and arr.flags.c_contiguous:
+            if self.transport == "inline" and not copy and arr.flags.c_contiguous:
                 direct[name] = arr
             else:
                 self._in[slot][name][...] = arr
@@ -435,7 +443,7 @@ class Session:
                prompt: str | None = None, reset: bool = False, slot: int | None = None,
                timeout: float | None = None) -> FrameResult:
         """submit() and wait for that frame's result; results of earlier pipelined frames are discarded."""
-        seq = self.submit(pixels, constants, action, prompt, reset, slot)
+        seq = self._submit(pixels, constants, action, prompt, reset, slot, copy=False)  # we wait for its answer
         timeout = self._client.timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         while True:

@@ -92,9 +92,10 @@ them.
 
 Shared memory (shm transport)
 ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
-One plain file per session, ``<shm_dir>/neurender-<daemon pid>-<session>.shm`` (shm_dir is /dev/shm on
-Linux), created by the daemon with mode 0600, plus an empty ``...lock`` file beside it. Map the whole
-file (``shm_size`` bytes) read-write, e.g. C# ``MemoryMappedFile.CreateFromFile(path)``. Layout:
+One memfd per session, sealed against shrinking and growing, reached at ``shm_path`` =
+``/proc/<daemon pid>/fd/<n>`` (mode 0600; check that it is ``/memfd:neurender-<pid>-<session>`` before
+mapping), plus an empty 0600 ``<shm_dir>/neurender-<pid>-<session>.lock`` to hold a shared flock on.
+Map all ``shm_size`` bytes read-write, e.g. C# ``MemoryMappedFile.CreateFromFile``. Layout:
 input slot 0..slots-1 then output slot 0..slots-1, each slot starting on a 4096-byte boundary, each
 channel inside a slot on a 64-byte boundary; every offset is given explicitly in ``opened``. A channel is
 H*W*components values of its dtype, little-endian, row-major (H, W, C), row 0 = top of the screen. The
@@ -134,8 +135,8 @@ ERROR_CODES: dict[str, str] = {
     "unknown_session": "no such session on this connection",
     "bad_slot": "slot out of range, missing in shm mode, given in inline mode, or still owned by the daemon",
     "bad_seq": "seq not greater than the session's previous seq",
-    "size_mismatch": "inline pixel frames of the wrong count or byte size, constants/action of the wrong length, or "
-                     "an shm input slot past the end of a session file the client truncated",
+    "size_mismatch": "inline pixel frames of the wrong count or byte size, extra frames in shm mode, or "
+                     "constants/action of the wrong length",
     "non_finite": "NaN or infinity in constants or action",
     "unsupported": "the renderer cannot serve this session (e.g. a channel set it was not built for)",
     "renderer_error": "the renderer failed on this frame; the session stays open",

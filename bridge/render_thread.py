@@ -10,9 +10,8 @@ so a new or idle one gets no long backlog of turns over the others. And when a s
 has just had a frame rendered, the thread waits up to ANTICIPATE_S for its next one (the client's
 round trip) before starting a frame of a session that is ahead.
 
-Shared-memory frames are read (pread) into a private buffer and written back (pwrite) here, on the
-render thread (bridge.shm.SlotIO), and non-finite pixels are repaired before the renderer sees them
-(bridge.repair).
+Shared-memory frames are rendered from the session's sealed memory and into it, zero-copy
+(bridge.shm.SlotIO), and non-finite pixels are repaired before the renderer sees them (bridge.repair).
 
 The socket loop only talks to it through `open/close/submit/cancel` and the `results` queue, so a
 process-per-GPU worker pool (bridge.worker_pool) can replace this thread behind the same four calls.
@@ -192,14 +191,10 @@ class RenderWorker:
         else:
             try:
                 if job.io is not None:
-                    # into the renderer's own buffer where it has one; the game's own frame (recordings) is no
-                    # renderer input
-                    pixels = job.io.read(job.slot, getattr(rs, "input_buffer", None))
-                    job.inputs.pixels, job.out = {n: v for n, v in pixels.items() if n != FINAL.name}, job.io.out
+                    pixels = job.io.read(job.slot)  # the game's own frame (recordings) is no renderer input
+                    job.inputs.pixels, job.out = {n: v for n, v in pixels.items() if n != FINAL.name}, job.io.output(job.slot)
                 job.inputs.pixels, job.repaired = repair_non_finite(job.inputs.pixels)
                 rs.render(job.inputs, job.out)
-                if job.io is not None:
-                    job.io.write(job.slot, job.out)
             except Exception as e:  # noqa: BLE001 - becomes an error reply; session stays open
                 err = e
         t1 = time.perf_counter()

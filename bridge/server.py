@@ -35,7 +35,6 @@ from bridge.layout import SlotLayout
 from bridge.recorder import Recording, default_recordings_dir
 from bridge.render_thread import FrameJob, RenderWorker
 from bridge.session import ServerSession
-from bridge.shm import ShmTruncated
 from bridge.worker_pool import WorkerLost, WorkerLostError
 
 log = logging.getLogger("neurender.bridge")
@@ -390,10 +389,10 @@ class Daemon:
         if req.record is not None:
             s.recording = self._open_recording(req, sid)
             if s.segment is not None:  # the recorder's copier reads shm slots through a SlotIO of its own
-                s.recording.slots = shm.SlotIO(s.segment.path, layout)
+                s.recording.slots = shm.SlotIO(s.segment.buf, layout)
         self.sessions[sid] = s
         if self.pooled:  # the worker process maps the session's file itself (inline: the pool stages)
-            self.worker.open(sid, spec, s.segment.path if s.segment is not None else None, layout)
+            self.worker.open(sid, spec, s.segment if s.segment is not None else None, layout)
         else:
             self.worker.open(sid, spec)
 
@@ -557,11 +556,8 @@ class Daemon:
             record_wait = {"record_wait_ms": s.recording.wait_copied(max([job.inputs.seq, *dropped]))}
         if r.error is not None:
             s.frames_failed += 1
-            if isinstance(r.error, ShmTruncated):
-                err = P.ProtocolError("size_mismatch", str(r.error), session=s.id, seq=job.inputs.seq)
-            else:
-                err = P.ProtocolError("renderer_error", f"{type(r.error).__name__}: {r.error}", session=s.id,
-                                      seq=job.inputs.seq)
+            err = P.ProtocolError("renderer_error", f"{type(r.error).__name__}: {r.error}", session=s.id,
+                                  seq=job.inputs.seq)
             self._error(s.sock, s.peer, err, dropped)
             return
         s.frames_done += 1

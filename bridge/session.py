@@ -25,7 +25,7 @@ class ServerSession:
     segment: shm.Segment | None = None
     lock_path: Path | None = None
     lock_fd: int | None = None
-    io: shm.SlotIO | None = None  # the only way the daemon touches the session file (never mapped)
+    io: shm.SlotIO | None = None  # how the render thread reads input slots (a private copy) and writes output
     owner: tuple = ()  # (socket, routing id, connection fd, authenticated user id): see bridge.server
     identity: str = ""  # whom the session counts against for max_sessions_per_client
     last_seen: float = 0.0
@@ -45,7 +45,7 @@ class ServerSession:
     recording: object = None  # bridge.recorder.Recording when the client asked for `record`
 
     def release_files(self) -> None:
-        self.io = None  # its fd closes once no frame still rendering holds it
+        self.io = None  # a frame still rendering keeps the mapping alive through its own reference
         if self.segment is not None:
             self.segment.close()
         if self.lock_fd is not None:
@@ -58,13 +58,13 @@ class ServerSession:
                 pass
 
     def create_files(self, shm_dir: Path) -> None:
-        """The session's 0600 data and lock files, and the SlotIO through which frames are read and
-        written. On failure nothing is left behind."""
-        data_path, lock_path = shm.segment_paths(shm_dir, os.getpid(), self.id)
+        """The session's sealed memory, its 0600 lock file, and the SlotIO through which frames are read
+        and written. On failure nothing is left behind."""
         try:
-            self.segment = shm.Segment(data_path, self.layout.size, mapped=False)
-            self.io = shm.SlotIO(data_path, self.layout)
-            self.lock_path, self.lock_fd = lock_path, shm.create_lock_file(lock_path)
+            self.segment = shm.Segment(shm.segment_name(os.getpid(), self.id), self.layout.size)
+            self.io = shm.SlotIO(self.segment.buf, self.layout)
+            path = shm.lock_path(shm_dir, os.getpid(), self.id)
+            self.lock_path, self.lock_fd = path, shm.create_lock_file(path)
         except OSError:
             self.release_files()
             raise

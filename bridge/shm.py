@@ -1,7 +1,11 @@
-"""Session files in shared memory: plain files in /dev/shm, created 0600 by the daemon, which alone
-creates and unlinks them. Plain files (not multiprocessing.shared_memory) because an attaching Python
-process would otherwise register them with its resource tracker and unlink them on exit (gh-82300),
-and because C# maps them with MemoryMappedFile.CreateFromFile."""
+"""Session memory shared with a client: an anonymous memfd the daemon creates, sizes and seals against
+shrinking and growing (F_SEAL_SHRINK | F_SEAL_GROW, then F_SEAL_SEAL so nobody adds more), handed to the
+client as the path /proc/<daemon pid>/fd/<fd>. Sealed, the client cannot change its size: truncating it
+fails with EPERM, so the daemon may map it (zero-copy) without a page ever vanishing under the mapping,
+which would raise SIGBUS and end the daemon and every session of every client. Unlinking or chmod-ing
+the path changes nothing the daemon uses, and no file outlives the daemon (the memory goes with the last
+descriptor or mapping). Beside it, a plain empty 0600 lock file in shm_dir (the client's liveness flock),
+created and unlinked by the daemon alone."""
 from __future__ import annotations
 
 import errno
@@ -12,53 +16,63 @@ import re
 from pathlib import Path
 
 PREFIX = "neurender"
-_NAME = re.compile(rf"^{PREFIX}-(\d+)-[0-9a-f]+\.(shm|lock)$")
+_NAME = re.compile(rf"^{PREFIX}-(\d+)-[0-9a-f]+\.(shm|lock)$")  # .shm: files of daemons before memfds
+SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW  # what makes a mapping of it safe
 
 
 def default_shm_dir() -> Path:
     return Path(os.environ.get("NEURENDER_SHM_DIR") or ("/dev/shm" if os.path.isdir("/dev/shm") else "/tmp"))
 
 
-def segment_paths(shm_dir: Path, pid: int, session: str) -> tuple[Path, Path]:
-    base = f"{PREFIX}-{pid}-{session}"
-    return shm_dir / f"{base}.shm", shm_dir / f"{base}.lock"
+def segment_name(pid: int, session: str) -> str:
+    """The memfd's name: a client checks it (readlink) before mapping, see attach."""
+    return f"{PREFIX}-{pid}-{session}"
+
+
+def lock_path(shm_dir: Path, pid: int, session: str) -> Path:
+    return shm_dir / f"{segment_name(pid, session)}.lock"
 
 
 class Segment:
-    """The daemon's side of one session file: created exclusively, sized, and mapped only when `mapped`
-    (files no client can write, e.g. the worker pool's staging files; a client's session file is read and
-    written through SlotIO instead)."""
+    """The daemon's side of one session's memory: a sealed memfd, mapped once (`buf`), reachable by
+    others at `path` while the daemon keeps `fd` open (until close)."""
 
-    def __init__(self, path: Path, size: int, mapped: bool = True):
-        self.path = Path(path)
-        self.buf = None
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    def __init__(self, name: str, size: int):
+        if not hasattr(os, "memfd_create"):
+            raise OSError(errno.ENOSYS, "shared-memory sessions need Linux (memfd_create)")
+        fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         try:
+            os.fchmod(fd, 0o600)
             os.ftruncate(fd, size)
-            if mapped:
-                self.buf = mmap.mmap(fd, size)
-        finally:
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, SEALS | fcntl.F_SEAL_SEAL)
+            self.buf = mmap.mmap(fd, size)
+        except BaseException:
             os.close(fd)
-        self.size = size
-
-    def unlink(self) -> None:
-        try:
-            self.path.unlink()
-        except FileNotFoundError:
-            pass
+            raise
+        self.fd, self.name, self.size = fd, name, size
+        self.path = f"/proc/{os.getpid()}/fd/{fd}"
 
     def close(self) -> None:
-        """Unlink the name and drop our reference. Never mmap.close(): numpy arrays made over the map keep
-        only a reference to it, not a buffer export, so closing it under a frame that is still rendering
-        would unmap memory in use (a segfault). The mapping goes when its last view is garbage."""
-        self.unlink()
+        """Close the descriptor (the path stops leading to it) and drop our reference. Never mmap.close():
+        numpy arrays made over the map keep only a reference to it, not a buffer export, so closing it
+        under a frame that is still rendering would unmap memory in use (a segfault). The mapping goes
+        when its last view is garbage."""
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            os.close(fd)
         self.buf = None
 
 
-def attach(path: str | os.PathLike, size: int) -> mmap.mmap:
-    """The client's side: map an existing session file read-write."""
-    fd = os.open(path, os.O_RDWR)
+def attach(path: str | os.PathLike, size: int, name: str | None = None, sealed: bool = False) -> mmap.mmap:
+    """Map another process's session memory read-write. `name`: the memfd must be this one (a /proc fd
+    number can be reused once its session is gone); `sealed`: refuse memory whose size is not sealed
+    (the daemon's render workers map nothing a client could shrink)."""
+    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
     try:
+        if name is not None and os.readlink(f"/proc/self/fd/{fd}") != f"/memfd:{name} (deleted)":
+            raise ValueError(f"{path} is not the session memory {name!r} (the session is gone)")
+        if sealed and fcntl.fcntl(fd, fcntl.F_GET_SEALS) & SEALS != SEALS:
+            raise ValueError(f"{path} is not sealed against shrinking and growing")
         if os.fstat(fd).st_size < size:
             raise ValueError(f"{path} is smaller than the announced {size} bytes")
         return mmap.mmap(fd, size)
@@ -120,63 +134,29 @@ def sweep_stale(shm_dir: Path) -> list[Path]:
     return removed
 
 
-class ShmTruncated(OSError):
-    """The session file is shorter than its layout: the client truncated or shrank it."""
-
-
 class SlotIO:
-    """The daemon's only access to a client-writable session file: pread into private buffers, pwrite
-    the output back. Never a mapping: a client holds the file read-write and may truncate it at any
-    moment, and touching a mapped page past the new end raises SIGBUS, which would end the daemon and
-    every session of every client. pread/pwrite see the truncation as a short read (refused frame) or
-    write past the end (the file grows again); unlink and chmod do not matter to an open fd.
+    """The render side's zero-copy access to one session's (sealed) memory: read-only views of an input
+    slot, writable views of an output slot. Read-only, so that repairing non-finite pixels (bridge.repair)
+    copies the channel instead of writing into the client's slot. No private copy of the inputs: a copy
+    of 6 MiB cost more than the rest of a 512x512 passthrough frame; a client that writes into a slot the
+    daemon owns (between its `frame` and the answer, which the protocol forbids) can only spoil frames
+    of its own session."""
 
-    Owns the fd; closed when the last holder (the session, a frame still rendering) lets go of it, so a
-    frame that finishes after its session closed never writes into a reused fd number."""
-
-    def __init__(self, path: str | os.PathLike, layout):
-        self.fd = os.open(path, os.O_RDWR)
+    def __init__(self, buf: mmap.mmap, layout):
+        self.buf = buf
         self.layout = layout
-        self._spans = []  # per slot: (file offset of the first input byte, bytes through the last channel)
-        for offs in layout.input_offsets:
-            end = max(o + c.nbytes for o, c in zip(offs, layout.channels))
-            self._spans.append((min(offs), end - min(offs)))
-        self._buf = bytearray(max(n for _, n in self._spans))
-        self._views = {}  # slot -> (buffer, {name: (H, W, C) view of it}): built once per slot and buffer
-        o = layout.output
-        import numpy as np
-        self.out = np.empty((layout.height, layout.width, o.components), np.dtype(o.dtype).newbyteorder("<"))
+        self._in = []
+        for k in range(layout.slots):
+            views = layout.input_views(buf, k)
+            for v in views.values():
+                v.flags.writeable = False
+            self._in.append(views)
+        self._out = [layout.output_view(buf, k) for k in range(layout.slots)]
 
-    def read(self, slot: int, buffer_for=None) -> dict:
-        """Input slot `slot` copied into this session's private buffer, or into `buffer_for(nbytes)` when that
-        gives one (a renderer's own, RendererSession.input_buffer); views over that buffer (valid until the
-        next read). Raises ShmTruncated on a short read."""
-        base, n = self._spans[slot]
-        buf = buffer_for(n) if buffer_for is not None else None
-        if buf is None or memoryview(buf).nbytes < n:
-            buf = self._buf
-        got = os.preadv(self.fd, [memoryview(buf).cast("B")[:n]], base)
-        if got != n:
-            raise ShmTruncated(f"session file ends inside input slot {slot} ({got} of {n} bytes read): the client "
-                               "truncated or shrank it")
-        held = self._views.get(slot)
-        if held is None or held[0] is not buf:
-            import numpy as np
-            held = (buf, {c.name: np.ndarray((self.layout.height, self.layout.width, c.components),
-                                             np.dtype(c.dtype).newbyteorder("<"), buffer=buf, offset=off - base)
-                          for c, off in zip(self.layout.channels, self.layout.input_offsets[slot])})
-            self._views[slot] = held
-        return held[1]
+    def read(self, slot: int) -> dict:
+        """{channel name: read-only (H, W, C) view of input slot `slot`}."""
+        return self._in[slot]
 
-    def write(self, slot: int, image) -> None:
-        """`image` (the output format's array) into output slot `slot`."""
-        data = memoryview(image).cast("B")
-        off = self.layout.output_offsets[slot]
-        while data:
-            n = os.pwrite(self.fd, data, off)
-            data, off = data[n:], off + n
-
-    def __del__(self):
-        fd, self.fd = getattr(self, "fd", None), None
-        if fd is not None:
-            os.close(fd)
+    def output(self, slot: int):
+        """The (H, W, C) array of output slot `slot` in the shared memory: render into it."""
+        return self._out[slot]

@@ -6,6 +6,9 @@ random size and transport, and between good frames sends bad messages from a sec
 every answer: each seq answered exactly once (frame_done, error with its seq, or a `dropped` entry), in
 increasing order, with the right pixels; NaN pixels it sends now and then must come back repaired.
 Its counters go to a JSON file, rewritten atomically every second, so a SIGKILL loses at most a second.
+Each frame with wrong pixels is also appended at once to <stats>.wrong.jsonl: which pixels differ and
+how, and what this client did just before (bad messages, NaN frames, session opens, a lost daemon), for
+soak_cmd to put beside its own events (kills, the restart).
 """
 from __future__ import annotations
 
@@ -32,6 +35,11 @@ class Stats:
         self.errors = Counter()  # error code -> count (replies to bad messages and refused frames)
         self.last = 0.0
 
+    def wrong(self, **record) -> None:
+        """One wrong frame, on disk at once (a SIGKILL may follow)."""
+        with open(self.path + ".wrong.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
     def flush(self, force: bool = False) -> None:
         now = time.monotonic()
         if not force and now - self.last < FLUSH_S:
@@ -43,9 +51,12 @@ class Stats:
         os.replace(tmp, self.path)
 
 
-def bad_message(rng: random.Random, session: str) -> list[bytes]:
+BAD_KINDS = ("garbage", "version 2", "unknown type", "slots 0", "huge resolution", "frame from another socket",
+             "close from another socket", "NaN action")
+
+
+def bad_message(rng: random.Random, session: str, kind: int) -> list[bytes]:
     """One hostile message; each is refused with an error reply (never a crash, never a closed session)."""
-    kind = rng.randrange(8)
     if kind == 0:
         return [bytes(rng.randrange(256) for _ in range(rng.randrange(1, 40)))]  # garbage
     if kind == 1:
@@ -83,18 +94,27 @@ def run(endpoint: str, index: int, seed: int, stats_path: str, fps: float) -> No
     raw.connect(endpoint)
     period = 1.0 / fps
     client = None
+    recent: list = []  # (time.time(), what): this client's last events, logged with a wrong frame
+
+    def event(what: str) -> None:
+        recent.append((round(time.time(), 3), what))
+        del recent[:-12]
     while not stop:
         outstanding: dict[int, float] = {}  # seq -> expected red value of its output
         try:
             if client is None:
                 client = Client(endpoint, timeout=10.0, name=f"soak-{index}")
                 st.c["connections"] += 1
+                event(f"connected (daemon pid {client.welcome.get('pid')})")
             w, h = rng.choice(SIZES)
             transport = rng.choice(("shm", "inline"))
             s = client.open_session(w, h, {"color": "float16", "depth": "float32"}, transport=transport,
                                     slots=rng.choice((2, 3, 4)))
             st.c["sessions"] += 1
+            event(f"opened {s.id} {w}x{h} {transport} slots={s.slots}")
+            opened = recent[-1]
             nan_seqs: set[int] = set()
+            slot_of: dict[int, int | None] = {}  # seq -> shm slot (to say which output slot was wrong)
             last_answered = -1
             color = np.zeros((h, w, 3), np.float16)
             depth = np.ones((h, w, 1), np.float32)
@@ -113,8 +133,21 @@ def run(endpoint: str, index: int, seed: int, stats_path: str, fps: float) -> No
                     st.c["reordered"] += 1
                 last_answered = r.seq
                 st.c["rendered"] += 1
-                if r.image[h - 1, w - 1, 0] != int(value * 255 + 0.5):
+                want = int(value * 255 + 0.5)
+                bad = r.image[..., 0] != want
+                if r.seq in nan_seqs:
+                    bad[0, 0] = False  # the NaN pixel, repaired to 0
+                if bad.any():  # the whole image, not one pixel: where it differs tells the cause
                     st.c["wrong_pixels"] += 1
+                    ys, xs = np.nonzero(bad)
+                    got = r.image[..., 0][bad]
+                    st.wrong(t=round(time.time(), 3), client=index, session=s.id, seq=r.seq, size=[w, h],
+                             transport=transport, slots=s.slots, slot=slot_of.get(r.seq), expected=want,
+                             wrong_pixels=int(bad.sum()), of=w * h, first=[int(ys[0]), int(xs[0])],
+                             last=[int(ys[-1]), int(xs[-1])], got_values=sorted({int(v) for v in got})[:8],
+                             rows=[int(ys.min()), int(ys.max())], nan_frame=r.seq in nan_seqs,
+                             dropped=list(r.dropped), timings=r.timings, in_flight=len(outstanding),
+                             session_opened=opened, recent=list(recent))
                 if r.seq in nan_seqs:
                     nan_seqs.discard(r.seq)
                     st.c["nan_frames_repaired" if getattr(r, "repaired", 0) else "nan_frames_not_repaired"] += 1
@@ -147,14 +180,18 @@ def run(endpoint: str, index: int, seed: int, stats_path: str, fps: float) -> No
                         raise TimeoutError("no answer for 10 s")
                 seq = s.submit({"color": color, "depth": depth}, action=[0.0] * 9)
                 outstanding[seq] = float(np.float16(value))
+                slot_of[seq] = s._inflight[seq][0] if transport == "shm" else None
                 if nan:
                     nan_seqs.add(seq)
+                    event(f"NaN pixel in seq {seq}")
                 st.c["submitted"] += 1
                 while collect(0.0):
                     pass
                 if rng.random() < 0.05:
-                    raw.send_multipart(bad_message(rng, s.id))
+                    kind = rng.randrange(len(BAD_KINDS))
+                    raw.send_multipart(bad_message(rng, s.id, kind))
                     st.c["bad_sent"] += 1
+                    event(f"bad message: {BAD_KINDS[kind]} (after seq {seq})")
                 while raw.poll(0):
                     reply = msgpack.unpackb(raw.recv_multipart()[0], raw=False)
                     st.errors[reply.get("code", reply.get("type"))] += 1
@@ -175,6 +212,7 @@ def run(endpoint: str, index: int, seed: int, stats_path: str, fps: float) -> No
             st.c["session_lost_events"] += 1
             st.c["lost_in_restart"] += len(outstanding)
             st.errors[type(e).__name__] += 1
+            event(f"{type(e).__name__} with {len(outstanding)} frames in flight")
             if client is not None:
                 try:
                     client.close()

@@ -4,8 +4,10 @@ K client processes (bridge/soak_client.py) stream paced frames of mixed sizes an
 with bad messages between good ones. Every `--kill-every` seconds one of them is SIGKILLed (mid-frame,
 session open) and replaced; halfway through, the daemon itself is restarted once. The report: frames
 rendered, errors by code, frames lost (accepted, never answered) or reordered or answered twice, the
-daemon's RSS over time (JSON and a PNG), and the session files left in the shared-memory dir, both
-while the daemon runs with every client gone and after it stopped.
+daemon's RSS over time (JSON and a PNG), and the session files left in the shared-memory dir (and
+session memories the daemon still holds), both while the daemon runs with every client gone and after
+it stopped. Every frame with wrong pixels is listed with what its client did just before and the
+soak's own events (kills, the restart) of the seconds before it.
 """
 from __future__ import annotations
 
@@ -48,6 +50,39 @@ def _session_files(shm_dir: Path) -> list[str]:
     return sorted(p.name for p in shm_dir.iterdir() if p.name.startswith("neurender-"))
 
 
+def _session_memories(pid: int) -> list[str]:
+    """The session memories (memfds) the daemon holds open: they live as long as its descriptor."""
+    found = []
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("/memfd:neurender-"):
+                found.append(target)
+    except OSError:
+        pass
+    return sorted(found)
+
+
+EVENT_WINDOW_S = 10.0  # soak events this long before a wrong frame are listed with it
+
+
+def _wrong_frames(work: Path, events: list) -> list[dict]:
+    """The clients' wrong-frame records, each with the soak's events of the seconds before it."""
+    out = []
+    for f in sorted(work.glob("client*.json.wrong.jsonl")):
+        for line in f.read_text().splitlines():
+            try:
+                w = json.loads(line)
+            except ValueError:  # a line cut by a SIGKILL
+                continue
+            w["soak_events_before"] = [e for e in events if w["t"] - EVENT_WINDOW_S <= e[0] <= w["t"]]
+            out.append(w)
+    return sorted(out, key=lambda w: w["t"])
+
+
 def soak(minutes: float, sessions: int, fps: float = 30.0, kill_every: float | None = None,
          restart: bool = True, backend: str = "passthrough", seed: int = 0, log=print) -> dict:
     from bridge.daemon import spawn_daemon
@@ -79,6 +114,7 @@ def soak(minutes: float, sessions: int, fps: float = 30.0, kill_every: float | N
         start_client(i)
     t0 = time.monotonic()
     rss, kills, restarts, files_seen_max = [], 0, [], 0
+    events: list = [(round(time.time(), 3), "soak started")]  # (wall time, what): beside the clients' logs
     next_kill = t0 + kill_every
     restart_at = t0 + duration / 2 if restart else float("inf")
     try:
@@ -90,18 +126,23 @@ def soak(minutes: float, sessions: int, fps: float = 30.0, kill_every: float | N
                 procs[i].kill()
                 procs[i].wait()
                 kills += 1
+                events.append((round(time.time(), 3), f"client {i} SIGKILLed"))
                 start_client(i)
                 next_kill = now + kill_every
             if now >= restart_at:
                 log(f"soak: restarting the daemon at {now - t0:.0f} s")
+                events.append((round(time.time(), 3), "daemon stopping"))
                 rc = daemon.stop()
+                events.append((round(time.time(), 3), f"daemon stopped (exit {rc})"))
                 restarts.append({"at_s": round(now - t0, 1), "exit_code": rc,
                                  "files_left_by_old_daemon": _session_files(shm_dir)})
                 daemon = start_daemon()
+                events.append((round(time.time(), 3), f"daemon restarted (pid {daemon.pid})"))
                 restart_at = float("inf")
             for i, p in procs.items():  # a client that died by itself is a finding: restart and count it
                 if p.poll() is not None:
                     restarts.append({"client_exit": i, "code": p.returncode, "at_s": round(now - t0, 1)})
+                    events.append((round(time.time(), 3), f"client {i} exited by itself ({p.returncode})"))
                     start_client(i)
             time.sleep(1.0)
         for p in procs.values():
@@ -114,6 +155,7 @@ def soak(minutes: float, sessions: int, fps: float = 30.0, kill_every: float | N
                 p.wait()
         time.sleep(2.5)  # sessions of clients killed last: lock probe / timeout
         files_live = _session_files(shm_dir)
+        memories_live = _session_memories(daemon.pid)
         welcome_rss = rss_kib(daemon.pid)
     finally:
         for p in procs.values():
@@ -126,6 +168,7 @@ def soak(minutes: float, sessions: int, fps: float = 30.0, kill_every: float | N
         d = json.loads(f.read_text())
         totals.update(d["counters"])
         errors.update(d["errors"])
+    wrong = _wrong_frames(work, events)
     for f in shm_dir.iterdir():
         f.unlink()
     shm_dir.rmdir()
@@ -145,7 +188,8 @@ def soak(minutes: float, sessions: int, fps: float = 30.0, kill_every: float | N
         "bad_messages_sent": totals["bad_sent"], "bad_messages_answered": totals["bad_answered"],
         "errors_by_code": dict(sorted(errors.items())),
         "session_files_max_seen": files_seen_max, "session_files_left_daemon_running": files_live,
-        "session_files_left_after_stop": files_after, "daemon_exit_code": code,
+        "session_files_left_after_stop": files_after, "session_memories_left_daemon_running": memories_live,
+        "wrong_frames": wrong, "daemon_exit_code": code,
         "rss_kib_start": int(sum(first) / len(first)) if first else None,
         "rss_kib_end": int(sum(last) / len(last)) if last else None, "rss_kib_final": welcome_rss,
         "rss_kib_max": max((r[1] for r in samples), default=None),
@@ -190,7 +234,8 @@ def run(args: argparse.Namespace) -> int:
         plot(report, args.plot)
     bad = (report["frames_lost"] or report["frames_reordered"] or report["frames_answered_twice"]
            or report["wrong_pixels"] or report["nan_frames_not_repaired"] or report["session_files_left_after_stop"]
-           or report["session_files_left_daemon_running"] or report["client_crashes"])
+           or report["session_files_left_daemon_running"] or report["session_memories_left_daemon_running"]
+           or report["client_crashes"])
     return 1 if bad else 0
 
 

@@ -12,9 +12,9 @@ check, reply and drop rule of the daemon stays where it is. What changes is wher
   RendererSessions of the sessions placed on it.
 * Placement. A new session goes to the ready worker with the least load: the sum of width*height of
   its open sessions, then its session count, then its index. A session never moves.
-* Pixels never cross a pipe. A worker maps the session's shared-memory file by path (shm transport).
-  For an inline session the pool makes a one-slot file of its own (same name scheme, so a crashed
-  daemon's files are swept): the waiting frame stays in its ZeroMQ frames, is copied into the slot when
+* Pixels never cross a pipe. A worker maps the session's sealed memory (bridge.shm.Segment) by its
+  /proc path, after checking its name and seals (shm transport). For an inline session the pool makes a
+  one-slot memory of its own: the waiting frame stays in its ZeroMQ frames, is copied into the slot when
   it is handed to the worker, and the image is copied out of the slot into the reply.
 * Control is one multiprocessing Pipe per worker (both ends are our own processes, so pickle is fine).
   The daemon side keeps each session's waiting frame (newest frame wins, exactly as the thread worker)
@@ -29,7 +29,7 @@ check, reply and drop rule of the daemon stays where it is. What changes is wher
   `worker_lost`.
 
 Pipe messages (tuples):
-  daemon -> worker  ("open", sid, SessionSpec, shm_path, SlotLayout)
+  daemon -> worker  ("open", sid, SessionSpec, shm_path, shm_name, SlotLayout)
                     ("frame", sid, slot, seq, constants, action, prompt, reset)
                     ("close", sid)   ("stop",)
   worker -> daemon  ("ready", renderer.describe(), pid) | ("failed", message)   (once, at start)
@@ -37,9 +37,9 @@ Pipe messages (tuples):
                     ("frame", sid, seq, error, t_start, t_end, repaired)   (perf_counter: CLOCK_MONOTONIC
                                                   on Linux, the same clock in every process; repaired: how
                                                   many non-finite input values became 0)
-  error: None or (kind, "Type: message") with kind "unsupported" | "truncated" | "error".
-A worker reads and writes session files with pread/pwrite (bridge.shm.SlotIO), never a mapping: the
-client may truncate its file at any time.
+  error: None or (kind, "Type: message") with kind "unsupported" | "error".
+A worker maps only memory sealed against shrinking (shm.attach(sealed=True)): a client cannot make a
+page vanish under it (SIGBUS).
 """
 from __future__ import annotations
 
@@ -185,7 +185,7 @@ def worker_main(conn, backend: str, env: dict, options: dict, factory: Callable[
         return
     conn.send(("ready", renderer.describe(), os.getpid()))
     from bridge.repair import repair_non_finite
-    sessions: dict[str, tuple[RendererSession, shm.SlotIO]] = {}  # sid -> (session, its file, read by pread)
+    sessions: dict[str, tuple[RendererSession, shm.SlotIO]] = {}  # sid -> (session, its mapped memory)
     try:
         while True:
             try:
@@ -202,22 +202,17 @@ def worker_main(conn, backend: str, env: dict, options: dict, factory: Callable[
                     err = ("error", "RuntimeError: session closed before its frame rendered")
                 else:
                     rs, io = entry
-                    try:  # never a mapping of a client-writable file: bridge.shm.SlotIO says why
-                        # into the renderer's own buffer where it has one; the game's own frame (recordings) is
-                        # no renderer input
-                        pixels = io.read(slot, getattr(rs, "input_buffer", None))
-                        pixels, repaired = repair_non_finite({n: v for n, v in pixels.items() if n != FINAL.name})
-                        rs.render(FrameInputs(seq, pixels, constants, action, prompt, reset), io.out)
-                        io.write(slot, io.out)
-                    except shm.ShmTruncated as e:
-                        err = ("truncated", str(e))
+                    try:  # zero-copy from and into the sealed memory (bridge.shm.SlotIO)
+                        # the game's own frame (recordings) is no renderer input
+                        pixels, repaired = repair_non_finite({n: v for n, v in io.read(slot).items() if n != FINAL.name})
+                        rs.render(FrameInputs(seq, pixels, constants, action, prompt, reset), io.output(slot))
                     except Exception as e:  # noqa: BLE001 - a renderer_error reply; the session stays open
                         err = _error_tuple(e)
                 conn.send(("frame", sid, seq, err, t0, time.perf_counter(), repaired))
             elif op == "open":
-                _, sid, spec, path, layout = msg
+                _, sid, spec, path, name, layout = msg
                 try:
-                    io = shm.SlotIO(path, layout)
+                    io = shm.SlotIO(shm.attach(path, layout.size, name, sealed=True), layout)
                     sessions[sid] = (renderer.open_session(spec), io)
                     conn.send(("opened", sid, None))
                 except Exception as e:  # noqa: BLE001
@@ -250,7 +245,7 @@ def worker_main(conn, backend: str, env: dict, options: dict, factory: Callable[
 @dataclass
 class _Placed:
     spec: SessionSpec
-    staging: shm.Segment | None  # inline sessions: the pool's one-slot file
+    staging: shm.Segment | None  # inline sessions: the pool's one-slot memory
     layout: SlotLayout
     in_views: dict | None = None  # staging input views (inline)
     out_view: np.ndarray | None = None  # staging output view (inline)
@@ -435,7 +430,7 @@ class WorkerPool:
         job.repaired = repaired
         error = None
         if err is not None:
-            error = {"unsupported": UnsupportedSpec, "truncated": shm.ShmTruncated}.get(err[0], WorkerRenderError)(err[1])
+            error = {"unsupported": UnsupportedSpec}.get(err[0], WorkerRenderError)(err[1])
         self._post(Result("frame", sid, value=job, error=error,
                           timings={"queue_ms": (t_start - job.t_recv) * 1e3, "render_ms": (t_end - t_start) * 1e3}))
 
@@ -480,9 +475,9 @@ class WorkerPool:
         self._restart(w.index)
 
     # -- called from the socket loop ---------------------------------------------------------------
-    def open(self, session: str, spec: SessionSpec, shm_path: str | os.PathLike | None = None,
+    def open(self, session: str, spec: SessionSpec, segment: shm.Segment | None = None,
              layout: SlotLayout | None = None) -> None:
-        """Place a new session; `shm_path`/`layout`: its shared-memory file (None: inline session)."""
+        """Place a new session; `segment`/`layout`: its shared memory (None: inline session)."""
         with self._lock:
             ready = [w for w in self.workers if w.ready]
             if not ready:
@@ -490,22 +485,21 @@ class WorkerPool:
                 return
             w = min(ready, key=_Worker.load)
             placed = _Placed(spec, None, layout)
-            if shm_path is None:
+            if segment is None:
                 try:
                     placed = self._staging(session, spec)
                 except OSError as e:
                     self._post(Result("opened", session, error=e))
                     return
-                shm_path, layout = placed.staging.path, placed.layout
+                segment, layout = placed.staging, placed.layout
             w.sessions[session] = placed
             self._where[session] = w
-            self._send(w, ("open", session, spec, str(shm_path), layout))
+            self._send(w, ("open", session, spec, segment.path, segment.name, layout))
 
     def _staging(self, session: str, spec: SessionSpec) -> _Placed:
         layout = SlotLayout.build(spec.width, spec.height, spec.channels, spec.output_format, 1)
-        # "<sid>0": 17 hex digits, never another session's 16, and the sweep of dead daemons' files matches it
-        data_path, _ = shm.segment_paths(self.shm_dir, os.getpid(), session + "0")
-        seg = shm.Segment(data_path, layout.size)
+        # "<sid>0": 17 hex digits, never another session's 16
+        seg = shm.Segment(shm.segment_name(os.getpid(), session + "0"), layout.size)
         return _Placed(spec, seg, layout, layout.input_views(seg.buf, 0), layout.output_view(seg.buf, 0))
 
     def close(self, session: str) -> None:

@@ -2,6 +2,7 @@
 for the test (deterministic dropping), and raw DEALER requests."""
 from __future__ import annotations
 
+import os
 import threading
 import time
 from contextlib import contextmanager
@@ -133,6 +134,16 @@ def wait_until(cond, timeout: float, step: float = 0.02) -> float:
             raise AssertionError(f"condition not met within {timeout} s")
         time.sleep(step)
     return time.monotonic() - t0
+
+
+def session_memory_exists(opened: dict) -> bool:
+    """Whether the daemon still holds the session's memory: its shm_path (/proc/<pid>/fd/<n>) leads to the
+    memfd named after the session. Only existence of the path would not do: the fd number is reused."""
+    pid = opened["shm_path"].split("/")[2]
+    try:
+        return os.readlink(opened["shm_path"]) == f"/memfd:neurender-{pid}-{opened['session']} (deleted)"
+    except FileNotFoundError:
+        return False
 
 
 def expected_rgb8(color: np.ndarray) -> np.ndarray:

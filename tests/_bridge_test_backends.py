@@ -7,6 +7,8 @@
                                `step` s per sampling step (spec.steps, default 1); output as passthrough
   context                      output = running mean of every colour so far (a stand-in for a model's
                                context: one NaN that got in would stay in every later frame)
+  blot,every=N                 passthrough, but every Nth frame of a session has its bottom half black
+                               (wrong pixels on purpose: what the soak must report)
 """
 from __future__ import annotations
 
@@ -39,6 +41,17 @@ class _Context(RendererSession):
         to_output(self.mean, out)
 
 
+class _Blot(RendererSession):
+    def __init__(self, inner, every: int):
+        self.inner, self.every, self.n = inner, every, 0
+
+    def render(self, frame: FrameInputs, out: np.ndarray) -> None:
+        self.inner.render(frame, out)
+        self.n += 1
+        if self.n % self.every == 0:
+            out[out.shape[0] // 2:] = 0
+
+
 class TestRenderer(Renderer):
     def __init__(self, kind: str, params: dict, steps: int | None):
         self.kind, self.p, self.steps = kind, params, steps
@@ -50,6 +63,8 @@ class TestRenderer(Renderer):
     def open_session(self, spec: SessionSpec) -> RendererSession:
         if self.kind == "context":
             return _Context()
+        if self.kind == "blot":
+            return _Blot(self.inner.open_session(spec), int(self.p.get("every", 10)))
         time.sleep(self.p.get("open", 0.0))
         return _Slow(self.inner.open_session(spec), spec.steps or self.steps or 1, self.p.get("first", 0.0),
                      self.p.get("step", 0.0))

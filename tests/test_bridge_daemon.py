@@ -19,7 +19,7 @@ import zmq
 from bridge import keys, paths
 from bridge.client import BridgeError, Client, DaemonUnavailable
 from bridge.daemon import ensure_local_daemon, local_daemon_alive, spawn_daemon
-from _bridge_helpers import expected_rgb8, wait_until
+from _bridge_helpers import expected_rgb8, session_memory_exists, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 W, H = 24, 12
@@ -111,7 +111,7 @@ def test_client_killed_mid_stream_is_detected_and_others_keep_rendering(daemon):
             assert detected < within, (transport, detected)
             print(f"{transport}: killed client detected after {detected:.2f} s")
             if transport == "shm":  # its files are unlinked (found by the flock probe, typically in 0.1 s)
-                assert not os.path.exists(info["shm_path"]) and not os.path.exists(info["lock_path"])
+                assert not session_memory_exists(info) and not os.path.exists(info["lock_path"])
             np.testing.assert_array_equal(healthy.render({"color": color(3)}).image, expected_rgb8(color(3)))
 
 
@@ -197,7 +197,7 @@ def test_stale_segments_swept_and_second_daemon_refused(tmp_path):
             assert second.returncode == 1 and "already serves" in second.stderr
             with Client(d.endpoint) as c:  # the first one still owns its socket
                 s = c.open_session(W, H, {"color": "float16"})
-                assert Path(s.info["layout"]["shm_path"]).parent == shm_dir
+                assert Path(s.info["layout"]["lock_path"]).parent == shm_dir
                 np.testing.assert_array_equal(s.render({"color": color(6)}).image, expected_rgb8(color(6)))
         assert not (d.runtime_dir / "daemon.sock").exists()
         assert [p.name for p in shm_dir.iterdir() if p.name.startswith(f"neurender-{d.pid}")] == []
@@ -250,3 +250,25 @@ def test_client_notices_a_daemon_restart_behind_the_same_socket():
         for p in Path(rd).iterdir():
             p.unlink()
         os.rmdir(rd)
+
+
+@pytest.mark.parametrize("transport", ["inline", "shm"])
+def test_pixels_reused_by_the_caller_right_after_submit_are_the_ones_rendered(daemon, transport):
+    """A game reuses its readback array for the next frame as soon as submit() returns. The daemon is
+    stopped (SIGSTOP) so the frame cannot leave the client's socket before the array changes: the
+    image must still be of the pixels given to submit (the soak's rare wrong last pixels were a
+    frame sent zero-copy from the caller's array and overwritten by the next one)."""
+    h, w = 512, 512  # 3 MiB: far more than a socket buffer holds while the daemon is stopped
+    with Client(daemon.endpoint) as c:
+        s = c.open_session(w, h, {"color": "float32"}, transport=transport)
+        pixels = np.full((h, w, 3), 0.25, np.float32)
+        os.kill(daemon.pid, signal.SIGSTOP)
+        try:
+            s.submit({"color": pixels})
+            pixels[...] = 0.75  # the next frame's pixels, written into the same array
+            time.sleep(0.2)
+        finally:
+            os.kill(daemon.pid, signal.SIGCONT)
+        r = s.poll(timeout=10)
+        assert (r.image == int(0.25 * 255 + 0.5)).all(), np.unique(r.image)
+        s.close()

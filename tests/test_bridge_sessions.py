@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from bridge import protocol as P
 from bridge.client import Client
-from _bridge_helpers import GatedRenderer, Raw, expected_rgb8, inproc_daemon, wait_until
+from _bridge_helpers import GatedRenderer, Raw, expected_rgb8, inproc_daemon, session_memory_exists, wait_until
 
 LIMITS = P.Limits(max_width=64, max_height=32, max_channels=4, max_sessions=4, max_session_bytes=200_000)
 W, H = 16, 8
@@ -194,7 +194,7 @@ def test_close_reports_the_rendering_and_the_waiting_frame_as_dropped(env):
     assert closed == {"v": 1, "type": "closed", "req": 9, "session": o["session"], "dropped": [0, 1]}
     renderer.gate.set()
     assert raw.silent(0.3)  # ... so its result is discarded, not sent after `closed`
-    assert not os.path.exists(o["shm_path"]) and not os.path.exists(o["lock_path"])
+    assert not session_memory_exists(o) and not os.path.exists(o["lock_path"])
     assert_healthy(healthy)
 
 
@@ -204,13 +204,21 @@ def test_shared_memory_files_are_private_and_unlinked_on_close(env):
     for path in (o["shm_path"], o["lock_path"]):
         st = os.stat(path)
         assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == os.getuid()
-        assert os.path.basename(path).startswith(f"neurender-{os.getpid()}-{o['session']}")
+    assert o["shm_path"].startswith(f"/proc/{os.getpid()}/fd/") and session_memory_exists(o)
+    assert os.path.basename(o["lock_path"]) == f"neurender-{os.getpid()}-{o['session']}.lock"
     assert os.path.getsize(o["shm_path"]) == o["shm_size"]
+    # sealed: nobody can change its size (what made mapping it unsafe)
+    fd = os.open(o["shm_path"], os.O_RDWR)
+    try:
+        want = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
+        assert fcntl.fcntl(fd, fcntl.F_GET_SEALS) & want == want
+    finally:
+        os.close(fd)
     assert o["channels"] == [{"name": "color", "dtype": "uint8", "components": 3, "nbytes": W * H * 3},
                              {"name": "normals", "dtype": "float16", "components": 3, "nbytes": W * H * 6}]
     assert o["output"] == {"format": "rgba8", "dtype": "uint8", "components": 4, "nbytes": W * H * 4}
     raw.request(type="close", req=2, session=o["session"])
-    assert not os.path.exists(o["shm_path"]) and not os.path.exists(o["lock_path"])
+    assert not session_memory_exists(o) and not os.path.exists(o["lock_path"])
 
 
 def test_gbuffer_only_session_gets_deterministic_shading(env):
@@ -246,7 +254,7 @@ def test_heartbeat_timeout_closes_a_silent_session():
                 time.sleep(0.05)
             pong = raw.request(type="ping", req=2, sessions=[quiet["session"], talking["session"]])
             assert pong["unknown"] == [quiet["session"]] and pong["pid"] == os.getpid()
-            assert not os.path.exists(quiet["shm_path"])
+            assert not session_memory_exists(quiet)
             # the daemon said so, once, in the message the protocol defines
             assert notices == [{"v": 1, "type": "session_closed", "session": quiet["session"],
                                 "reason": "no message for 0.6 s", "dropped": []}]
@@ -262,9 +270,9 @@ def test_dead_lock_holder_is_detected_at_once_and_files_unlinked():
         fcntl.flock(fd, fcntl.LOCK_SH)
         assert raw_frame(raw, o, 0, slot=0)["type"] == "frame_done"
         time.sleep(0.3)
-        assert os.path.exists(o["shm_path"])  # holder alive: the session stays
+        assert session_memory_exists(o)  # holder alive: the session stays
         os.close(fd)  # what the kernel does when the client process dies
-        took = wait_until(lambda: not os.path.exists(o["shm_path"]), 2.0)
+        took = wait_until(lambda: not session_memory_exists(o), 2.0)
         assert took < 2.0 and not os.path.exists(o["lock_path"])  # the timeout here is 60 s: the flock did it
         assert raw.request(type="ping", req=3, sessions=[o["session"]])["unknown"] == [o["session"]]
         raw.close()

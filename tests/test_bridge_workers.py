@@ -177,8 +177,8 @@ def test_a_killed_worker_takes_down_only_its_sessions_with_worker_lost(tmp_path)
             sid = victim["session"]
             pixels = [b"\0" * ch["nbytes"] for ch in victim["channels"]]
             w1 = d.worker.workers[1]
-            staging = list(tmp_path.glob(f"neurender-*-{sid}0.shm"))
-            assert len(staging) == 1  # inline pixels are staged in a file the worker maps
+            staging = d.worker.workers[1].sessions[sid].staging
+            assert staging.name.endswith(f"-{sid}0")  # inline pixels are staged in memory the worker maps
             raw.send_msg(pixels, type="frame", session=sid, seq=0)
             wait_until(lambda: w1.inflight is not None, 10)  # seq 0 renders (SLOW_S)
             raw.send_msg(pixels, type="frame", session=sid, seq=1)
@@ -197,6 +197,7 @@ def test_a_killed_worker_takes_down_only_its_sessions_with_worker_lost(tmp_path)
             err3 = raw.request(type="close", req=6, session=sid)
             assert (err3["code"], err3["req"]) == (WORKER_LOST, 6)
             assert not list(tmp_path.glob(f"neurender-*-{sid}*"))  # its files are unlinked
+            assert staging.fd is None and staging.buf is None  # and its staging memory let go
             # the other worker's session never noticed
             for seed in range(2, 5):
                 render_ok(healthy, seed)

@@ -8,6 +8,7 @@ on the exit code, and on the files the program writes.
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
 import time
@@ -206,15 +207,22 @@ def test_unity_core_killed_client_is_noticed_through_its_lock(core_exe, tmp_path
             line = proc.stdout.readline()
             assert line.startswith("HOLDING shm="), line
             shm_file = Path(line.split("=", 1)[1].strip())
-            assert shm_file.exists()
+            memory = os.readlink(shm_file)  # /memfd:neurender-<pid>-<session> (deleted)
+            assert memory.startswith("/memfd:neurender-")
         finally:
             proc.kill()
             proc.wait()
+
+        def held() -> bool:  # the fd number may be reused: compare what it leads to
+            try:
+                return os.readlink(shm_file) == memory
+            except FileNotFoundError:
+                return False
         t0 = time.monotonic()
-        while shm_file.exists() and time.monotonic() - t0 < 10:
+        while held() and time.monotonic() - t0 < 10:
             time.sleep(0.05)
         gone_after = time.monotonic() - t0
-    assert not shm_file.exists()
+    assert not held()
     assert gone_after < 5.0, f"session files lingered {gone_after:.1f} s: the lock was not noticed"
 
 

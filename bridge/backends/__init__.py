@@ -70,12 +70,6 @@ class RendererSession(abc.ABC):
     def render(self, frame: FrameInputs, out: np.ndarray) -> None:
         """Write the frame into `out`: (H, W, C) of the session's output format."""
 
-    def input_buffer(self, nbytes: int):
-        """Optional: a writable buffer of at least `nbytes` that the daemon reads each shared-memory input slot
-        into (e.g. pinned host memory, so the slot reaches a GPU in one copy); the frame's `pixels` are then
-        views of it, valid during `render`. None (the default): the daemon's own buffer."""
-        return None
-
     def close(self) -> None:
         """Release per-session state."""
 

@@ -72,9 +72,6 @@ class GeneratorSession(RendererSession):
         self.res = None if self.native else renderer.model.cfg.resolution
         self.io = FrameIO(renderer.device, extra_bytes=4 * ACTION_DIM)
 
-    def input_buffer(self, nbytes: int) -> np.ndarray:
-        return self.io.slot_buffer(nbytes)
-
     def _cond(self, chans: dict[str, torch.Tensor], constants: dict[str, np.ndarray] | None = None) -> torch.Tensor:
         """The frame's conditioning on the device; the world group (from depth and the camera constants) only
         for a model that reads it, at the frame's own size."""

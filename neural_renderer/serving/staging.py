@@ -1,10 +1,8 @@
 """A generator session's per-frame host <-> device traffic: one copy up, one copy down.
 
-Up: the daemon reads a session file's input slot straight into a buffer the session hands it
-(`slot_buffer`, pinned host memory on CUDA), so a frame's channel views already lie in it and the slot
-goes to the device as ONE copy, with the action vector packed behind it. Channels that arrive from
-elsewhere (the message transports, tests) are first packed into a second pinned buffer, then likewise
-copied once. On the device each channel is a view of the copied bytes in its wire dtype; every
+Up: the frame's channels (read-only views of the session's shared memory, or arrays from the message
+transports) are packed into one pinned host buffer with the action vector behind them, and go to the
+device as ONE copy. On the device each channel is a view of the copied bytes in its wire dtype; every
 conversion happens there. On CPU the "device" bytes are the host buffer itself.
 
 Down: the output is converted and packed (RGB or RGBA, uint8 or float16) on the device, then copied once
@@ -36,7 +34,7 @@ class FrameIO:
         self.device = torch.device(device)
         self.reserve = _align(extra_bytes)  # room for the vector behind the channels
         self.pin = self.device.type == "cuda"
-        self._host: dict[str, torch.Tensor] = {}  # "slot" | "pack" -> uint8 host buffer
+        self._host: dict[str, torch.Tensor] = {}  # "pack" -> uint8 host buffer
         self._dev: torch.Tensor | None = None
 
     def _buffer(self, which: str, nbytes: int) -> torch.Tensor:
@@ -46,19 +44,8 @@ class FrameIO:
             self._host[which] = buf
         return buf
 
-    def slot_buffer(self, nbytes: int) -> np.ndarray:
-        """Where the daemon reads an input slot of `nbytes` (bridge RendererSession.input_buffer)."""
-        return self._buffer("slot", _align(nbytes) + self.reserve).numpy()[:nbytes]
-
     def _placement(self, arrays: dict[str, np.ndarray]) -> tuple[torch.Tensor, dict[str, int], int]:
-        """(host buffer, byte offset of each array in it, first free aligned offset)."""
-        slot = self._host.get("slot")
-        if slot is not None and arrays:
-            lo, hi = slot.data_ptr(), slot.data_ptr() + slot.numel()
-            offs = {k: _address(a) - lo for k, a in arrays.items()}
-            if all(a.flags.c_contiguous and lo <= _address(a) and _address(a) + a.nbytes <= hi
-                   for a in arrays.values()):
-                return slot, offs, _align(max(o + arrays[k].nbytes for k, o in offs.items()))
+        """(host buffer holding the arrays, byte offset of each in it, first free aligned offset)."""
         offs, pos = {}, 0
         for k, a in arrays.items():
             offs[k], pos = pos, _align(pos + a.nbytes)

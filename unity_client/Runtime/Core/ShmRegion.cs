@@ -31,16 +31,22 @@ namespace Neurender.Core
             _base = handle.DangerousGetHandle() + (int)_view.PointerOffset;
         }
 
-        /// <summary>Maps an existing region of at least `size` bytes: a file (the daemon's
-        /// /dev/shm/neurender-*.shm; any OS) or, on Windows, a named mapping.</summary>
+        /// <summary>Maps an existing region of at least `size` bytes: a file (the daemon's session
+        /// memory, /proc/PID/fd/N; any file on any OS) or, on Windows, a named mapping.</summary>
         public static ShmRegion Open(string name, long size)
         {
             if (size <= 0) throw new ArgumentOutOfRangeException(nameof(size));
             if (IsWindows && !File.Exists(name))
                 return new ShmRegion(name, size, MemoryMappedFile.OpenExisting(name, MemoryMappedFileRights.ReadWrite));
-            long actual = new FileInfo(name).Length; // throws FileNotFoundException when it is gone
-            if (actual < size) throw new IOException($"shared memory {name} holds {actual} bytes, {size} expected");
+            // throws FileNotFoundException when it is gone
             var fs = new FileStream(name, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete);
+            // the open file's size: FileInfo would give a /proc fd link's own size (64)
+            long actual = fs.Length;
+            if (actual < size)
+            {
+                fs.Dispose();
+                throw new IOException($"shared memory {name} holds {actual} bytes, {size} expected");
+            }
             return new ShmRegion(name, size, MemoryMappedFile.CreateFromFile(fs, null, 0, MemoryMappedFileAccess.ReadWrite, HandleInheritability.None, false));
         }
 

@@ -121,7 +121,7 @@ static class CoreTests
             Test("daemon_down_reconnect", () => Restart(client, session, 4500));
             Test("close", () =>
             {
-                string path = session.Info.ShmPath;
+                string path = session.Info.LockPath; // ShmPath is a /proc fd link: its number is reused
                 session.Close();
                 Check(session.IsClosed, "closed flag");
                 bool threw = false;
@@ -130,7 +130,7 @@ static class CoreTests
                 var until = DateTime.UtcNow.AddSeconds(5);
                 while (File.Exists(path) && DateTime.UtcNow < until) System.Threading.Thread.Sleep(20);
                 Check(!File.Exists(path), "daemon did not unlink " + path);
-                return "shm file unlinked";
+                return "lock file unlinked";
             });
         }
         Console.WriteLine("DONE failures=" + _failures);
