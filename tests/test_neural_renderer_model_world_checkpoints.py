@@ -1,4 +1,5 @@
-"""Checkpoints and the world group: the shipped ones (from before it) load and ignore it; widening one for
+"""Checkpoints and the world group: the shipped tiny reads it, the shipped ones from before it load and ignore
+it; widening one for
 a model that reads the group changes nothing until training moves the new weights; `neurender train`
 from such a checkpoint runs end to end and trains the group's weights; the backend fills the group in."""
 import dataclasses
@@ -26,7 +27,13 @@ def clip_inputs(R=32, L=2, seed=1):
             torch.randn(1, L, 9, generator=g), torch.randn(1, 384, generator=g))
 
 
-@pytest.mark.parametrize("name", ["tiny", "tiny-shortcut", "dit-tiny", "base"])
+def test_the_shipped_tiny_reads_the_group():
+    cfg, _, _ = load_state("tiny")
+    assert cfg.world_freqs == MODELS["tiny"]().world_freqs > 0
+    assert load_model("tiny").cond_planes == COND_CHANNELS
+
+
+@pytest.mark.parametrize("name", ["tiny-shortcut", "dit-tiny", "base"])
 def test_shipped_checkpoints_predate_the_group_and_ignore_it(name):
     cfg, _, _ = load_state(name)
     assert cfg.world_freqs == 0
@@ -49,18 +56,21 @@ def test_widened_model_computes_what_the_old_one_did():
         assert not torch.allclose(new.forward_clip(*x), old.forward_clip(*x), atol=1e-4)
 
 
-def test_init_from_the_shipped_tiny_widens_it_for_the_registry_tiny():
+def test_init_from_an_older_tiny_widens_it_for_the_registry_tiny(tmp_path):
+    """How the shipped tiny got its group: a world-less tiny checkpoint as the init of a registry tiny."""
     cfg = MODELS["tiny"]()
-    shipped, _, _ = load_state("tiny")
-    assert differs_only_by_world(shipped, cfg)
-    assert not differs_only_by_world(shipped, dataclasses.replace(cfg, depth=cfg.depth + 1))
+    old = randomised(dataclasses.replace(cfg, world_freqs=0))
+    path = save_checkpoint(old.state_dict(), old.cfg, tmp_path / "tiny", dtype=torch.float32)
+    older, _, _ = load_state(path)
+    assert differs_only_by_world(older, cfg)
+    assert not differs_only_by_world(older, dataclasses.replace(cfg, depth=cfg.depth + 1))
     m = build(cfg).eval()
-    m.load_state_dict({k: v.float() for k, v in init_state("tiny", cfg).items()})
+    m.load_state_dict({k: v.float() for k, v in init_state(path, cfg).items()})
     x = clip_inputs(R=32)
     with torch.no_grad():
-        torch.testing.assert_close(m.forward_clip(*x), load_model("tiny").forward_clip(*x), atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(m.forward_clip(*x), old.eval().forward_clip(*x), atol=1e-6, rtol=1e-5)
     with pytest.raises(ValueError):
-        widen_for_world(load_state("tiny")[1], shipped, shipped)
+        widen_for_world(load_state(path)[1], older, older)
 
 
 def test_training_with_the_group_from_an_older_checkpoint(tmp_path):
