@@ -12,9 +12,9 @@ from neural_renderer.cli import main
 from _images import assert_drawing
 
 
-def test_soak_half_a_minute(tmp_path, capsys):
+def test_soak_one_minute(tmp_path, capsys):
     out, png = tmp_path / "soak.json", tmp_path / "soak.png"
-    rc = main(["bench", "soak", "--minutes", "0.5", "--sessions", "3", "--kill-every", "8", "--seed", "1",
+    rc = main(["bench", "soak", "--minutes", "1", "--sessions", "3", "--kill-every", "8", "--seed", "1",
                "--json", str(out), "--plot", str(png)])
     r = json.loads(out.read_text())
     assert rc == 0, {k: v for k, v in r.items() if k != "rss"}
