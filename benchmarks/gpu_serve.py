@@ -33,6 +33,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere in the checkout
 
+from neural_renderer.commands.bench_kernels import graph_of  # noqa: E402  (after the path)
+
 BANDWIDTH, MATRIX_RATE = 3.0e12, 790e12  # bytes/s, FLOP/s: H100 ceilings (field notes section 5)
 MEGAKERNEL = "n/a: the megakernel runs the DiT step (patch embed, blocks, final layer in one launch); the " \
              "hourglass trunk between conv stages is not wired into it"
@@ -52,24 +54,6 @@ def percentile(xs, q):
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
-def graph_of(fn, warm: int = 3):
-    """fn captured in a CUDA graph after warm-up on a side stream; returns the replay."""
-    import torch
-
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for _ in range(warm):
-            fn()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        fn()
-    graph_of.keep.append(g)  # the graph's memory pool lives as long as the process
-    return g.replay
-
-
-graph_of.keep = []
 
 
 def step_inputs(model, size, arm):
@@ -95,7 +79,7 @@ def time_step(model, arm, size, iters: int) -> float:
     cuda = next(m.parameters()).device.type == "cuda"
     with torch.no_grad():
         if cuda and arm.cuda_graph:
-            fn = graph_of(fn)
+            fn = graph_of(fn)[0]  # the replay
         for _ in range(3):
             fn()
         ms = []
