@@ -25,10 +25,6 @@ def _align(n: int) -> int:
     return -(-n // ALIGN) * ALIGN
 
 
-def _address(a: np.ndarray) -> int:
-    return a.__array_interface__["data"][0]
-
-
 class FrameIO:
     def __init__(self, device, extra_bytes: int):
         self.device = torch.device(device)
@@ -59,14 +55,13 @@ class FrameIO:
         """Channels (H, W, C) and a small float32 vector (the action) -> device views in wire dtype (uint16 widened
         to int32), and the vector on the device; one host-to-device copy."""
         host, offs, pos = self._placement(arrays)
-        start = min(offs.values(), default=pos)
         end = pos + extra.nbytes
         host.numpy()[pos:end].view(np.float32)[:] = extra.reshape(-1)
         if self.pin:
             if self._dev is None or self._dev.numel() < host.numel():
                 self._dev = torch.empty(host.numel(), dtype=torch.uint8, device=self.device)
             dev = self._dev
-            dev[start:end].copy_(host[start:end], non_blocking=True)
+            dev[:end].copy_(host[:end], non_blocking=True)  # the arrays are packed from byte 0
         else:
             dev = host
         out = {}
