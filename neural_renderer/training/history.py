@@ -71,12 +71,19 @@ def frame_levels(B: int, L: int, aug: HistoryAugment, g: torch.Generator, dev) -
     return t.to(dev)
 
 
+def pixel_noise(shape, g: torch.Generator, dev) -> torch.Tensor:
+    """Gaussian noise of a batch's pixel shape on `dev`, drawn by `g` where g lives (a CUDA generator on
+    the GPU: drawing millions of values on the CPU and copying them was most of a GPU step's time)."""
+    return torch.randn(shape, generator=g, device=g.device).to(dev)
+
+
 def clip_history(source: torch.Tensor, batch: ClipBatch, h: torch.Tensor, present: torch.Tensor,
-                 g: torch.Generator) -> torch.Tensor:
+                 g: torch.Generator, gn: torch.Generator | None = None) -> torch.Tensor:
     """source (B, L, 3, H, W): the signal each frame leaves behind; h (B,) its noise level; present (B,)
-    -> history planes (B, L, HISTORY_PLANES, H, W): frame i sees frame i-1 reprojected, frame 0 none."""
+    -> history planes (B, L, HISTORY_PLANES, H, W): frame i sees frame i-1 reprojected, frame 0 none.
+    `gn` draws the pixel noise (default g)."""
     B, L, _, H, W = source.shape
-    noisy = add_noise(source, torch.randn(source.shape, generator=g).to(source), h[:, None].expand(B, L))
+    noisy = add_noise(source, pixel_noise(source.shape, gn or g, source.device).to(source), h[:, None].expand(B, L))
     prev = noisy[:, :-1].reshape(B * (L - 1), 3, H, W)
     mv = batch.motion[:, 1:].reshape(B * (L - 1), 2, H, W)
     dis = batch.disocclusion[:, 1:].reshape(B * (L - 1), 1, H, W)
@@ -88,19 +95,21 @@ def clip_history(source: torch.Tensor, batch: ClipBatch, h: torch.Tensor, presen
 
 
 def hourglass_loss(model, raw_model, batch: ClipBatch, aug: HistoryAugment, g: torch.Generator, amp_dtype,
-                   history: bool = True) -> torch.Tensor:
-    """`model` may be the DDP wrapper; `raw_model` runs the no-grad prediction of the own-output history."""
+                   history: bool = True, gn: torch.Generator | None = None) -> torch.Tensor:
+    """`model` may be the DDP wrapper; `raw_model` runs the no-grad prediction of the own-output history.
+    `g` draws every per-sample decision; `gn` (default g) the pixel noise, on its own device."""
+    gn = gn or g
     B, L = batch.target.shape[:2]
     dev = batch.target.device
     keep = sample_group_keep(B, aug.drop_group_p, g)
     cond = drop_groups(batch.cond, keep)
     t = frame_levels(B, L, aug, g, dev)
     d = torch.zeros_like(t)
-    noise = torch.randn(batch.target.shape, generator=g).to(dev)
+    noise = pixel_noise(batch.target.shape, gn, dev)
     h = torch.where(torch.rand(B, generator=g) < aug.history_noise_p,
                     torch.rand(B, generator=g) * aug.history_noise_max, torch.zeros(B)).to(dev)
     present = (torch.rand(B, generator=g) >= aug.history_drop_p).float().to(dev) * float(history)
-    hist = clip_history(corrupt(batch.target, aug, g), batch, h, present, g)
+    hist = clip_history(corrupt(batch.target, aug, g), batch, h, present, g, gn)
     autocast = torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None)
     if history and float(torch.rand(1, generator=g)) < aug.own_output_frac:
         # the history becomes the model's own one-step prediction from pure noise, as at run time
@@ -108,7 +117,7 @@ def hourglass_loss(model, raw_model, batch: ClipBatch, aug: HistoryAugment, g: t
             ones = torch.ones_like(t)
             own = raw_model.forward_clip(noise, cond, hist, ones, d, h[:, None].expand(B, L), batch.action,
                                          batch.prompt).float().clamp(-1, 1)
-        hist = clip_history(own, batch, h, present, g)
+        hist = clip_history(own, batch, h, present, g, gn)
     x_t = add_noise(batch.target, noise, t)
     with autocast:
         pred = model(x_t, cond, hist, t, d, h[:, None].expand(B, L), batch.action, batch.prompt)

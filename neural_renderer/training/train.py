@@ -65,11 +65,12 @@ def frame_levels(B: int, L: int, cfg: TrainConfig, g: torch.Generator, dev) -> t
 # -- the objective ---------------------------------------------------------------------------------
 
 
-def training_step(model, raw_model, batch: ClipBatch, cfg: TrainConfig, g: torch.Generator, amp_dtype):
+def training_step(model, raw_model, batch: ClipBatch, cfg: TrainConfig, g: torch.Generator, amp_dtype,
+                  gn: torch.Generator | None = None):
     if raw_model.cfg.arch == "hourglass":  # the reprojected history's objective (training/history.py)
         aug = HistoryAugment(own_output_frac=cfg.own_output_frac, drop_group_p=cfg.drop_group_p,
                              blur_p=cfg.blur_p, color_shift_p=cfg.color_shift_p)
-        return hourglass_loss(model, raw_model, batch, aug, g, amp_dtype, history=cfg.history)
+        return hourglass_loss(model, raw_model, batch, aug, g, amp_dtype, history=cfg.history, gn=gn)
     B, L = batch.target.shape[:2]
     dev = batch.target.device
     keep = sample_group_keep(B, cfg.drop_group_p, g)
@@ -158,7 +159,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     fill_s = time.time() - t_fill
 
     g = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
-    st = run_loop(model, lambda batch: (training_step(ddp_model, model, batch, cfg, g, amp_dtype), {}), pool, cfg, g,
+    # pixel noise is drawn where it is used: on a GPU by a generator of its own (same seed, other stream)
+    gn = torch.Generator(device=dev).manual_seed(cfg.seed * 1000 + rank) if dev.type == "cuda" else g
+    st = run_loop(model, lambda batch: (training_step(ddp_model, model, batch, cfg, g, amp_dtype, gn), {}), pool, cfg, g,
                   f"train {cfg.model}", ema_model=ema_model, ema=cfg.ema, ema_warmup=True, stream=stream,
                   progress=progress, opt=opt, state=state, world=world, rank=rank, ckpt_every=cfg.ckpt_every,
                   on_checkpoint=lambda s: _save(cfg, mcfg, model, ema_model, opt, s, out))
