@@ -26,6 +26,7 @@ _TINY = dict(model="tiny", batch=32, clip_len=4, lr=8e-4, warmup=150, pool=1200,
 RUNS = {  # run name -> TrainConfig overrides (model = the registry size)
     "tiny": _TINY,
     "tiny-noworld": dict(_TINY, world=False),
+    "tiny-edge": dict(_TINY, edge_loss=0.05),  # the loss ablation: + an L1 on image gradients
     "base": dict(model="base", batch=12, clip_len=4, lr=5e-4, warmup=150, pool=256, refresh_every=1, refresh_clips=4,
                  looks_per_clip=2, render_workers=int(os.environ.get("BASE_WORKERS", 13)), render_resolution=512,
                  crop=256, steps=100000),

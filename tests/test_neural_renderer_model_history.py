@@ -38,3 +38,17 @@ def test_disocclusion_and_presence_clear_the_group():
     torch.testing.assert_close(planes[0, :3], prev[0] * valid[0])
     assert planes[0, 4].eq(1).all() and planes[1].eq(0).all()  # an absent sample carries nothing
     assert absent_history(3, height=4, width=5).abs().sum() == 0
+
+
+def test_edge_l1_compares_gradients_not_levels():
+    from neural_renderer.training.history import edge_l1
+
+    target = torch.zeros(1, 3, 4, 6)
+    target[..., 3:] = 1.0  # one vertical edge: a step of 1 between columns 2 and 3
+    assert float(edge_l1(target + 0.7, target)) == 0.0  # an offset has the same gradients
+    flat = torch.full_like(target, 0.5)
+    # the blurred guess misses the step in 4 of the 4*5 horizontal differences: mean 1/5, no vertical ones
+    torch.testing.assert_close(edge_l1(flat, target), torch.tensor(0.2))
+    noisy = target.clone()
+    noisy[..., 1, 1] = 0.5  # a dot in each of 3 channels: per channel two horizontal, two vertical steps of 0.5
+    torch.testing.assert_close(edge_l1(noisy, target), torch.tensor(6 * 0.5 / 60 + 6 * 0.5 / 54))

@@ -70,7 +70,8 @@ def training_step(model, raw_model, batch: ClipBatch, cfg: TrainConfig, g: torch
     if raw_model.cfg.arch == "hourglass":  # the reprojected history's objective (training/history.py)
         aug = HistoryAugment(own_output_frac=cfg.own_output_frac, drop_group_p=cfg.drop_group_p,
                              blur_p=cfg.blur_p, color_shift_p=cfg.color_shift_p)
-        return hourglass_loss(model, raw_model, batch, aug, g, amp_dtype, history=cfg.history, gn=gn)
+        return hourglass_loss(model, raw_model, batch, aug, g, amp_dtype, history=cfg.history, gn=gn,
+                              edge_weight=cfg.edge_loss)
     B, L = batch.target.shape[:2]
     dev = batch.target.device
     keep = sample_group_keep(B, cfg.drop_group_p, g)
