@@ -80,7 +80,9 @@ def main() -> None:
     ap.add_argument("--init", default="", help="folder with tiny.json/base.json to continue from")
     ap.add_argument("--models", default="tiny,tiny-noworld,base", help="runs (RUNS keys)")
     ap.add_argument("--child", default="")
-    ap.add_argument("--eval", action="store_true", help="then score each model per look (benchmarks/looks_table.py)")
+    ap.add_argument("--eval", nargs="?", const="all", default="",
+                    help="then score these runs (comma list, default all) per look (benchmarks/looks_table.py)")
+    ap.add_argument("--eval-frames", type=int, default=16)
     a = ap.parse_args()
     out = Path(a.out)
     if a.child:
@@ -134,19 +136,19 @@ def main() -> None:
     (out / "gpu_train.json").write_text(json.dumps(report, indent=1))
     if a.eval:
         eval_sizes = {"tiny": [("128", "0")], "base": [("512", "0"), ("1280", "720")]}
-        for m in models:
+        for m in models if a.eval == "all" else [m for m in a.eval.split(",") if m in models]:
             size = RUNS[m]["model"]
             ck = out / m / f"{size}.json"
             if not ck.is_file():
                 continue
             for i, (w, h) in enumerate(eval_sizes[size]):
-                ablations = i == 0 and RUNS[m].get("world", True)  # the ablation runs get only their own row
+                ablations = i == 0 and m == size  # the ablation runs (tiny-edge, ...) get only their own row
                 arms = [f"generator:{ck}"] + ([f"generator:{ck}?context=0&noise=fixed", f"generator:{ck}?history=0"]
                                               if ablations else [])
                 names = [m, f"{m} no-context fixed-noise", f"{m} no-history"][:len(arms)]
                 subprocess.run([sys.executable, "benchmarks/looks_table.py", "--arms", *arms, "--names", *names,
                                 "--size", w, "--height", h, "--device", "cuda" if torch.cuda.is_available() else "cpu",
-                                "--frames", "16", "--seeds", "2", "--out", str(out / f"looks_{m}_{w}x{h or w}")])
+                                "--frames", str(a.eval_frames), "--seeds", "2", "--out", str(out / f"looks_{m}_{w}x{h or w}")])
 
 
 if __name__ == "__main__":
