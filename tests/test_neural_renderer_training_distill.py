@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from neural_renderer.training.distill import _masked_shortcut_target, shortcut_target, step_sizes, velocity
+from neural_renderer.training.shortcut import masked_shortcut_target, shortcut_target, step_sizes, velocity
 from neural_renderer.model.dit import CausalDiT
 from neural_renderer.model.registry import micro
 from _images import assert_drawing
@@ -53,7 +53,7 @@ def test_context_frames_stay_put():
     tgt = torch.tensor([[False, False, True], [False, True, True]])
     t = torch.where(tgt, 0.5, 1.0).double()
     d = torch.where(tgt, 0.25, 0.0).double()
-    _masked_shortcut_target(predict, x_t, t, d, tgt)
+    masked_shortcut_target(predict, x_t, t, d, tgt)
     assert len(seen) == 2
     m = tgt.view(2, 3, 1, 1, 1)
     torch.testing.assert_close(torch.where(m, 0.0, seen[1]), torch.where(m, 0.0, x_t))  # context unchanged
