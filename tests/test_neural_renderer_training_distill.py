@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from neural_renderer.training.distill import _masked_shortcut_target, shortcut_target, step_sizes, velocity
+from neural_renderer.training.shortcut import masked_shortcut_target, shortcut_target, step_sizes, velocity
 from neural_renderer.model.dit import CausalDiT
 from neural_renderer.model.registry import micro
 from _images import assert_drawing
@@ -53,7 +53,7 @@ def test_context_frames_stay_put():
     tgt = torch.tensor([[False, False, True], [False, True, True]])
     t = torch.where(tgt, 0.5, 1.0).double()
     d = torch.where(tgt, 0.25, 0.0).double()
-    _masked_shortcut_target(predict, x_t, t, d, tgt)
+    masked_shortcut_target(predict, x_t, t, d, tgt)
     assert len(seen) == 2
     m = tgt.view(2, 3, 1, 1, 1)
     torch.testing.assert_close(torch.where(m, 0.0, seen[1]), torch.where(m, 0.0, x_t))  # context unchanged
@@ -181,3 +181,158 @@ def test_recovery_loss_parts():
     loss, parts = recovery_loss(student, teacher, batch, nc, 32, g, None, match_weight=3.0)
     assert float(parts["match"]) > 0
     assert float(loss.detach()) == pytest.approx(3.0 * float(parts["match"]) + float(parts["flow"]), rel=1e-5)
+
+
+# -- the hourglass -----------------------------------------------------------------------------------
+
+
+def _hg_batch(B=2, L=3, R=32, seed=1):
+    """A fixed batch at hg-micro's size with motion and disocclusion (the history path is live)."""
+    from neural_renderer.training.clip_sources import ClipBatch
+    from neural_renderer.model.inputs import COND_CHANNELS, MATERIAL_CHANNEL
+
+    g = torch.Generator().manual_seed(seed)
+    cond = torch.randn(B, L, COND_CHANNELS, R, R, generator=g)
+    cond[:, :, MATERIAL_CHANNEL] = torch.randint(0, 32, (B, L, R, R), generator=g).float()
+    return ClipBatch(cond, torch.rand(B, L, 3, R, R, generator=g) * 2 - 1, torch.randn(B, L, 9, generator=g),
+                     torch.randn(B, 384, generator=g), torch.randn(B, L, 2, R, R, generator=g),
+                     (torch.rand(B, L, 1, R, R, generator=g) > 0.8).float())
+
+
+def test_hourglass_loss_unchanged_by_the_inputs_refactor(one_thread):
+    """hourglass_loss on fixed inputs gives the numbers it gave before its inputs moved to hourglass_inputs
+    (measured on the earlier code, with and without the own-output history)."""
+    from _models import randomised
+    from neural_renderer.training.history import HistoryAugment, hourglass_loss
+
+    m, batch = randomised("hg-micro"), _hg_batch()
+    for own, want in ((0.0, 0.6304314136505127), (1.0, 0.6285464763641357)):
+        got = hourglass_loss(m, m, batch, HistoryAugment(own_output_frac=own), torch.Generator().manual_seed(5), None)
+        assert float(got.detach()) == pytest.approx(want, rel=1e-6)
+
+
+class _LinearClipModel(torch.nn.Module):
+    """An hourglass stand-in whose prediction is known in closed form: frame i's x0_hat =
+    0.5 x_i + 0.1 x_{i-1} + 0.2 t_i + 0.4 d_i (x_{-1} = 0), so a frame depends on the one before it."""
+
+    def __init__(self):
+        super().__init__()
+        from types import SimpleNamespace
+
+        self.cfg = SimpleNamespace(shortcut=True, arch="hourglass")
+        self.w = torch.nn.Parameter(torch.tensor(1.0))
+
+    def forward(self, x, cond, hist, t, d, h, action, prompt):
+        prev = torch.cat([torch.zeros_like(x[:, :1]), x[:, :-1]], dim=1)
+        e = lambda s: s[..., None, None, None]
+        return self.w * (0.5 * x + 0.1 * prev + 0.2 * e(t) + 0.4 * e(d))
+
+    forward_clip = forward
+
+
+def test_hourglass_shortcut_target_by_hand():
+    """The loss's self-consistency frame: its level on the D-grid, its target two D/2-steps of the EMA
+    model with the frame before it held at x_t, every other frame plain flow at d = 1/M; loss and parts
+    against the closed form of the linear stand-in, with the random draws replayed."""
+    from neural_renderer.training.distill_hourglass import hourglass_shortcut_loss
+    from neural_renderer.training.history import HistoryAugment, hourglass_inputs
+    from neural_renderer.training.shortcut import big_steps
+
+    batch, aug, M, n_sc = _hg_batch(B=3, L=3, R=8), HistoryAugment(own_output_frac=0.0), 8, 2
+    loss, parts = hourglass_shortcut_loss(_LinearClipModel(), _LinearClipModel(), batch, aug, n_sc, M,
+                                          torch.Generator().manual_seed(7), None)
+    g = torch.Generator().manual_seed(7)  # replay the draws
+    x = hourglass_inputs(None, batch, aug, g, None)
+    D, t_grid = big_steps(n_sc, 1, M, g)
+    frame = torch.randint(3, (n_sc,), generator=g).tolist()
+    assert set(D.tolist()) <= {0.25, 0.5, 1.0}
+    for k in range(n_sc):
+        assert float(t_grid[k, 0] / D[k]) in {1.0, 2.0, 3.0, 4.0} and float(t_grid[k, 0]) <= 1.0
+    t = x.t.clone()
+    d = torch.full_like(t, 1.0 / M)
+    target = batch.target.clone()
+    for r, f in enumerate(frame):
+        t[r, f], d[r, f] = t_grid[r, 0], D[r]
+    x_t = (1 - t[..., None, None, None]) * batch.target + t[..., None, None, None] * x.noise
+    for r, f in enumerate(frame):
+        a, tt, half = x_t[r, f], float(t[r, f]), float(D[r]) / 2
+        c = x_t[r, f - 1] if f > 0 else torch.zeros_like(a)  # the frame before stays at x_t
+        v1 = (a - (0.5 * a + 0.1 * c + 0.2 * tt + 0.4 * half)) / tt
+        a_mid = a - half * v1
+        v2 = (a_mid - (0.5 * a_mid + 0.1 * c + 0.2 * (tt - half) + 0.4 * half)) / (tt - half)
+        target[r, f] = a - tt * (v1 + v2) / 2
+    prev = torch.cat([torch.zeros_like(x_t[:, :1]), x_t[:, :-1]], dim=1)
+    pred = 0.5 * x_t + 0.1 * prev + 0.2 * t[..., None, None, None] + 0.4 * d[..., None, None, None]
+    err = (pred - target).pow(2).mean(dim=(2, 3, 4))
+    sc = torch.zeros(3, 3, dtype=torch.bool)
+    for r, f in enumerate(frame):
+        sc[r, f] = True
+    assert float(loss.detach()) == pytest.approx(float(err.mean()), rel=1e-5)
+    assert float(parts["sc"]) == pytest.approx(float(err[sc].mean()), rel=1e-5)
+    assert float(parts["flow"]) == pytest.approx(float(err[~sc].mean()), rel=1e-5)
+
+
+def test_folded_step_embedding_is_the_teacher_at_every_step_size():
+    """A student from a plain teacher computes the teacher's d = 0 prediction whatever d it is told."""
+    import copy
+
+    from _models import randomised
+    from neural_renderer.training.history import HistoryAugment, hourglass_inputs
+    from neural_renderer.training.shortcut import fold_step_embedding
+
+    teacher, batch = randomised("hg-micro"), _hg_batch()
+    x = hourglass_inputs(teacher, batch, HistoryAugment(), torch.Generator().manual_seed(3), None)
+    student = copy.deepcopy(teacher)
+    fold_step_embedding(student)
+    args = lambda d: (x.x_t, x.cond, x.hist, x.t, d, x.h, batch.action, batch.prompt)
+    with torch.no_grad():
+        want = teacher(*args(torch.zeros_like(x.t)))
+        for d in (0.0, 1 / 32, 0.5, 1.0):
+            torch.testing.assert_close(student(*args(torch.full_like(x.t, d))), want, atol=1e-6, rtol=1e-6)
+        assert float((teacher(*args(torch.full_like(x.t, 0.5))) - want).abs().max()) > 1e-3  # unfolded, d matters
+    assert float(student.d_embed.mlp[-1].weight.detach().abs().max()) == 0.0
+
+
+def test_distill_hourglass_end_to_end(tmp_path, one_thread, capsys):
+    """`neurender distill` on an hg-micro teacher: the student starts as the teacher (its 32-step output is
+    the teacher's), the loss is finite and its flow part falls, the student's self-consistency error falls,
+    the teacher-vs-student table has every step count, and the checkpoint is a shortcut hourglass that
+    round-trips and streams at its recommended 2 steps."""
+    import math
+
+    from _models import randomised
+    from neural_renderer.cli import main
+    from neural_renderer.model.checkpoint import load_model, load_state, save_checkpoint
+    from neural_renderer.serving.stream import StreamingSampler
+
+    m = randomised("hg-micro")
+    teacher = save_checkpoint(m.state_dict(), m.cfg, tmp_path / "teacher" / "hg-micro", dtype=torch.float32)
+    out = tmp_path / "out"
+    rc = main(["distill", "--from", str(teacher), "--out", str(out), "--data", "synthetic", "--steps", "30", "--batch", "4",
+               "--clip-len", "3", "--pool", "4", "--warmup", "3", "--lr", "1e-3", "--sc-frac", "0.5", "--ema", "1",
+               "--log-every", "10", "--no-progress"])
+    assert rc == 0
+    res = json.loads((out / "distill_result.json").read_text())
+    assert res["steps"] == 30 and res["n_self_consistency_clips"] == 2
+    assert all(math.isfinite(v) for _, v in res["history"]["loss"])
+    flow = [v for _, v in res["history"]["flow"]]
+    assert flow[-1] < 0.6 * flow[0], flow
+    assert res["self_consistency_after"] < 0.5 * res["self_consistency_before"], res
+    assert res["sampling_before"]["student_32"]["psnr_vs_teacher"] > 100  # the folded student is the teacher
+    for k in (1, 2, 4, 32):
+        row = res["sampling_after"][f"student_{k}"]
+        assert row["steps"] == k and math.isfinite(row["psnr_vs_teacher"]) and math.isfinite(row["psnr_vs_truth"])
+    for name in ("loss.png", "sampling.png"):
+        assert_drawing(out / name)
+
+    cfg, state, meta = load_state(out / "hg-micro.json")
+    assert cfg.arch == "hourglass" and cfg.shortcut and cfg.steps == 2 and meta["kind"] == "shortcut"
+    student = load_model(out / "hg-micro.safetensors")
+    for k, v in student.state_dict().items():
+        assert torch.equal(v, state[k].float()), k
+    assert not torch.equal(state["d_embed.mlp.2.weight"].float(), m.state_dict()["d_embed.mlp.2.weight"].bfloat16().float())
+    batch = _hg_batch(B=1)
+    s = StreamingSampler(student, batch.prompt, seed=0)
+    assert s.steps == 2 and float(s.d[0]) == 0.5  # a shortcut model is told its step size
+    frame = s.step(batch.cond[:, 0], batch.action[:, 0], batch.motion[:, 0], batch.disocclusion[:, 0])
+    assert frame.shape == (1, 3, 32, 32) and bool(frame.isfinite().all())

@@ -207,3 +207,91 @@ def test_prune_command_rejects_impossible_plan(tmp_path):
     with pytest.raises(SystemExit, match="drop_blocks"):
         main(["prune", "--from", str(src), "--out", str(tmp_path / "o"), "--data", "synthetic", "--drop-blocks", "2",
               "--pool", "2", "--clip-len", "2", "--score-batches", "1", "--no-progress"])
+
+
+# -- the hourglass: the same blocks as its trunk ------------------------------------------------------
+
+
+def _hg3():
+    """hg-micro with a third trunk block, so one can go and two stay."""
+    import dataclasses
+
+    from neural_renderer.model.registry import hg_micro
+
+    return dataclasses.replace(hg_micro(), name="hg3", depth=3)
+
+
+def _hg_inputs(cfg, B=2, L=3, seed=1):
+    from neural_renderer.model.history import HISTORY_PLANES
+
+    x, cond, t, d, action, prompt = inputs(cfg, B, L, seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    hist = torch.randn(B, L, HISTORY_PLANES, cfg.resolution, cfg.resolution, generator=g)
+    return x, cond, hist, t, d, torch.rand(B, L, generator=g) * 0.3, action, prompt
+
+
+@pytest.mark.parametrize("drop,ratio", [(1, 2), (2, 1), (0, 3)])
+def test_hourglass_pruned_trunk_equals_the_masked_one(drop, ratio, one_thread):
+    """The pruned hourglass keeps exactly the named trunk blocks and channels (its convolutional levels
+    whole) and computes what the unpruned one computes with the removed units zeroed."""
+    cfg = _hg3()
+    m = randomised(cfg)
+    plan = plan_prune(random_scores(cfg, seed=drop), cfg, drop, ratio)
+    p = apply_plan(m, plan).eval()
+    assert type(p) is type(m) and p.cfg.arch == "hourglass" and p.cfg.depth == 3 - drop
+    assert p.cfg.mlp_ratio * p.cfg.dim % TILE == 0
+    for new_i, (old_i, ch) in enumerate(zip(plan.keep_blocks, plan.keep_mlp)):
+        assert torch.equal(p.blocks[new_i].qkv.weight, m.blocks[old_i].qkv.weight)
+        assert torch.equal(p.blocks[new_i].fc1.weight, m.blocks[old_i].fc1.weight[ch])
+    src = m.state_dict()
+    for k, v in p.state_dict().items():
+        if not k.startswith("blocks."):
+            assert torch.equal(v, src[k]), k
+    x = _hg_inputs(cfg)
+    with torch.no_grad():
+        full = m(*x)
+        with masked(m, plan.mask(cfg)):
+            want = m(*x)
+        got = p(*x)
+    torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5)
+    if drop or ratio < cfg.mlp_ratio:
+        assert float((full - want).abs().max()) > 1e-3
+
+
+def test_prune_hourglass_end_to_end(tmp_path, one_thread):
+    """`neurender prune` on an hourglass: the lowest-scoring trunk block goes, the MLP halves, recovery by
+    output matching closes part of the gap, and the checkpoint round-trips and streams through the
+    serving sampler at the unpruned model's output shape."""
+    from neural_renderer.cli import main
+    from neural_renderer.model.checkpoint import load_model, load_state, save_checkpoint
+    from neural_renderer.serving.stream import StreamingSampler
+
+    cfg = _hg3()
+    m = randomised(cfg)
+    src = save_checkpoint(m.state_dict(), cfg, tmp_path / "src" / "hg3", dtype=torch.float32)
+    out = tmp_path / "out"
+    rc = main(["prune", "--from", str(src), "--out", str(out), "--data", "synthetic", "--drop-blocks", "1",
+               "--mlp-ratio", "2", "--score-batches", "2", "--steps", "30", "--batch", "4", "--clip-len", "3",
+               "--pool", "4", "--lr", "1e-4", "--warmup", "3", "--match-weight", "1000", "--log-every", "10", "--no-progress"])
+    assert rc == 0
+    res = json.loads((out / "prune_result.json").read_text())
+    removed = [i for i in range(3) if i not in res["plan"]["keep_blocks"]]
+    assert len(removed) == 1 and res["scores"]["blocks"][removed[0]] == min(res["scores"]["blocks"])
+    assert res["params_pruned"] < res["params_unpruned"] and res["macs_per_frame_pruned"] < res["macs_per_frame_unpruned"]
+    assert res["match_error_after_recovery"] < 0.75 * res["match_error_before_recovery"], res
+    for name in ("scores.png", "loss.png"):
+        assert_drawing(out / name)
+    pcfg, state, meta = load_state(out / "hg3-pruned.json")
+    assert (pcfg.arch, pcfg.depth, pcfg.mlp_ratio) == ("hourglass", 2, 2)
+    assert meta["kind"] == "pruned" and meta["removed_blocks"] == removed
+    p = load_model(out / "hg3-pruned.safetensors")
+    for k, v in p.state_dict().items():
+        assert torch.equal(v, state[k].float()), k
+    batch = _hg_inputs(cfg, B=1, L=2)
+    frames = []
+    for model in (p, m):
+        s = StreamingSampler(model, batch[-1], steps=2, seed=0)
+        motion = torch.zeros(1, 2, cfg.resolution, cfg.resolution)
+        frames.append([s.step(batch[1][:, i], batch[-2][:, i], motion) for i in range(2)])
+    for a, b in zip(*frames):
+        assert a.shape == b.shape == (1, 3, cfg.resolution, cfg.resolution) and bool(a.isfinite().all())

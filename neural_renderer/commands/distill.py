@@ -1,7 +1,9 @@
-"""`neurender distill`: shortcut distillation of a trained generator checkpoint (neural_renderer.training.distill).
+"""`neurender distill`: shortcut distillation of a trained generator checkpoint (neural_renderer.training.distill),
+the hourglass (default: the shipped `tiny`) or the DiT.
 
 Writes OUT/NAME.json + safetensors (config: shortcut=true, steps=recommended), loss.png, sampling.png
-(k-step PSNR vs the 32-step teacher, before/after) and distill_result.json. The result loads anywhere
+(k-step PSNR vs the 32-step teacher, before/after; the hourglass's clips streamed through the serving
+sampler) and distill_result.json. The result loads anywhere
 a checkpoint does: `neurender serve --backend generator:OUT/NAME.json --steps 2`.
 """
 from __future__ import annotations
@@ -13,7 +15,7 @@ from neural_renderer.training.config import DistillConfig
 from .flags import add_config_flags, config_from_args
 
 HELP = {
-    "init": "the teacher: shipped name or NAME.json/.safetensors path",
+    "init": "the teacher: shipped name or NAME.json/.safetensors path (hourglass or DiT)",
     "name": "checkpoint name (default: the teacher's model name)",
     "steps": "optimizer steps",
     "ema": "EMA decay of the self-consistency target model (and the saved weights); 1 freezes it",

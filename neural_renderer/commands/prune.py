@@ -1,7 +1,8 @@
-"""`neurender prune`: architecture-aware pruning of a trained generator (neural_renderer.training.prune).
+"""`neurender prune`: architecture-aware pruning of a trained generator (neural_renderer.training.prune),
+the hourglass's trunk (default: the shipped `tiny`) or the DiT.
 
-Scores heads and MLP channels (Taylor |w * grad|) and whole blocks (ablation) on real clips, drops
-the lowest-scoring blocks and MLP channels down to `--mlp-ratio` x dim (multiples of 64), recovers by
+Scores heads and MLP channels (Taylor |w * grad|) and whole transformer blocks (ablation) on real clips,
+drops the lowest-scoring blocks and MLP channels down to `--mlp-ratio` x dim (multiples of 64), recovers by
 distillation from the unpruned model, and writes OUT/NAME.json + safetensors, which
 `neurender serve --backend generator:OUT/NAME.safetensors` loads like any checkpoint; plus
 scores.png, loss.png and prune_result.json.
@@ -17,7 +18,7 @@ from .flags import add_config_flags, config_from_args
 HELP = {
     "init": "the unpruned checkpoint: shipped name or NAME.json/.safetensors path",
     "name": "checkpoint name (default: SOURCE_NAME-pruned)",
-    "drop_blocks": "whole blocks to remove (lowest ablation score)",
+    "drop_blocks": "whole transformer blocks to remove (lowest ablation score)",
     "mlp_ratio": "MLP width kept per block, x dim (<= the source's ratio)",
     "score_batches": "batches of real clips the scores are summed over",
     "steps": "recovery (distillation) steps",

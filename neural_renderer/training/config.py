@@ -70,7 +70,7 @@ class TrainConfig(ClipRunConfig):
 
 @dataclass
 class DistillConfig(ClipRunConfig):
-    init: str = "dit-tiny"  # the teacher, whose weights the student starts from (distillation runs on the DiT)
+    init: str = "tiny"  # the teacher, whose weights the student starts from (the shipped hourglass tiny)
     out: str = "runs/tiny-shortcut"
     name: str = ""  # output checkpoint name (default: teacher's model name)
     ema: float = 0.99  # runs are short (minutes): a slower EMA would ship the teacher's weights
@@ -82,12 +82,12 @@ class DistillConfig(ClipRunConfig):
 
 @dataclass
 class PruneConfig(ClipRunConfig):
-    init: str = "dit-tiny"  # the unpruned (teacher) model (pruning runs on the DiT)
+    init: str = "tiny"  # the unpruned (teacher) model (the shipped hourglass tiny)
     out: str = "runs/tiny-pruned"
     steps: int = 500  # recovery steps
     warmup: int = 20
     name: str = ""
-    drop_blocks: int = 2
+    drop_blocks: int = 1  # of the shipped tiny's 4 trunk blocks
     mlp_ratio: int = 3
     score_batches: int = 8
     match_weight: float = 1.0

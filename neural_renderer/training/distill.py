@@ -1,4 +1,4 @@
-"""Shortcut distillation and the output-matching recovery that pruning uses.
+"""Shortcut distillation and the output-matching recovery that pruning uses, for both architectures.
 
 Flow convention (flow.py): x_t = (1 - t) x0 + t noise, t = 1 is noise; the network predicts x0 and the
 velocity is derived, v = (x_t - x0_hat) / t, so a step of size d goes x_{t-d} = x_t - d v.
@@ -11,68 +11,44 @@ sample in 1, 2, 4, ... M steps (the Generator passes d = 1/steps when `cfg.short
 - Self-consistency rows (about 1/8): a step of D = 2d from t (t on the grid of multiples of D, the
   levels a D-step sampler visits) must equal two d-steps of the EMA model:
   v1 = v_ema(x_t, t, d), v2 = v_ema(x_t - d v1, t - d, d), target velocity (v1 + v2) / 2, i.e. the
-  x-prediction target x0* = x_t - t (v1 + v2) / 2 (`shortcut_target`).
-Both losses are MSE in x-space like the generator's, so the step-size-free part is unchanged.
+  x-prediction target x0* = x_t - t (v1 + v2) / 2 (shortcut.py).
+Both losses are MSE in x-space like the generator's, so the step-size-free part is unchanged. The student
+starts from the teacher's weights; the hourglass student's step-size embedding is folded to its d = 0
+value (`shortcut.fold_step_embedding`), so at its first step it computes the teacher's function for every d.
 
-Clips keep the generator's training structure: diffusion forcing (every frame its own level; context
+The hourglass (arch "hourglass") has its own batch construction (distill_hourglass.py: the reprojected
+history, one self-consistency frame per clip) and is measured by streaming clips through the serving
+sampler; this file holds the DiT's and everything both share (the run itself, the tables, the pool).
+DiT clips keep the generator's training structure: diffusion forcing (every frame its own level; context
 frames at low levels with d = 0, as the Generator writes its cache), history augmentation (blur,
 colour shifts, the model's own one-step outputs as context) and conditioning-group dropout.
 
-Both step through the shared loop (loop.py). Recovery (`recovery_loss`, used by prune.py): a pruned student learns to match the unpruned teacher's
-prediction on the same noisy clip (output matching) plus the flow loss on the true frame.
+Both step through the shared loop (loop.py). Recovery (`recovery_loss`, used by prune.py): a pruned student
+learns to match the unpruned teacher's prediction on the same noisy clip (output matching) plus the flow
+loss on the true frame.
 """
 from __future__ import annotations
 
 import copy
 import json
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from neural_renderer.eval.metrics import psnr_from_mse
 from neural_renderer.training.clip_sources import ClipBatch
 from neural_renderer.model.inputs import drop_groups, sample_group_keep
 from neural_renderer.model.flow import add_noise, euler_step, schedule
 from neural_renderer.model.dit import CausalDiT
+from neural_renderer.model.registry import build
+from neural_renderer.training.distill_hourglass import (augment, hourglass_clip_inputs, hourglass_self_consistency_error,
+                                                        hourglass_shortcut_loss, stream_clip)
 from neural_renderer.training.loop import pick_device, run_loop, save_loss_plot
+from neural_renderer.training.shortcut import (big_steps, fold_step_embedding, masked_shortcut_target,
+                                               output_matching_loss, random_step_sizes, step_sizes)
 from neural_renderer.training.config import DistillConfig, TrainConfig
 from neural_renderer.training.train import frame_levels, history_augment
-
-
-# -- the shortcut target -----------------------------------------------------------------------------
-
-Predictor = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t, t, d) -> x0_hat
-
-
-def velocity(x_t: torch.Tensor, x0_hat: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """v = dx/dt = (x_t - x0_hat) / t; t broadcast from the leading dims."""
-    t = t.reshape(*t.shape, *([1] * (x_t.dim() - t.dim())))
-    return (x_t - x0_hat) / t
-
-
-def shortcut_target(predict: Predictor, x_t: torch.Tensor, t: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The self-consistency target for ONE step of size 2d from (x_t, t): two d-steps of `predict`.
-
-    Returns (x0 target, velocity target). Needs t >= 2d > 0 (both evaluations at t, t - d > 0).
-    """
-    shape = (*t.shape, *([1] * (x_t.dim() - t.dim())))
-    v1 = velocity(x_t, predict(x_t, t, d), t)
-    x_mid = x_t - d.reshape(shape) * v1
-    v2 = velocity(x_mid, predict(x_mid, t - d, d), t - d)
-    v = 0.5 * (v1 + v2)
-    return x_t - t.reshape(shape) * v, v
-
-
-def step_sizes(finest: int) -> list[float]:
-    """1/M, 2/M, ..., 1 (M a power of two)."""
-    k = int(round(math.log2(finest)))
-    if 2 ** k != finest:
-        raise ValueError(f"finest step count must be a power of two, got {finest}")
-    return [2.0 ** -j for j in range(k, -1, -1)]
 
 
 # -- one batch ---------------------------------------------------------------------------------------
@@ -118,17 +94,14 @@ def shortcut_loss(model, ema_model: CausalDiT, batch: ClipBatch, nc: NoisyClips,
     loss and its two parts (tensors, no host sync)."""
     B, L = nc.t.shape
     dev = nc.t.device
-    sizes = step_sizes(finest)
-    d_min = sizes[0]
+    d_min = step_sizes(finest)[0]
     t, is_target = nc.t.clone(), nc.is_target
     d_in = torch.where(is_target, torch.full_like(t, d_min), torch.zeros_like(t))  # context frames: d = 0
     target = batch.target.clone()
     if n_sc > 0:
         # big step D = 2d per clip, t on the D-grid (j D, j = 1..1/D) per target frame
-        k = torch.randint(1, len(sizes), (n_sc,), generator=g)  # index of D in sizes (D >= 2/M)
-        D = torch.tensor([sizes[i] for i in k.tolist()])
-        j = torch.floor(torch.rand(n_sc, L, generator=g) * (1.0 / D)[:, None]) + 1.0
-        t_sc = (j * D[:, None]).clamp(max=1.0).to(dev)
+        D, t_sc = big_steps(n_sc, L, finest, g)
+        t_sc = t_sc.to(dev)
         D = D.to(dev)[:, None].expand(n_sc, L)
         tgt = is_target[:n_sc]
         t[:n_sc] = torch.where(tgt, t_sc, t[:n_sc])
@@ -146,7 +119,7 @@ def shortcut_loss(model, ema_model: CausalDiT, batch: ClipBatch, nc: NoisyClips,
                 return ema_model.forward_clip(x, nc.cond[sl], tt, dd, batch.action[sl], batch.prompt[sl]).float()
 
         with torch.no_grad():
-            x0_sc, _ = _masked_shortcut_target(predict, x_t[sl], t_safe, half, tgt)
+            x0_sc, _ = masked_shortcut_target(predict, x_t[sl], t_safe, half, tgt)
         target[sl] = torch.where(tgt.view(n_sc, L, 1, 1, 1), x0_sc, target[sl])
     with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         pred = model(x_t, nc.cond, t, d_in, batch.action, batch.prompt).float()
@@ -156,37 +129,26 @@ def shortcut_loss(model, ema_model: CausalDiT, batch: ClipBatch, nc: NoisyClips,
     return err.mean(), {"flow": flow.detach(), "sc": sc.detach()}
 
 
-def _masked_shortcut_target(predict, x_t, t, half, tgt):
-    """shortcut_target on the target frames of a clip; context frames pass through unchanged (their
-    x stays x_t, so every frame's context is exactly what streaming would show)."""
-    m = tgt.view(*tgt.shape, 1, 1, 1)
-
-    def frame_predict(x, tt, dd):
-        return predict(torch.where(m, x, x_t), tt, dd)
-
-    return shortcut_target(frame_predict, x_t, t, half)
-
-
 def recovery_loss(student, teacher: CausalDiT, batch: ClipBatch, nc: NoisyClips, finest: int,
                   g: torch.Generator, amp_dtype, match_weight: float = 1.0) -> tuple[torch.Tensor, dict]:
     """Output matching to the unpruned teacher + the flow loss, on the same noisy clips. Target frames
     get a random shortcut step size when the teacher is a shortcut model (so the student keeps it)."""
-    B, L = nc.t.shape
-    dev = nc.t.device
-    if teacher.cfg.shortcut:
-        sizes = torch.tensor(step_sizes(finest))
-        d = sizes[torch.randint(len(sizes), (B, L), generator=g)].to(dev)
-        d = torch.where(nc.is_target, d, torch.zeros_like(d))
-    else:
-        d = torch.zeros_like(nc.t)
-    x_t = add_noise(nc.source, nc.noise, nc.t)
-    with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-        with torch.no_grad():
-            ref = teacher(x_t, nc.cond, nc.t, d, batch.action, batch.prompt).float()
-        pred = student(x_t, nc.cond, nc.t, d, batch.action, batch.prompt).float()
-    match = F.mse_loss(pred, ref)
-    flow = F.mse_loss(pred, batch.target)
-    return match_weight * match + flow, {"match": match.detach(), "flow": flow.detach()}
+    inputs, target = _dit_inputs(nc, batch, teacher, finest, g)
+    return output_matching_loss(student, teacher, inputs, target, amp_dtype, match_weight)
+
+
+def _dit_inputs(nc: NoisyClips, batch: ClipBatch, teacher: CausalDiT, finest: int, g: torch.Generator):
+    d = random_step_sizes(teacher.cfg.shortcut, nc.is_target, finest, g)
+    return (add_noise(nc.source, nc.noise, nc.t), nc.cond, nc.t, d, batch.action, batch.prompt), batch.target
+
+
+def clip_inputs(teacher, batch: ClipBatch, cfg, g: torch.Generator, amp_dtype) -> tuple[tuple, torch.Tensor]:
+    """(the teacher's forward arguments, the true frames) for one batch of either architecture, built as
+    its training builds them: what pruning scores on and recovery matches outputs on. `cfg` carries
+    data / history_aug / finest (a PruneConfig or DistillConfig)."""
+    if teacher.cfg.arch == "hourglass":
+        return hourglass_clip_inputs(teacher, batch, augment(cfg.history_aug), cfg.finest, g, amp_dtype)
+    return _dit_inputs(noisy_clips(teacher, batch, train_config(cfg), g, amp_dtype), batch, teacher, cfg.finest, g)
 
 
 # -- fixed-input evaluation ---------------------------------------------------------------------------
@@ -221,7 +183,10 @@ def self_consistency_error(model: CausalDiT, batch: ClipBatch, finest: int, seed
     """Mean over step sizes D = 2/M..1 of the MSE between the model's one D-step prediction of the last
     frame and two D/2-steps of `target_model` (default: the same model), in x-space, at t = D (the
     last step of a D-step sampler) and t = 1 (the first), on fixed noise; earlier frames are clean
-    context at the cache level. Zero for a perfectly self-consistent shortcut model."""
+    context at the cache level. Zero for a perfectly self-consistent shortcut model. The hourglass's
+    version: distill_hourglass.hourglass_self_consistency_error."""
+    if model.cfg.arch == "hourglass":
+        return hourglass_self_consistency_error(model, batch, finest, seed, target_model)
     target_model = model if target_model is None else target_model
     B, L = batch.target.shape[:2]
     dev = batch.target.device
@@ -243,7 +208,7 @@ def self_consistency_error(model: CausalDiT, batch: ClipBatch, finest: int, seed
 
             d_half = torch.where(is_last, torch.full_like(t, D / 2), torch.zeros_like(t))
             t_safe = torch.where(is_last, t, torch.ones_like(t))
-            target, _ = _masked_shortcut_target(predictor(target_model), x_t, t_safe, d_half, is_last)
+            target, _ = masked_shortcut_target(predictor(target_model), x_t, t_safe, d_half, is_last)
             one = predictor(model)(x_t, t, torch.where(is_last, torch.full_like(t, D), torch.zeros_like(t)))
             errs.append(float((one[:, -1] - target[:, -1]).pow(2).mean()))
     return sum(errs) / len(errs)
@@ -255,24 +220,31 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def sampling_table(student: CausalDiT, teacher: CausalDiT, batch: ClipBatch, steps_list=(1, 2, 4, 32),
-                   teacher_steps: int = 32, seed: int = 0) -> dict:
-    """PSNR (dB) of the student's k-step last frame vs the teacher's `teacher_steps`-step one and vs the
-    true frame, on the same fixed noise."""
-    R = student.cfg.resolution
-    g = torch.Generator().manual_seed(seed)
-    noise = torch.randn(batch.target.shape[0], 3, R, R, generator=g).to(batch.target.device)
-    ref = sample_last_frame(teacher, batch, noise, teacher_steps)
-    truth = batch.target[:, -1]
+def sampling_table(student, teacher, batch: ClipBatch, steps_list=(1, 2, 4, 32), teacher_steps: int = 32,
+                   seed: int = 0) -> dict:
+    """PSNR (dB) of the student's k-step output vs the teacher's `teacher_steps`-step one and vs the true
+    frames, on the same fixed noise: the DiT's last frame of each clip (`sample_last_frame`), the
+    hourglass's every frame streamed through the serving sampler (`distill_hourglass.stream_clip`)."""
+    if student.cfg.arch == "hourglass":
+        sample = lambda m, k: stream_clip(m, batch, k, seed)
+        truth = batch.target
+    else:
+        R = student.cfg.resolution
+        g = torch.Generator().manual_seed(seed)
+        noise = torch.randn(batch.target.shape[0], 3, R, R, generator=g).to(batch.target.device)
+        sample = lambda m, k: sample_last_frame(m, batch, noise, k)
+        truth = batch.target[:, -1]
+    ref = sample(teacher, teacher_steps)
     rows = {"teacher": {"steps": teacher_steps, "psnr_vs_truth": psnr(ref, truth)}}
     for k in steps_list:
-        out = sample_last_frame(student, batch, noise, k)
+        out = sample(student, k)
         rows[f"student_{k}"] = {"steps": k, "psnr_vs_teacher": psnr(out, ref), "psnr_vs_truth": psnr(out, truth)}
     return rows
 
 
-def build_pool(cfg, resolution: int, device, progress: bool = True):
-    """A ClipPool filled from cfg.data (train.clip_stream), and the stream that refreshes it."""
+def build_pool(cfg, resolution: int, device, progress: bool = True, world: bool = False):
+    """A ClipPool filled from cfg.data (train.clip_stream), and the stream that refreshes it; `world` for
+    a model that reads the world group (its cfg.world_freqs)."""
     from tqdm import tqdm
 
     from neural_renderer.training.clip_sources import ClipPool
@@ -286,7 +258,7 @@ def build_pool(cfg, resolution: int, device, progress: bool = True):
     tcfg = train_config(cfg)
     table = style_embeddings()
     styles = sorted(table)
-    pool = ClipPool(cfg.pool, cfg.clip_len, resolution, styles, table, device=device)
+    pool = ClipPool(cfg.pool, cfg.clip_len, resolution, styles, table, device=device, world=world)
     stream = clip_stream(tcfg, resolution, styles, rank=0)
     for _ in tqdm(range(cfg.pool), desc="filling clip pool", disable=not progress):
         pool.add(next(stream))
@@ -304,7 +276,7 @@ def eval_batch(pool, n: int, seed: int) -> ClipBatch:
 
 
 def distill(cfg: DistillConfig, progress: bool = True) -> dict:
-    """Shortcut-train a copy of the teacher; write NAME.json + safetensors (shortcut=True, steps =
+    """Shortcut-train a copy of the teacher (either architecture); write NAME.json + safetensors (shortcut=True, steps =
     recommended), loss.png, sampling.png and distill_result.json under cfg.out."""
     from neural_renderer.model.checkpoint import load_model, resolve, save_checkpoint
 
@@ -316,13 +288,16 @@ def distill(cfg: DistillConfig, progress: bool = True) -> dict:
     scfg = copy.deepcopy(teacher.cfg)
     scfg.shortcut, scfg.steps = True, cfg.recommended_steps
     scfg.name = cfg.name or scfg.name
-    model = CausalDiT(scfg).to(dev)
+    model = build(scfg).to(dev)
     model.load_state_dict(teacher.state_dict())
+    if scfg.arch == "hourglass" and not teacher.cfg.shortcut:
+        # the DiT keeps its first recipe: its tables and tests query the teacher at d > 0 unfolded
+        fold_step_embedding(model)
     model.train()
     ema_model = copy.deepcopy(model).requires_grad_(False).eval()
     amp_dtype = torch.bfloat16 if dev.type == "cuda" else None
-    tcfg = train_config(cfg)
-    pool, stream = build_pool(cfg, scfg.resolution, dev, progress)
+    tcfg, aug = train_config(cfg), augment(cfg.history_aug)
+    pool, stream = build_pool(cfg, scfg.resolution, dev, progress, world=bool(scfg.world_freqs))
     g = torch.Generator().manual_seed(cfg.seed * 1000 + 17)
     n_sc = max(1, int(round(cfg.batch * cfg.sc_frac))) if cfg.sc_frac > 0 else 0
     fixed = eval_batch(pool, cfg.eval_clips, cfg.seed)
@@ -331,6 +306,8 @@ def distill(cfg: DistillConfig, progress: bool = True) -> dict:
     vs_teacher_before = self_consistency_error(model, fixed, cfg.finest, cfg.seed, target_model=teacher)
 
     def loss_fn(batch):
+        if scfg.arch == "hourglass":
+            return hourglass_shortcut_loss(model, ema_model, batch, aug, n_sc, cfg.finest, g, amp_dtype)
         nc = noisy_clips(ema_model, batch, tcfg, g, amp_dtype)
         return shortcut_loss(model, ema_model, batch, nc, n_sc, cfg.finest, g, amp_dtype)
 

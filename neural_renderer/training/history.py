@@ -11,6 +11,7 @@ One step on a batch of clips (B, L frames):
    (what it will see at run time); frame 0 of a clip and a share of whole samples get none (a reset,
    a look switch, a client without motion vectors);
 4. one `forward_clip` pass and the x-prediction MSE.
+Steps 1-3 are `hourglass_inputs`, which shortcut distillation builds on too.
 """
 from __future__ import annotations
 
@@ -103,11 +104,25 @@ def edge_l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return dx + dy
 
 
-def hourglass_loss(model, raw_model, batch: ClipBatch, aug: HistoryAugment, g: torch.Generator, amp_dtype,
-                   history: bool = True, gn: torch.Generator | None = None, edge_weight: float = 0.0) -> torch.Tensor:
-    """`model` may be the DDP wrapper; `raw_model` runs the no-grad prediction of the own-output history.
-    `g` draws every per-sample decision; `gn` (default g) the pixel noise, on its own device;
-    `edge_weight` adds that much of `edge_l1` to the x-prediction MSE."""
+@dataclass
+class HourglassInputs:
+    """One batch's inputs to the hourglass, everything but the network's own forward: the plain loss and the
+    shortcut distillation (distill_hourglass.py) both start from these."""
+
+    cond: torch.Tensor  # (B, L, C, H, W) conditioning with the dropped groups cleared
+    hist: torch.Tensor  # (B, L, HISTORY_PLANES, H, W)
+    t: torch.Tensor  # (B, L) noise levels
+    d: torch.Tensor  # (B, L) step sizes (0: plain flow matching)
+    h: torch.Tensor  # (B, L) the history's noise level, per sample
+    noise: torch.Tensor  # (B, L, 3, H, W)
+    x_t: torch.Tensor  # (B, L, 3, H, W) the target frames noised to t
+
+
+def hourglass_inputs(raw_model, batch: ClipBatch, aug: HistoryAugment, g: torch.Generator, amp_dtype,
+                     history: bool = True, gn: torch.Generator | None = None) -> HourglassInputs:
+    """Steps 1-3 of the module docstring. `raw_model` runs the no-grad prediction of the own-output history
+    (told step size 1 when it is a shortcut model: its one-step output; 0 otherwise, the step size it was
+    trained with). `g` draws every per-sample decision; `gn` (default g) the pixel noise, on its own device."""
     gn = gn or g
     B, L = batch.target.shape[:2]
     dev = batch.target.device
@@ -120,17 +135,25 @@ def hourglass_loss(model, raw_model, batch: ClipBatch, aug: HistoryAugment, g: t
                     torch.rand(B, generator=g) * aug.history_noise_max, torch.zeros(B)).to(dev)
     present = (torch.rand(B, generator=g) >= aug.history_drop_p).float().to(dev) * float(history)
     hist = clip_history(corrupt(batch.target, aug, g), batch, h, present, g, gn)
-    autocast = torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None)
+    hh = h[:, None].expand(B, L)
     if history and float(torch.rand(1, generator=g)) < aug.own_output_frac:
         # the history becomes the model's own one-step prediction from pure noise, as at run time
-        with torch.no_grad(), autocast:
+        with torch.no_grad(), torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             ones = torch.ones_like(t)
-            own = raw_model.forward_clip(noise, cond, hist, ones, d, h[:, None].expand(B, L), batch.action,
-                                         batch.prompt).float().clamp(-1, 1)
+            own = raw_model.forward_clip(noise, cond, hist, ones, ones if raw_model.cfg.shortcut else d, hh,
+                                         batch.action, batch.prompt).float().clamp(-1, 1)
         hist = clip_history(own, batch, h, present, g, gn)
-    x_t = add_noise(batch.target, noise, t)
-    with autocast:
-        pred = model(x_t, cond, hist, t, d, h[:, None].expand(B, L), batch.action, batch.prompt)
+    return HourglassInputs(cond, hist, t, d, hh, noise, add_noise(batch.target, noise, t))
+
+
+def hourglass_loss(model, raw_model, batch: ClipBatch, aug: HistoryAugment, g: torch.Generator, amp_dtype,
+                   history: bool = True, gn: torch.Generator | None = None, edge_weight: float = 0.0) -> torch.Tensor:
+    """`model` may be the DDP wrapper; `raw_model` runs the no-grad prediction of the own-output history.
+    `g` draws every per-sample decision; `gn` (default g) the pixel noise, on its own device;
+    `edge_weight` adds that much of `edge_l1` to the x-prediction MSE."""
+    x = hourglass_inputs(raw_model, batch, aug, g, amp_dtype, history, gn)
+    with torch.autocast(batch.target.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        pred = model(x.x_t, x.cond, x.hist, x.t, x.d, x.h, batch.action, batch.prompt)
     loss = F.mse_loss(pred.float(), batch.target)
     if edge_weight:
         loss = loss + edge_weight * edge_l1(pred.float(), batch.target)

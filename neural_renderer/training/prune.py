@@ -1,5 +1,11 @@
 """Architecture-aware pruning of a trained generator, then recovery by distillation.
 
+Both architectures share the transformer `Block` (dit.py): the DiT is nothing but these blocks over
+pixel patches, the hourglass runs them as its trunk at 1/patch between the convolutional encoder and
+decoder. Pruning works on `model.blocks` and the config's depth / mlp_ratio only, so one code path
+serves both. The hourglass's convolutional levels are kept whole, so trunk pruning reaches only part
+of its work: at the shipped tiny's 128x128 they are 47% of a frame's multiply-accumulates (`frame_macs`).
+
 Units and how they are scored on real clips (the training pool: world renders, a dataset or synthetic):
 - attention heads and MLP channels: first-order Taylor importance, sum over scoring batches of
   |w * dL/dw| over the weights that belong to the unit (a head: its q, k, v rows of `qkv` and its
@@ -7,7 +13,7 @@ Units and how they are scored on real clips (the training pool: world renders, a
 - whole blocks: measured ablation, the mean squared change of the model's prediction when the block is
   skipped (its residual branch removed), the TinyFusion view that depth is what buys wall-clock.
 
-What is removed must still be a `CausalDiT` the daemon loads from a plain `GeneratorConfig`
+What is removed must still be a model the daemon loads from a plain `GeneratorConfig`
 (`generator:/path.safetensors`): that config fixes one residual width with dim = heads * 64 and one
 MLP width mlp_ratio * dim for every block. So a plan removes (a) whole blocks, the lowest-scoring ones,
 and (b) per kept block the lowest-scoring MLP channels down to mlp_ratio' * dim (a multiple of 64
@@ -28,8 +34,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from neural_renderer.model.dit import HEAD_DIM, CausalDiT
-from neural_renderer.model.registry import GeneratorConfig
+from neural_renderer.model.dit import HEAD_DIM
+from neural_renderer.model.registry import GeneratorConfig, build
 from neural_renderer.training.config import PruneConfig
 
 TILE = 64  # every remaining width is a multiple of this (kernel tile, head dim)
@@ -82,7 +88,7 @@ class PrunePlan:
 
 
 @contextmanager
-def masked(model: CausalDiT, mask: UnitMask):
+def masked(model: torch.nn.Module, mask: UnitMask):
     """Run `model` with the masked-out units zeroed: a skipped block returns its input; a masked head
     contributes nothing to `proj`; a masked MLP channel contributes nothing to `fc2`."""
     handles = []
@@ -112,7 +118,7 @@ def head_rows(dim: int, h: int) -> torch.Tensor:
     return torch.cat([base, base + dim, base + 2 * dim])
 
 
-def taylor_scores(model: CausalDiT, batches, loss_fn) -> tuple[torch.Tensor, torch.Tensor]:
+def taylor_scores(model: torch.nn.Module, batches, loss_fn) -> tuple[torch.Tensor, torch.Tensor]:
     """Sum over `batches` of |w * dL/dw| per head (depth, heads) and per MLP channel (depth, hidden).
     `loss_fn(model, batch) -> scalar`."""
     cfg = model.cfg
@@ -141,7 +147,7 @@ def taylor_scores(model: CausalDiT, batches, loss_fn) -> tuple[torch.Tensor, tor
 
 
 @torch.no_grad()
-def block_scores(model: CausalDiT, batches, predict) -> torch.Tensor:
+def block_scores(model: torch.nn.Module, batches, predict) -> torch.Tensor:
     """(depth,) mean squared change of the prediction when each block alone is skipped.
     `predict(model, batch) -> prediction tensor`."""
     cfg = model.cfg
@@ -190,8 +196,8 @@ def pruned_config(cfg: GeneratorConfig, plan: PrunePlan, name: str | None = None
     return new
 
 
-def apply_plan(model: CausalDiT, plan: PrunePlan, name: str | None = None) -> CausalDiT:
-    """A new, smaller CausalDiT holding exactly the kept units' weights."""
+def apply_plan(model: torch.nn.Module, plan: PrunePlan, name: str | None = None) -> torch.nn.Module:
+    """A new, smaller model of the same architecture holding exactly the kept units' weights."""
     cfg = pruned_config(model.cfg, plan, name)
     src = model.state_dict()
     state = {k: v for k, v in src.items() if not k.startswith("blocks.")}
@@ -208,7 +214,7 @@ def apply_plan(model: CausalDiT, plan: PrunePlan, name: str | None = None) -> Ca
                 v = v[:, ch]
             state[f"blocks.{new_i}.{rest}"] = v.clone()
     p = next(model.parameters())
-    out = CausalDiT(cfg).to(p.device, p.dtype)
+    out = build(cfg).to(p.device, p.dtype)
     out.load_state_dict(state)
     return out.train(model.training)
 
@@ -218,33 +224,47 @@ def count_params(model: torch.nn.Module) -> int:
 
 
 def frame_macs(cfg: GeneratorConfig) -> int:
-    """Multiply-accumulates of one streaming forward of one frame (matmuls + attention over all slots)."""
+    """Multiply-accumulates of one streaming forward of one frame at cfg.resolution: the trunk's matmuls
+    and attention over all slots, plus the DiT's patch embedding or the hourglass's convolutions."""
     T, D = cfg.tokens, cfg.dim
     per_block = T * (3 * D * D + D * D + 2 * cfg.mlp_ratio * D * D + 6 * D * D) + 2 * T * cfg.slots * T * D
+    if cfg.arch == "hourglass":
+        return cfg.depth * per_block + conv_macs(cfg)
     return cfg.depth * per_block + T * D * 3 * cfg.patch ** 2
 
 
+@torch.no_grad()
+def conv_macs(cfg: GeneratorConfig) -> int:
+    """The hourglass's convolutions on one frame at cfg.resolution, counted on a forward of the model
+    (every level's size and width, without restating the architecture here)."""
+    from neural_renderer.model.inputs import COND_CHANNELS
+    from neural_renderer.model.history import HISTORY_PLANES
+
+    model = build(cfg).eval()
+    total = [0]
+
+    def count(m, args, out):
+        total[0] += out.numel() // out.shape[0] * m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    R = cfg.resolution
+    one = lambda *s: torch.zeros(1, 1, *s)
+    model.forward_clip(one(3, R, R), one(COND_CHANNELS, R, R), one(HISTORY_PLANES, R, R), one(), one(), one(),
+                       one(model.action_embed[0].in_features), torch.zeros(1, model.prompt_embed.in_features))
+    for h in hooks:
+        h.remove()
+    return total[0]
+
+
 # -- pruning ------------------------------------------------------------------------------------
-
-
-def _clip_inputs(nc, batch, teacher: CausalDiT, finest: int, g: torch.Generator):
-    from neural_renderer.training.distill import step_sizes
-    from neural_renderer.model.flow import add_noise
-
-    B, L = nc.t.shape
-    d = torch.zeros_like(nc.t)
-    if teacher.cfg.shortcut:
-        sizes = torch.tensor(step_sizes(finest))
-        d = torch.where(nc.is_target, sizes[torch.randint(len(sizes), (B, L), generator=g)].to(d), d)
-    return (add_noise(nc.source, nc.noise, nc.t), nc.cond, nc.t, d, batch.action, batch.prompt), batch.target
 
 
 def prune(cfg: PruneConfig, progress: bool = True) -> dict:
     """Score on real clips, remove, recover by distillation from the unpruned model, save; writes
     NAME.json + safetensors, scores.png, loss.png and prune_result.json under cfg.out."""
     from neural_renderer.model.checkpoint import load_model, resolve, save_checkpoint
-    from neural_renderer.training.distill import (build_pool, eval_batch, noisy_clips, recovery_loss, sampling_table,
-                                                  train_config)
+    from neural_renderer.training.distill import build_pool, clip_inputs, eval_batch, sampling_table
+    from neural_renderer.training.shortcut import output_matching_loss
     from neural_renderer.training.loop import pick_device, run_loop, save_loss_plot
 
     dev = pick_device(cfg.device)
@@ -253,13 +273,12 @@ def prune(cfg: PruneConfig, progress: bool = True) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     teacher = load_model(cfg.init, device=dev).requires_grad_(False)
     check_request(teacher.cfg, cfg.drop_blocks, cfg.mlp_ratio)  # before minutes of clip rendering
-    tcfg = train_config(cfg)
-    pool, stream = build_pool(cfg, teacher.cfg.resolution, dev, progress)
+    pool, stream = build_pool(cfg, teacher.cfg.resolution, dev, progress, world=bool(teacher.cfg.world_freqs))
     g = torch.Generator().manual_seed(cfg.seed * 1000 + 29)
     score_set = []
     for _ in range(cfg.score_batches):
         batch = pool.sample(cfg.batch, g)
-        score_set.append(_clip_inputs(noisy_clips(teacher, batch, tcfg, g, None), batch, teacher, cfg.finest, g))
+        score_set.append(clip_inputs(teacher, batch, cfg, g, None))
 
     scoring = copy.deepcopy(teacher).float().eval()
     heads, mlp = taylor_scores(scoring, score_set, lambda m, b: F.mse_loss(m(*b[0]).float(), b[1]))
@@ -273,15 +292,14 @@ def prune(cfg: PruneConfig, progress: bool = True) -> dict:
     k_eval = teacher.cfg.steps
     before = {"unpruned": sampling_table(teacher, teacher, fixed, steps_list=(k_eval,), teacher_steps=32),
               "pruned_before_recovery": sampling_table(student.eval(), teacher, fixed, steps_list=(k_eval,), teacher_steps=32)}
-    held_out = [_clip_inputs(noisy_clips(teacher, b, tcfg, gh, None), b, teacher, cfg.finest, gh)
-                for gh in [torch.Generator().manual_seed(cfg.seed + 4242)] for b in [fixed]]
+    held_out = [clip_inputs(teacher, fixed, cfg, torch.Generator().manual_seed(cfg.seed + 4242), None)]
     match_before = match_error(student, teacher, held_out)
     student.train()
     amp_dtype = torch.bfloat16 if dev.type == "cuda" else None
 
     def loss_fn(batch):
-        nc = noisy_clips(teacher, batch, tcfg, g, amp_dtype)
-        return recovery_loss(student, teacher, batch, nc, cfg.finest, g, amp_dtype, cfg.match_weight)
+        inputs, target = clip_inputs(teacher, batch, cfg, g, amp_dtype)
+        return output_matching_loss(student, teacher, inputs, target, amp_dtype, cfg.match_weight)
 
     st = run_loop(student, loss_fn, pool, cfg, g, f"recover {name}", stream=stream, progress=progress)
     student.eval()
@@ -304,7 +322,7 @@ def prune(cfg: PruneConfig, progress: bool = True) -> dict:
 
 
 @torch.no_grad()
-def match_error(student: CausalDiT, teacher: CausalDiT, inputs) -> float:
+def match_error(student: torch.nn.Module, teacher: torch.nn.Module, inputs) -> float:
     """Mean squared difference of the student's and the teacher's predictions on fixed noisy clips."""
     errs = [float((student(*x).float() - teacher(*x).float()).pow(2).mean()) for x, _ in inputs]
     return sum(errs) / len(errs)
