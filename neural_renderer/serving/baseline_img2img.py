@@ -133,7 +133,7 @@ class UNet(nn.Module):
         self.norm_out, self.conv_out = nn.GroupNorm(cfg.groups, cur), nn.Conv2d(cur, cfg.latent, 3, padding=1)
 
     @staticmethod
-    def _apply(block, h, emb, ctx):
+    def _run_block(block, h, emb, ctx):
         if isinstance(block[0], ResBlock):
             h = block[0](h, emb)
             return block[1](h, ctx) if isinstance(block[1], Transformer) else h
@@ -146,13 +146,13 @@ class UNet(nn.Module):
         h = self.conv_in(x)
         skips = [h]
         for block in self.down:
-            h = self._apply(block, h, emb, ctx)
+            h = self._run_block(block, h, emb, ctx)
             skips.append(h)
         h = self.mid[2](self.mid[1](self.mid[0](h, emb), ctx), emb)
         for block in self.up:
             if isinstance(block[0], ResBlock):
                 h = torch.cat([h, skips.pop()], dim=1)
-            h = self._apply(block, h, emb, ctx)
+            h = self._run_block(block, h, emb, ctx)
         return self.conv_out(F.silu(self.norm_out(h)))
 
 
