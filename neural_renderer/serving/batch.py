@@ -47,7 +47,7 @@ class _Graph:
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
             self.out = stepper._denoise(cache, *self.inputs, steps=steps, count=False)
-        # the warm-up wrote into the cache: harmless, every replay copies the sessions' caches in first
+        # the warm-up wrote into the cache: harmless, BatchStepper.run copies the sessions' caches in after
 
 
 class BatchStepper:
@@ -97,16 +97,17 @@ class BatchStepper:
         prompt = torch.cat([s.prompt for s in samplers])
         self._scalars(s0, rows)
         cache = self._cache(size, rows)
+        cache.frames = s0.cache.frames  # the host counter decides the advance a capture records
+        inputs = [x, cond, hist, action, prompt]
+        key = (*size, s0.steps, rows)
+        graphed = self.use_graph and s0.use_context and s0.cache.steady
+        if graphed and key not in self._graphs:  # before the rows go in: the capture's warm-up writes the cache
+            self._graphs[key] = _Graph(self, cache, inputs, s0.steps)
         for i, s in enumerate(samplers):  # rows are the sessions' own caches, in batch order
             cache.k[:, i:i + 1].copy_(s.cache.k)
             cache.v[:, i:i + 1].copy_(s.cache.v)
         cache.valid.copy_(s0.cache.valid)
-        cache.frames = s0.cache.frames
-        inputs = [x, cond, hist, action, prompt]
-        key = (*size, s0.steps, rows)
-        if self.use_graph and s0.use_context and s0.cache.steady:
-            if key not in self._graphs:
-                self._graphs[key] = _Graph(self, cache, inputs, s0.steps)
+        if graphed:
             g = self._graphs[key]
             for dst, src in zip(g.inputs, inputs):
                 dst.copy_(src)
