@@ -13,6 +13,16 @@ round trip) before starting a frame of a session that is ahead.
 Shared-memory frames are rendered from the session's sealed memory and into it, zero-copy
 (bridge.shm.SlotIO), and non-finite pixels are repaired before the renderer sees them (bridge.repair).
 
+Many sessions, one forward. A backend may offer `render_batch(items)` (bridge.backends) and give its
+sessions a `batch_key()`. When the fair choice above picks a session's frame, every other frame waiting at
+that instant whose session has the same key (for the generator: the same model, frame size and step count)
+goes with it into one `render_batch` call. The batch is formed from what is already queued and nothing
+else: the thread never waits for a batch to fill, so a session alone starts its frame exactly when it would
+have without batching (a batch of one takes the plain `render` path), and a frame that joins a batch starts
+no later than it would have waited for its turn behind the chosen one. Each member is charged its share
+(batch time / members) of render time, so sessions of another size, which never share a batch with them,
+still get their fair turns against the group.
+
 The socket loop only talks to it through `open/close/submit/cancel` and the `results` queue, so a
 process-per-GPU worker pool (bridge.worker_pool) can replace this thread behind the same four calls.
 """
@@ -67,6 +77,8 @@ class RenderWorker:
         self._control: deque = deque()  # ('open', sid, spec) | ('close', sid, RendererSession)
         self._pending: "OrderedDict[str, FrameJob]" = OrderedDict()  # session -> waiting frame
         self._sessions: dict[str, RendererSession] = {}
+        self._keys: dict[str, Any] = {}  # session -> its batch key (absent: renders alone)
+        self._render_batch = getattr(renderer, "render_batch", None)
         self._used: dict[str, float] = {}  # session -> render seconds (virtual time) while it has frames
         self._vclock = 0.0
         self._last: tuple | None = None  # (session of the frame that just ended, anticipate until)
@@ -131,24 +143,37 @@ class RenderWorker:
                     sid = min(self._pending, key=lambda k: self._used.get(k, 0.0))
                     job = self._pending.pop(sid)
                     self._vclock = self._used.get(sid, 0.0)
+                    jobs = [job, *self._companions(sid)]
             if op == "open":
                 self._do_open(sid, arg)
             elif op == "close":
                 self._used.pop(sid, None)
+                self._keys.pop(sid, None)
                 rs = self._sessions.pop(sid, None)
                 if rs is not None:
                     try:
                         rs.close()
                     except Exception:  # noqa: BLE001 - a failing close must not kill the worker
                         pass
-            else:
+            elif len(jobs) == 1:
                 self._do_frame(job)
+            else:
+                self._do_batch(jobs)
         for rs in self._sessions.values():
             try:
                 rs.close()
             except Exception:  # noqa: BLE001
                 pass
         self._sessions.clear()
+
+    def _companions(self, sid: str) -> list[FrameJob]:
+        """The frames waiting right now whose sessions share `sid`'s batch key, taken off the queue (caller
+        holds the lock). Only what is queued at this instant: never a wait for more."""
+        key = self._keys.get(sid)
+        if key is None or self._render_batch is None:
+            return []
+        mates = [k for k in self._pending if k != sid and self._keys.get(k) == key]
+        return [self._pending.pop(k) for k in mates]
 
     def _anticipating(self) -> bool:
         """Hold the thread a moment for the session whose frame just finished, when it is behind the
@@ -179,7 +204,61 @@ class RenderWorker:
         finally:
             self.current = None
         self._sessions[sid] = rs
+        try:
+            key = rs.batch_key() if self._render_batch is not None else None
+        except Exception:  # noqa: BLE001 - a session whose key fails renders alone
+            key = None
+        if key is not None:
+            self._keys[sid] = key
         self._post(Result("opened", sid, value=rs))
+
+    def _inputs(self, job: FrameJob) -> None:
+        """The frame's pixels as the renderer sees them: read from the session's slot (shm), repaired."""
+        if job.io is not None:
+            pixels = job.io.read(job.slot)  # the game's own frame (recordings) is no renderer input
+            job.inputs.pixels, job.out = {n: v for n, v in pixels.items() if n != FINAL.name}, job.io.output(job.slot)
+        job.inputs.pixels, job.repaired = repair_non_finite(job.inputs.pixels)
+
+    def _do_batch(self, jobs: list[FrameJob]) -> None:
+        """Frames of sessions sharing a batch key, in one `render_batch` call; each gets its own result."""
+        t0 = time.perf_counter()
+        self.current = ("frame", jobs[0].session, jobs[0].inputs.seq, t0)
+        errors: dict[int, BaseException] = {}
+        items, placed = [], []
+        for n, job in enumerate(jobs):
+            rs = self._sessions.get(job.session)
+            if rs is None:
+                errors[n] = RuntimeError("session closed before its frame rendered")
+                continue
+            try:
+                self._inputs(job)
+            except Exception as e:  # noqa: BLE001 - that frame's error reply
+                errors[n] = e
+                continue
+            items.append((rs, job.inputs, job.out))
+            placed.append(n)
+        if items:
+            try:
+                for n, e in zip(placed, self._render_batch(items)):
+                    if e is not None:
+                        errors[n] = e
+            except Exception as e:  # noqa: BLE001 - the whole call failed: each of its frames did
+                for n in placed:
+                    errors[n] = e
+        t1 = time.perf_counter()
+        self.current = None
+        share = (t1 - t0) / len(jobs)
+        with self._cv:
+            for job in jobs:
+                if job.session in self._used:
+                    self._used[job.session] += share
+            self._last = (jobs[0].session, time.perf_counter() + min(ANTICIPATE_S, share))
+        for n, job in enumerate(jobs):
+            job.keepalive = None
+            job.io = None
+            self._post(Result("frame", job.session, value=job, error=errors.get(n),
+                              timings={"queue_ms": (t0 - job.t_recv) * 1e3, "render_ms": (t1 - t0) * 1e3,
+                                       "batch": len(jobs)}))
 
     def _do_frame(self, job: FrameJob) -> None:
         rs = self._sessions.get(job.session)
@@ -190,10 +269,7 @@ class RenderWorker:
             err = RuntimeError("session closed before its frame rendered")
         else:
             try:
-                if job.io is not None:
-                    pixels = job.io.read(job.slot)  # the game's own frame (recordings) is no renderer input
-                    job.inputs.pixels, job.out = {n: v for n, v in pixels.items() if n != FINAL.name}, job.io.output(job.slot)
-                job.inputs.pixels, job.repaired = repair_non_finite(job.inputs.pixels)
+                self._inputs(job)
                 rs.render(job.inputs, job.out)
             except Exception as e:  # noqa: BLE001 - becomes an error reply; session stays open
                 err = e

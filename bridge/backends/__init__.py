@@ -4,6 +4,12 @@ One `Renderer` per daemon process holds the model; each client session gets a `R
 All calls of a renderer and its sessions come from ONE thread (the daemon's render worker), so
 backends need no locking. `open_session` raises `UnsupportedSpec` for a spec it cannot serve.
 
+Batching (optional): a renderer that can run frames of several sessions together defines
+`render_batch(items) -> errors`, items a list of (RendererSession, FrameInputs, out), errors one
+exception-or-None per item, every frame rendered into its `out` exactly as its own `render` would; its
+sessions return a hashable `batch_key()`. The render thread hands it the frames waiting at one instant
+whose sessions have equal keys (bridge.render_thread); without `render_batch`, every frame goes to `render`.
+
 spec strings: NAME or NAME:ARG, where NAME is a backend registered under the Python entry-point group
 `neurender.backends` (pyproject.toml lists this project's: `passthrough`, the engine color or a shading
 of the G-buffer back, and `generator[:tiny|base|/path/ckpt.safetensors]`, the causal generator). A third
@@ -69,6 +75,11 @@ class RendererSession(abc.ABC):
     @abc.abstractmethod
     def render(self, frame: FrameInputs, out: np.ndarray) -> None:
         """Write the frame into `out`: (H, W, C) of the session's output format."""
+
+    def batch_key(self):
+        """Sessions with equal keys may have their frames passed together to `Renderer.render_batch`;
+        None (the default): this session's frames always render alone."""
+        return None
 
     def close(self) -> None:
         """Release per-session state."""

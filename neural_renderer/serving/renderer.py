@@ -91,7 +91,14 @@ class GeneratorSession(RendererSession):
         dis = chans.get("disocclusion")
         return mv, None if dis is None else dis.float().reshape(1, 1, *self.size)
 
-    def render(self, frame: FrameInputs, out: np.ndarray) -> None:
+    def batch_key(self):
+        """Sessions of this renderer with equal keys may have their frames run as one batch (bridge
+        render thread): the hourglass sampler at the same frame size and step count. None: never."""
+        return (self.size, self.gen.steps) if self.native else None
+
+    def prepare(self, frame: FrameInputs) -> tuple:
+        """Everything of a frame before the generator's forwards: events, upload, conditioning, and (hourglass)
+        the sampler's own preparation (history, this frame's noise). Returns what `run` takes."""
         if frame.reset:
             self.gen.reset()
         if frame.prompt is not None:
@@ -104,12 +111,18 @@ class GeneratorSession(RendererSession):
         action[: len(a)] = a
         chans, action_d = self.io.upload({k: v for k, v in frame.pixels.items() if k in MODEL_CHANNELS}, action)
         if self.native:
-            y = self.gen.step(self._cond(chans, frame.constants), action_d[None], *self._motion(chans))
-        else:
-            y = self.gen.step(self._cond(chans, frame.constants), action_d[None])  # (1, 3, R, R) in [-1, 1]
+            return self.gen.prepare(self._cond(chans, frame.constants), action_d[None], *self._motion(chans))
+        return self._cond(chans, frame.constants), action_d[None]
+
+    def emit(self, y: torch.Tensor, out: np.ndarray) -> None:
+        """The generator's frame (1, 3, h, w) in [-1, 1] -> the client's output array."""
         if y.shape[-2:] != self.size:
             y = F.interpolate(y.float(), size=self.size, mode="bilinear", align_corners=False)
         self.io.download(y, out)
+
+    def render(self, frame: FrameInputs, out: np.ndarray) -> None:
+        prepared = self.prepare(frame)
+        self.emit(self.gen.run(*prepared) if self.native else self.gen.step(*prepared), out)
 
     def close(self) -> None:
         if self.pending is not None:
@@ -155,6 +168,9 @@ class GeneratorRenderer(Renderer):
                 raise BackendUnavailable(f"generator: {e}") from e
             self.arm = ARMS[self.kernels]
             self.step = ArmStep(self.model, self.arm)  # shared by every session: one render thread runs them
+            from neural_renderer.serving.batch import BatchStepper
+
+            self.batcher = BatchStepper(self.model, self.step, cuda_graph=self.arm.cuda_graph)
         else:
             from kernels.step_builder import fast_step
 
@@ -185,6 +201,42 @@ class GeneratorRenderer(Renderer):
             raise UnsupportedSpec(f"steps {spec.steps} (1..64)")
         self.sessions += 1
         return GeneratorSession(self, spec, seed=self.seed)  # same seed, same inputs -> same frames
+
+    def render_batch(self, items: list[tuple[RendererSession, FrameInputs, np.ndarray]]) -> list[BaseException | None]:
+        """Frames of several sessions (the bridge passes frames whose sessions share a `batch_key`), each
+        rendered into its `out` as its own `render` would; returns each frame's error or None. Hourglass
+        frames whose samplers agree on neural_renderer.serving.batch.batch_key after preparation run as one
+        batched forward; a group of one runs alone (its own CUDA graph), anything else frame by frame."""
+        from neural_renderer.serving.batch import batch_key
+
+        errors: list[BaseException | None] = [None] * len(items)
+        groups: dict[tuple, list[tuple[int, tuple]]] = {}
+        for i, (rs, frame, out) in enumerate(items):
+            try:
+                if not rs.native:
+                    rs.render(frame, out)
+                    continue
+                prepared = rs.prepare(frame)
+                groups.setdefault(batch_key(rs.gen), []).append((i, prepared))
+            except Exception as e:  # noqa: BLE001 - that frame's error reply; the others go on
+                errors[i] = e
+        for members in groups.values():
+            try:
+                if len(members) == 1:
+                    i, prepared = members[0]
+                    ys = [items[i][0].gen.run(*prepared)]
+                else:
+                    ys = self.batcher.run([items[i][0].gen for i, _ in members], [p for _, p in members])
+            except Exception as e:  # noqa: BLE001 - the batched forward failed: every frame of it did
+                for i, _ in members:
+                    errors[i] = e
+                continue
+            for (i, _), y in zip(members, ys):
+                try:
+                    items[i][0].emit(y, items[i][2])
+                except Exception as e:  # noqa: BLE001
+                    errors[i] = e
+        return errors
 
     def close(self) -> None:
         self.prompts.close()

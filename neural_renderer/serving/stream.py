@@ -116,10 +116,11 @@ class StreamingSampler:
         self.graph = graph
 
     @torch.no_grad()
-    def step(self, cond: torch.Tensor, action: torch.Tensor | None = None, motion: torch.Tensor | None = None,
-             disocclusion: torch.Tensor | None = None) -> torch.Tensor:
-        """cond (B, COND_CHANNELS, H, W), action (B, ACTION_DIM), motion (B, 2, H, W) pixels or None,
-        disocclusion (B, 1, H, W) or None -> frame (B, 3, H, W) in [-1, 1]."""
+    def prepare(self, cond: torch.Tensor, action: torch.Tensor | None = None, motion: torch.Tensor | None = None,
+                disocclusion: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """Everything of a frame before its forwards: size and cache state, history, this frame's noise
+        (drawn from this session's own stream, in the same order whether the frame then runs alone or in a
+        batch with other sessions: neural_renderer.serving.batch). Returns (x, cond, hist, action)."""
         H, W = cond.shape[-2:]
         if self.size != (H, W):
             self._resize(H, W)
@@ -138,6 +139,24 @@ class StreamingSampler:
             x = self.fixed_noise
         else:
             x = torch.randn(shape, generator=self.rng, device=self.device, dtype=self.dtype)
+        return x, cond, hist, action
+
+    def finish(self, out: torch.Tensor) -> torch.Tensor:
+        """The frame's output becomes the next frame's history."""
+        self.prev = out
+        self.frames += 1
+        return out
+
+    @torch.no_grad()
+    def step(self, cond: torch.Tensor, action: torch.Tensor | None = None, motion: torch.Tensor | None = None,
+             disocclusion: torch.Tensor | None = None) -> torch.Tensor:
+        """cond (B, COND_CHANNELS, H, W), action (B, ACTION_DIM), motion (B, 2, H, W) pixels or None,
+        disocclusion (B, 1, H, W) or None -> frame (B, 3, H, W) in [-1, 1]."""
+        return self.run(*self.prepare(cond, action, motion, disocclusion))
+
+    @torch.no_grad()
+    def run(self, x: torch.Tensor, cond: torch.Tensor, hist: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """The forwards of a prepared frame, this session alone (its own graph once steady on CUDA)."""
         if self.use_graph and self.use_context and self.cache.steady:
             if self.graph is None:
                 try:
@@ -152,11 +171,5 @@ class StreamingSampler:
                     dst.copy_(src)
                 self.graph.replay()
                 self.cache.frames += 1
-                out = self.g_out.clone()
-                self.prev = out
-                self.frames += 1
-                return out
-        out = self._denoise(x, cond, hist, action)
-        self.prev = out
-        self.frames += 1
-        return out
+                return self.finish(self.g_out.clone())
+        return self.finish(self._denoise(x, cond, hist, action))
