@@ -138,6 +138,7 @@ def instrument(session, timers: Timers) -> None:
     timers.hook(model.stem, "model:   encoder stem conv")
     if getattr(session.r.step, "cpu", None) is not None:  # the CPU arm: the stem's once-a-frame part
         timers.wrap(session.r.step.cpu, "_per_frame", "model:   cpu arm: stem of the conditioning, c (per frame)")
+        timers.wrap(session.r.step.cpu.trunk, "_block", "model:   trunk blocks (attention + MLP)")
     for level in model.enc:
         for rb in level:
             timers.hook(rb, "model:   encoder FiLM blocks")

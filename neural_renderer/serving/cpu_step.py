@@ -9,16 +9,15 @@ What it does differently (each measured by benchmarks/cpu_frame_profile.py):
   A step is known to belong to the frame before it by its inputs: the same tensors (by identity) at the
   same version (no in-place write since).
 - The convolutions run in channels-last (oneDNN's direct NHWC kernels are faster on CPU than NCHW).
-- Attention reads only the cache slots that hold a frame, without a mask: in the steady state every slot
-  is filled and the mask is all true; before it the filled slots are sliced out (a masked key has zero
-  weight, so leaving it out is the same softmax).
+- Each decoder level's 1x1 convolution runs before its bilinear upsampling (`_from_stem` says why exact).
+- The trunk is neural_renderer.serving.cpu_trunk's (fewer operations, cached keys rotated once a frame).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from neural_renderer.model.dit import apply_temporal_rope
+from neural_renderer.serving.cpu_trunk import CPUTrunk, version
 
 
 class CPUStep:
@@ -26,13 +25,14 @@ class CPUStep:
 
     def __init__(self, model):
         self.model = model.to(memory_format=torch.channels_last)
+        self.trunk = CPUTrunk(model)
         self._frame: tuple | None = None  # (inputs, their versions, stem part, conditioning part)
 
     # -- what a frame shares between its steps --------------------------------------------------------
 
     @staticmethod
     def _same(held: tuple, versions: tuple, now: tuple) -> bool:
-        return all(a is b for a, b in zip(held, now)) and versions == tuple(t._version for t in now)
+        return all(a is b for a, b in zip(held, now)) and None not in versions and versions == tuple(map(version, now))
 
     def _per_frame(self, cond, history, d, h, action, prompt, pad: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         """(the stem's convolution of every plane but the noisy RGB, with its bias; the conditioning vector
@@ -50,7 +50,7 @@ class CPUStep:
         c_rest = (m.d_embed(d[:, None]) + m.h_embed(h[:, None]) + m.action_embed(action[:, None])
                   + m.prompt_embed(prompt)[:, None])
         shared = (stem_rest, c_rest)
-        self._frame = (now, tuple(t._version for t in now), shared, pad)
+        self._frame = (now, tuple(map(version, now)), shared, pad)
         return shared
 
     # -- one step ---------------------------------------------------------------------------------------
@@ -66,28 +66,35 @@ class CPUStep:
         x = x.contiguous(memory_format=torch.channels_last)
         stem = F.silu(F.conv2d(x, m.stem.weight[:, :3], None, padding=1) + stem_rest)
         c = m.t_embed(t[:, None]) + c_rest  # (B, 1, D)
-        y = m._from_stem(stem, c, filled_slot_attention(cache, m.rope_cos_t, m.rope_sin_t))
+        y = self._from_stem(stem, c, cache)
         return y[:, :, :H0, :W0].contiguous()
 
-
-def filled_slot_attention(cache, rope_cos_t: torch.Tensor, rope_sin_t: torch.Tensor):
-    """`neural_renderer.model.dit.cache_attention` over the filled slots only, with no mask (see the module's
-    docstring); the cache's validity is read on the host, which on CPU costs no synchronisation."""
-    valid = cache.valid.tolist()
-    filled = None if all(valid) else torch.tensor([s for s, ok in enumerate(valid) if ok], device=cache.k.device)
-
-    def attend_for_layer(i):
-        def attend(q, k, v):  # (B, H, 1, T, 64)
-            kc, vc = cache.layer(i)  # (B, H, slots, T, 64)
-            kc[:, :, -1] = k[:, :, 0]
-            vc[:, :, -1] = v[:, :, 0]
-            kk = apply_temporal_rope(kc, rope_cos_t, rope_sin_t)
-            if filled is not None:
-                kk, vc = kk.index_select(2, filled), vc.index_select(2, filled)
-            B, H, slots, T, Dh = kk.shape
-            a = F.scaled_dot_product_attention(q[:, :, 0], kk.reshape(B, H, slots * T, Dh), vc.reshape(B, H, slots * T, Dh))
-            return a[:, :, None]
-
-        return attend
-
-    return attend_for_layer
+    def _from_stem(self, h, c, cache) -> torch.Tensor:
+        """`HourglassGenerator._from_stem` with the CPU trunk, and each decoder level's 1x1 convolution before
+        its bilinear x2 instead of after: both are linear and the bilinear weights sum to 1 (bias included),
+        so they commute, and the convolution, which narrows the channels, then runs on a quarter of the
+        pixels and the upsampling on the narrower tensor."""
+        m = self.model
+        B = c.shape[0]
+        cf = c.reshape(B, -1)  # (N, D)
+        skips = []
+        for l, level in enumerate(m.enc):
+            for rb in level:
+                h = rb(h, cf)
+            skips.append(h)
+            if l < len(m.downs):
+                h = F.silu(m.downs[l](h))
+        tok = m.to_tokens(h)  # (N, D, gh, gw)
+        gh, gw = tok.shape[-2:]
+        z = tok.flatten(2).transpose(1, 2).reshape(B, 1, gh * gw, -1)  # (B, 1, T, D)
+        z = self.trunk(z, c, (gh, gw), cache)
+        z = m.token_norm(z).reshape(B, gh, gw, -1).permute(0, 3, 1, 2)  # (N, D, gh, gw): channels-last strides
+        h = m.from_tokens(z)
+        for l in range(len(m.dec) - 1, -1, -1):
+            if l < len(m.ups):
+                h = m.ups[l](h)
+            h = F.interpolate(h, scale_factor=2.0, mode="bilinear", align_corners=False)
+            h = h + skips[l]
+            for rb in m.dec[l]:
+                h = rb(h, cf)
+        return m.out(F.silu(m.out_norm(h)))
