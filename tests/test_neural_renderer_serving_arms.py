@@ -1,6 +1,7 @@
 """Serving arms of the hourglass generator (neural_renderer.serving.arms): the fused arm runs whole streams
 (its own key layout in the cache, frame after frame) as the plain path does; the self-check refuses an arm
-that computes something else; CPU serves the plain path, and the backend names the arm it chose."""
+that computes something else; CPU serves the CPU arm (the plain path when asked), and the backend names the
+arm it chose."""
 import _kernels_helpers  # noqa: F401  (sets TRITON_INTERPRET before triton is imported)
 
 import pytest  # noqa: E402
@@ -47,12 +48,13 @@ def test_the_check_refuses_an_arm_that_computes_something_else(monkeypatch):
     assert not ok and "> bound" in detail
 
 
-def test_cpu_serves_the_plain_path_and_the_backend_names_it(tmp_path):
+def test_cpu_serves_the_cpu_arm_and_the_backend_names_it(tmp_path):
     m = randomised("hg-micro")
     ck = save_checkpoint(m.state_dict(), m.cfg, tmp_path / "hg", dtype=torch.float32)
-    assert arms.select(m, 2, (32, 32)) == ("eager", {"eager": {"ok": True, "check": "the plain path"}})
+    assert arms.select(m, 2, (32, 32), "eager") == ("eager", {"eager": {"ok": True, "check": "the plain path"}})
     d = GeneratorRenderer(str(ck), device="cpu").describe()
-    assert d["kernels"] == "eager" and d["arms"]["eager"]["ok"]
+    assert d["kernels"] == "cpu" and d["arms"]["cpu"]["ok"]
+    assert GeneratorRenderer(str(ck), device="cpu", kernels="eager").describe()["kernels"] == "eager"
     with pytest.raises(BackendUnavailable, match="CUDA graph needs a CUDA device"):
         GeneratorRenderer(str(ck), device="cpu", kernels="fused")
     with pytest.raises(BackendUnavailable, match="unknown serving arm"):

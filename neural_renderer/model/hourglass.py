@@ -160,8 +160,15 @@ class HourglassGenerator(nn.Module):
             x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
             cond = F.pad(cond, (0, pad_w, 0, pad_h), mode="replicate")
             history = F.pad(history, (0, pad_w, 0, pad_h), mode="replicate")
-        cf = c.reshape(B * Fr, -1)  # (N, D)
         h = F.silu(self.stem(self._stem_input(x, cond, history)))  # (N, w0, H, W)
+        y = self._from_stem(h, c, attend_for_layer, trunk)[:, :, :H0, :W0]
+        return y.reshape(B, Fr, 3, H0, W0)
+
+    def _from_stem(self, h, c, attend_for_layer, trunk=None) -> torch.Tensor:
+        """Everything after the stem: h (N, w0, H, W) the stem's activation at a padded size, c (B, F, D)
+        -> (N, 3, H, W). Split from `_run` so that a serving arm may compute the stem its own way."""
+        B, Fr = c.shape[:2]
+        cf = c.reshape(B * Fr, -1)  # (N, D)
         skips = []
         for l, level in enumerate(self.enc):
             for rb in level:
@@ -187,9 +194,7 @@ class HourglassGenerator(nn.Module):
             h = h + skips[l]
             for rb in self.dec[l]:
                 h = rb(h, cf)
-        y = self.out(F.silu(self.out_norm(h)))  # (N, 3, H, W)
-        y = y[:, :, :H0, :W0]
-        return y.reshape(B, Fr, 3, H0, W0)
+        return self.out(F.silu(self.out_norm(h)))  # (N, 3, H, W)
 
     # -- training: a clip in one pass ------------------------------------------------------------
 

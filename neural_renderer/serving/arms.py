@@ -1,7 +1,9 @@
 """Serving arms of the hourglass generator: the ways one denoising step can run, each checked against the
 plain PyTorch path on the machine it runs on before it may serve; the fastest that passes serves.
 
-    eager                  the model's own forward, no graph (the CPU path)
+    eager                  the model's own forward, no graph (the plain path)
+    cpu                    the same computation arranged for a CPU (neural_renderer.serving.cpu_step): the
+                           stem's conditioning part once per frame, channels-last convolutions, no mask
     graph                  the same, each steady-state frame replayed as one CUDA graph
     graph+channels-last    + the convolutions in channels-last (cuDNN's NHWC kernels)
     fused                  + the transformer trunk as fused Triton ops (kernels.fused_trunk), in the graph
@@ -10,7 +12,10 @@ plain PyTorch path on the machine it runs on before it may serve; the fastest th
 The check is one step against a filled KV cache, judged by the kernel tests' tolerance rule
 (kernels.step_builder.check_hourglass_step). The timing is the steady-state frame of a StreamingSampler
 (history, `steps` forwards, cache advance), synchronised per frame: latency, not queued throughput.
-On CPU only `eager` is a candidate and nothing is checked or timed (it is the plain path itself).
+On CPU `cpu` is the only candidate: it serves when it passes its check, else `eager` does (the plain path
+needs no check). It is not timed at start: a frame is tens of milliseconds there, a timing worth trusting
+costs seconds of every daemon start, and `python benchmarks/cpu_frame_profile.py --compare` shows it
+faster than `eager` (benchmarks/RESULTS.md).
 """
 from __future__ import annotations
 
@@ -27,10 +32,12 @@ class Arm:
     cuda_graph: bool = False
     channels_last: bool = False
     fused: bool = False
+    cpu: bool = False
 
 
 ARMS: dict[str, Arm] = {a.name: a for a in (
     Arm("eager"),
+    Arm("cpu", cpu=True),
     Arm("graph", cuda_graph=True),
     Arm("graph+channels-last", cuda_graph=True, channels_last=True),
     Arm("fused", cuda_graph=True, fused=True),
@@ -46,24 +53,30 @@ class ArmStep:
     def __init__(self, model, arm: Arm):
         if arm.channels_last:
             model.to(memory_format=torch.channels_last)
-        self.model, self.arm, self.trunk = model, arm, None
+        self.model, self.arm, self.trunk, self.cpu = model, arm, None, None
         if arm.fused:
             from kernels.step_builder import hourglass_trunk
 
             self.trunk = hourglass_trunk(model)
+        if arm.cpu:
+            from neural_renderer.serving.cpu_step import CPUStep
+
+            self.cpu = CPUStep(model)
 
     def __call__(self, x_noisy, cond, history, t, d, h, action, prompt, cache) -> torch.Tensor:
+        if self.cpu is not None:
+            return self.cpu(x_noisy, cond, history, t, d, h, action, prompt, cache)
         return self.model.forward_frame(x_noisy, cond, history, t, d, h, action, prompt, cache, trunk=self.trunk)
 
 
 def candidates(device: torch.device) -> list[str]:
     if device.type != "cuda":
-        return ["eager"]
+        return ["cpu"]
     try:
         import triton  # noqa: F401
     except ImportError:
-        return [n for n, a in ARMS.items() if not a.fused]
-    return list(ARMS)
+        return [n for n, a in ARMS.items() if not a.fused and not a.cpu]
+    return [n for n, a in ARMS.items() if not a.cpu]
 
 
 def check(model, arm: Arm, size: tuple[int, int]) -> tuple[bool, str]:
@@ -123,6 +136,8 @@ def select(model, steps: int, size: tuple[int, int], forced: str | None = None) 
             continue
         ok, detail = check(model, ARMS[name], size)
         entry = report[name] = {"ok": ok, "check": detail}
+        if ok and device.type != "cuda":  # the CPU's one candidate is not timed (the module's docstring says why)
+            return name, report
         if ok:
             try:
                 ms = sorted(time_arm(model, ARMS[name], size, steps))

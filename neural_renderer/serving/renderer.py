@@ -151,7 +151,8 @@ class GeneratorRenderer(Renderer):
         if dtype not in (None, "float32", "bfloat16"):
             raise UnsupportedSpec(f"dtype {dtype!r} (float32 or bfloat16)")
         # bf16 on CUDA by default: through the daemon at 512x512 (H100) it halves the round trip against fp32 with
-        # the same output (benchmarks/RESULTS.md, Generator); on CPU bf16 buys nothing
+        # the same output (benchmarks/RESULTS.md, Generator); on CPU bf16 is faster but off the fp32 output far beyond
+        # rounding (RESULTS.md, hourglass, Speed on this CPU)
         self.dtype = getattr(torch, dtype or ("bfloat16" if self.device.type == "cuda" else "float32"))
         self.model = load_model(self.checkpoint, device=self.device, dtype=self.dtype)
         self.looks = register_checkpoint_looks(self.checkpoint)  # prompts of looks it was fine-tuned on
