@@ -26,7 +26,7 @@ _TINY = dict(model="tiny", batch=32, clip_len=4, lr=8e-4, warmup=150, pool=1200,
 RUNS = {  # run name -> TrainConfig overrides (model = the registry size)
     "tiny": _TINY,
     "tiny-noworld": dict(_TINY, world=False),
-    "tiny-edge": dict(_TINY, edge_loss=0.05),  # the loss ablation: + an L1 on image gradients
+    "tiny-plain": dict(_TINY, edge_loss=0.0),  # the loss ablation: plain x-prediction MSE
     "base": dict(model="base", batch=12, clip_len=4, lr=5e-4, warmup=150, pool=256, refresh_every=1, refresh_clips=4,
                  looks_per_clip=2, render_workers=int(os.environ.get("BASE_WORKERS", 13)), render_resolution=512,
                  crop=256, steps=100000),
@@ -106,6 +106,10 @@ def main() -> None:
     t0 = time.time()
     while any(p.poll() is None for p in procs.values()):
         time.sleep(15)
+        if time.time() - t0 > a.budget + 150:  # a trainer that saved and then hung on exit (its EGL render pool)
+            for m, p in procs.items():
+                if p.poll() is None and (out / m / "train_result.json").is_file():
+                    p.kill()
         print(f"[{time.time() - t0:.0f}s] " + " | ".join(
             f"{m}: {(out / f'train_{m}.log').read_text()[-160:].splitlines()[-1] if (out / f'train_{m}.log').stat().st_size else ''}"
             for m in models), flush=True)
@@ -142,7 +146,7 @@ def main() -> None:
             if not ck.is_file():
                 continue
             for i, (w, h) in enumerate(eval_sizes[size]):
-                ablations = i == 0 and m == size  # the ablation runs (tiny-edge, ...) get only their own row
+                ablations = i == 0 and m == size  # the ablation runs (tiny-plain, ...) get only their own row
                 arms = [f"generator:{ck}"] + ([f"generator:{ck}?context=0&noise=fixed", f"generator:{ck}?history=0"]
                                               if ablations else [])
                 names = [m, f"{m} no-context fixed-noise", f"{m} no-history"][:len(arms)]

@@ -27,13 +27,15 @@ def clip_inputs(R=32, L=2, seed=1):
             torch.randn(1, L, 9, generator=g), torch.randn(1, 384, generator=g))
 
 
-def test_the_shipped_tiny_reads_the_group():
-    cfg, _, _ = load_state("tiny")
-    assert cfg.world_freqs == MODELS["tiny"]().world_freqs > 0
-    assert load_model("tiny").cond_planes == COND_CHANNELS
+@pytest.mark.parametrize("name", ["tiny", "base"])
+def test_the_shipped_hourglasses_read_the_group(name):
+    cfg, _, _ = load_state(name)
+    assert cfg.arch == "hourglass"
+    assert cfg.world_freqs == MODELS[name]().world_freqs > 0
+    assert load_model(name).cond_planes == COND_CHANNELS
 
 
-@pytest.mark.parametrize("name", ["tiny-shortcut", "dit-tiny", "base"])
+@pytest.mark.parametrize("name", ["tiny-shortcut", "dit-tiny"])
 def test_shipped_checkpoints_predate_the_group_and_ignore_it(name):
     cfg, _, _ = load_state(name)
     assert cfg.world_freqs == 0

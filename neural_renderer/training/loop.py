@@ -192,7 +192,7 @@ def save_loss_plot(history: list[tuple[int, float]], path: Path, title: str) -> 
     ax.plot(steps, losses, lw=0.8, label="loss (mean over log interval)")
     ax.set_yscale("log")
     ax.set_xlabel("step")
-    ax.set_ylabel("MSE (x-prediction, [-1,1] pixels)")
+    ax.set_ylabel("training loss (x-prediction MSE + any edge term)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()

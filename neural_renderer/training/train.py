@@ -166,6 +166,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                   f"train {cfg.model}", ema_model=ema_model, ema=cfg.ema, ema_warmup=True, stream=stream,
                   progress=progress, opt=opt, state=state, world=world, rank=rank, ckpt_every=cfg.ckpt_every,
                   on_checkpoint=lambda s: _save(cfg, mcfg, model, ema_model, opt, s, out))
+    if hasattr(stream, "close"):  # stop the render workers now, not at interpreter exit (where an EGL pool can hang)
+        stream.close()
     step, history, elapsed, step_times = st.step, st.history.get("loss", []), st.elapsed_s, st.step_times
     run_s = max(sum(step_times), 1e-9)
     result = {"steps": step, "elapsed_s": elapsed, "pool_fill_s": fill_s, "final_loss": history[-1][1] if history else None,
