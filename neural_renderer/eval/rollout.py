@@ -4,15 +4,11 @@ on the first and last windows for comparison (it cannot drift, so it shows how m
 is the scene's content rather than the model).
 
     neurender bench rollout --model base --frames 10000 --device cuda --json out.json
+    neurender bench rollout --model generator:PATH.json --frames 10000 --style night
 """
 from __future__ import annotations
 
 import time
-
-
-def mse_t(a, b) -> "torch.Tensor":
-    """Mean squared error kept on the device (a host sync per frame would pace the rollout)."""
-    return ((a - b) ** 2).mean()
 
 
 def _psnr(mses) -> "np.ndarray":
@@ -28,55 +24,63 @@ ABLATION_EVERY = 10  # the per-frame ablation runs on every 10th frame (it is st
 
 def rollout(model_spec: str, frames: int, window: int, seed: int, style: str, device: str, steps: int | None,
             script: str = "walk", progress: bool = True, time_budget_s: float = 0.0) -> dict:
-    """Runs up to `frames` frames (fewer if time_budget_s runs out: the result says how many)."""
+    """Runs up to `frames` frames (fewer if time_budget_s runs out: the result says how many).
+
+    The model is driven exactly as the daemon drives it: a generator backend session (serving/renderer.py)
+    fed every engine channel, the camera constants and the action of each frame, so the hourglass's
+    reprojected history and world group are in the loop. The per-frame ablation is the same weights with
+    no context and no history (`?context=0&history=0`), a stateless renderer."""
     import numpy as np
-    import torch
     from tqdm import tqdm
 
-    from neural_renderer.data.world import SequenceRenderer
     from bridge.styles import STYLES
-    from neural_renderer.model.checkpoint import load_model
-    from neural_renderer.model.inputs import INPUT_CHANNELS, engine_to_cond, image_to_model
-    from neural_renderer.serving.generator import Generator
-    from neural_renderer.serving.prompts import encode_prompt
+    from neural_renderer.data.world import SequenceRenderer
+    from neural_renderer.eval.hosts import InProcessHost
 
-    model = load_model(model_spec, device=device)
-    R = model.cfg.resolution
-    prompt = encode_prompt(STYLES[style])
-    gen = Generator(model, prompt, steps=steps, seed=0)
-    abl = Generator(model, prompt, steps=steps, seed=0, use_context=False)
-    seq = SequenceRenderer(seed, R, R, styles=(style,), script=script)
-    ours = torch.zeros(frames, device=device)
-    engine = torch.zeros(frames, device=device)
-    ablation = {}
+    spec = model_spec if model_spec.startswith("generator") else f"generator:{model_spec}"
+    ours_host = InProcessHost(spec, steps=steps, device=device)
+    abl_host = InProcessHost(spec + ("&" if "?" in spec else "?") + "context=0&history=0", steps=steps, device=device)
+    info = ours_host.describe()
+    size = int(info.get("resolution") or 128)
+    seq = SequenceRenderer(seed, size, size, styles=(style,), script=script)
+    ours, engine, ablation = [], [], {}
+    runs = {}
     t0 = time.time()
     try:
-        for i in tqdm(range(frames), desc=f"rollout {model.cfg.name}", disable=not progress, mininterval=2):
+        for i in tqdm(range(frames), desc=f"rollout {spec}", disable=not progress, mininterval=2):
             f = seq.step()
-            cond = engine_to_cond({k: torch.from_numpy(v).to(device) for k, v in f.engine.items()
-                                   if k in INPUT_CHANNELS})[None]
-            ref = image_to_model(torch.from_numpy(f.reference[style]).to(device))[None]
-            y = gen.step(cond)
-            ours[i] = mse_t((y + 1) / 2, (ref + 1) / 2)
-            engine[i] = mse_t(cond[:, :3].clamp(-1, 1) * 0.5 + 0.5, (ref + 1) / 2)
             if f.reset and i > 0:
                 raise RuntimeError(f"script {script!r} cut at frame {i}; drift needs an unbroken run")
+            if not runs:
+                channels = {k: str(v.dtype) for k, v in f.engine.items()}
+                runs = {"ours": ours_host.open(size, size, channels, "rgb16f", STYLES[style]),
+                        "abl": abl_host.open(size, size, channels, "rgb16f", STYLES[style])}
+            ref = np.asarray(f.reference[style], np.float32)
+            args = ({k: np.ascontiguousarray(v) for k, v in f.engine.items()}, f.constants,
+                    np.asarray(f.action, np.float32), None, i == 0)
+            y, _, _ = runs["ours"].render(*args)
+            ours.append(float(((y - ref) ** 2).mean()))
+            engine.append(float(((np.clip(f.engine["color"].astype(np.float32), 0, 1) - ref) ** 2).mean()))
             if i % ABLATION_EVERY == 0:
-                ablation[i] = mse_t((abl.step(cond) + 1) / 2, (ref + 1) / 2)
+                ya, _, _ = runs["abl"].render(*args)
+                ablation[i] = float(((ya - ref) ** 2).mean())
             if time_budget_s and time.time() - t0 > time_budget_s and i + 1 >= 2 * window:
                 frames = i + 1
                 break
     finally:
+        for r in runs.values():
+            r.close()
+        ours_host.close()
+        abl_host.close()
         seq.release()
-    ours, engine = ours[:frames], engine[:frames]
     ablation = dict(zip(ablation, _psnr(ablation.values())))
     elapsed = time.time() - t0
-    o, e = _psnr(ours.cpu().numpy()), _psnr(engine.cpu().numpy())
+    o, e = _psnr(ours[:frames]), _psnr(engine[:frames])
     first, last = slice(0, window), slice(frames - window, frames)
     a_first = float(np.mean([v for i, v in ablation.items() if i < window]))
     a_last = float(np.mean([v for i, v in ablation.items() if i >= frames - window]))
-    res = {"model": model.cfg.name, "frames": frames, "window": window, "seed": seed, "style": style, "script": script,
-           "steps": gen.steps, "device": str(device), "elapsed_s": elapsed,
+    res = {"model": spec, "renderer": info, "frames": frames, "window": window, "seed": seed, "style": style,
+           "script": script, "steps": info.get("steps", steps), "device": str(device), "elapsed_s": elapsed,
            "psnr_first": float(o[first].mean()), "psnr_last": float(o[last].mean()),
            "drift_db": float(o[first].mean() - o[last].mean()),
            "ablation_psnr_first": a_first, "ablation_psnr_last": a_last, "ablation_drift_db": a_first - a_last,
