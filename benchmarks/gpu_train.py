@@ -33,14 +33,30 @@ RUNS = {  # run name -> TrainConfig overrides (model = the registry size)
 }
 
 
-def train_one(run: str, out: Path, budget: float, init: str) -> None:
+def parse_overrides(items: list[str]) -> dict:
+    """['refresh_every=25', 'edge_loss=0.1'] -> TrainConfig overrides, each value cast to its field's type."""
+    from dataclasses import fields
+
+    from neural_renderer.training.config import TrainConfig
+
+    types = {f.name: type(f.default) for f in fields(TrainConfig) if not isinstance(f.default, (list, dict))}
+    out = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        if key not in types:
+            raise SystemExit(f"--set {item!r}: {key!r} is not a TrainConfig field")
+        out[key] = value.lower() in ("1", "true", "yes") if types[key] is bool else types[key](value)
+    return out
+
+
+def train_one(run: str, out: Path, budget: float, init: str, overrides: dict) -> None:
     import torch
 
     torch.set_num_threads(3)
     from neural_renderer.training.train import TrainConfig, train
 
     cfg = TrainConfig(out=str(out / run), time_budget_s=budget, fill_max_s=45, log_every=50,
-                      ckpt_every=0, init=init, seed=int(time.time()) % 1000, **RUNS[run])
+                      ckpt_every=0, init=init, seed=int(time.time()) % 1000, **{**RUNS[run], **overrides})
     print(json.dumps(train(cfg, progress=False)), flush=True)
 
 
@@ -80,6 +96,8 @@ def main() -> None:
     ap.add_argument("--init", default="", help="folder with tiny.json/base.json to continue from")
     ap.add_argument("--models", default="tiny,tiny-noworld,base", help="runs (RUNS keys)")
     ap.add_argument("--child", default="")
+    ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
+                    help="TrainConfig overrides for every run, e.g. refresh_every=25 refresh_clips=96")
     ap.add_argument("--eval", nargs="?", const="all", default="",
                     help="then score these runs (comma list, default all) per look (benchmarks/looks_table.py)")
     ap.add_argument("--eval-frames", type=int, default=16)
@@ -93,7 +111,7 @@ def main() -> None:
 
             if json.loads(Path(init).read_text())["config"].get("arch", "dit") != MODELS[size]().arch:
                 init = ""
-        train_one(a.child, out, a.budget, init)
+        train_one(a.child, out, a.budget, init, parse_overrides(a.set))
         return
     out.mkdir(parents=True, exist_ok=True)
     models = a.models.split(",")
@@ -101,7 +119,7 @@ def main() -> None:
     for m in models:
         log = open(out / f"train_{m}.log", "w")
         procs[m] = subprocess.Popen([sys.executable, __file__, "--out", str(out), "--budget", str(a.budget),
-                                     "--init", a.init, "--child", m], stdout=log, stderr=subprocess.STDOUT,
+                                     "--init", a.init, "--child", m, "--set", *a.set], stdout=log, stderr=subprocess.STDOUT,
                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
     t0 = time.time()
     while any(p.poll() is None for p in procs.values()):
