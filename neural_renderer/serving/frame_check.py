@@ -76,7 +76,7 @@ def build(model, arm, size: tuple[int, int], steps: int = 2, seed: int = 0, whol
     converts its model in place). `whole`: the whole-frame path (default: the arm's own way); `sampler_graph`:
     whether the plain path's sampler replays its step graph (default: the arm's)."""
     from neural_renderer.model.dit import PROMPT_DIM
-    from neural_renderer.serving.arms import ARMS, ArmStep
+    from neural_renderer.serving.arm_table import ARMS, ArmStep
     from neural_renderer.serving.frame_path import FramePath
     from neural_renderer.serving.frame_program import VECTOR
     from neural_renderer.serving.plain_frame import PlainFrame
