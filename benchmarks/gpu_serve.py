@@ -7,18 +7,21 @@ not depend on weight values; random values keep the self-check from passing vacu
   step         ms per denoising step (one forward against a full KV cache; CUDA graph where the arm uses one),
                median over `--iters` back-to-back replays timed with CUDA events
   frame        ms per steady-state frame of the serving sampler (history, `steps` forwards, cache advance),
-               synchronised per frame: what a session waits for, p50 and p99
+               synchronised per frame, p50 and p99: the model time (a whole-frame arm: its step arm's)
+  whole frame  ms per steady-state frame as a session runs it in this process, from the engine's channels in
+               host memory to the output in host memory (arms.time_frame: upload, conditioning, world planes,
+               history, the steps, packing, download); for the whole-frame arms one CUDA graph a frame
   floor        roofline of one step: max(weight bytes / 3.0 TB/s, FLOPs / 790 TFLOP/s), the H100 ceilings
                measured in field notes section 5 (FLOPs counted by torch's FlopCounterMode)
 The megakernel row says why it does not apply (it runs the DiT step, not the hourglass trunk). Then, unless
 --no-serve, the full round trip through `neurender serve` (a real daemon, shared-memory transport, `--kernels
-auto`, the same random weights as a checkpoint): client round trip p50/p99, the daemon's render time, and
-the host share (round trip minus the chosen arm's frame time). Writes gpu_serve.json and gpu_serve.md to --out.
+auto` and each arm of --serve-kernels, one daemon each, the same random weights as a checkpoint): client round
+trip p50/p99, the daemon's render time, and the host share (round trip minus the chosen arm's frame time). Writes gpu_serve.json and gpu_serve.md to --out.
 
     python benchmarks/gpu_serve.py --out $OUT/serve                       # H100/H200: base, 512x512 + 1280x720
-    python benchmarks/gpu_serve.py --out /tmp/gs --model hg-micro --size 64 --device cpu   # smoke (CPU)
+    python benchmarks/gpu_serve.py --out /tmp/gs --model hg-micro --size 64 --device cpu --serve-kernels auto  # smoke (CPU)
 
-Needs no network; within --budget-s (default 110) it skips what would not fit and says so.
+Needs no network; within --budget-s (default 240) it skips what would not fit and says so.
 """
 from __future__ import annotations
 
@@ -139,6 +142,8 @@ def bench_arms(model, sizes, steps, args, deadline, log) -> list[dict]:
                     row["step_ms"] = time_step(model, arm, size, args.iters)
                     fr = arms.time_arm(model, arm, size, steps, frames=args.frames)
                     row.update(frame_p50_ms=percentile(fr, 0.5), frame_p99_ms=percentile(fr, 0.99), status="ok")
+                    wf = arms.time_frame(model, arm, size, steps, frames=args.frames)
+                    row.update(whole_frame_p50_ms=percentile(wf, 0.5), whole_frame_p99_ms=percentile(wf, 0.99))
                 except Exception as e:  # noqa: BLE001 - one arm's failure is a result, not the end of the run
                     row.update(ok=False, status=f"failed: {type(e).__name__}: {e}")
             else:
@@ -151,7 +156,18 @@ def bench_arms(model, sizes, steps, args, deadline, log) -> list[dict]:
 
 
 def bench_serve(model, sizes, steps, args, dtype, deadline, log) -> list[dict]:
-    """Round trip through a real `neurender serve` with these weights, one session per size."""
+    """Round trip through a real `neurender serve` with these weights, one daemon per --serve-kernels entry, one
+    session per size."""
+    rows = []
+    for kernels in args.serve_kernels.split(","):
+        try:
+            rows += [{"requested": kernels, **r} for r in _serve(model, sizes, steps, args, dtype, deadline, log, kernels)]
+        except Exception as e:  # noqa: BLE001 - an arm that does not serve here is a result; the others go on
+            rows.append({"requested": kernels, "size": "-", "status": f"failed: {type(e).__name__}: {e}"})
+    return rows
+
+
+def _serve(model, sizes, steps, args, dtype, deadline, log, kernels: str) -> list[dict]:
     import numpy as np
 
     from bridge.client import Client
@@ -166,7 +182,7 @@ def bench_serve(model, sizes, steps, args, dtype, deadline, log) -> list[dict]:
         ck = save_checkpoint(model.state_dict(), model.cfg, Path(tmp) / model.cfg.name, dtype=next(model.parameters()).dtype)
         left = max(10.0, deadline - time.monotonic())
         with spawn_daemon(f"generator:{ck}", runtime_dir="private", device=args.device, steps=steps, timeout=left,
-                          extra_args=["--dtype", dtype, "--kernels", args.serve_kernels]) as d:
+                          extra_args=["--dtype", dtype, "--kernels", kernels]) as d:
             with Client(d.endpoint) as c:
                 for (H, W) in sizes:
                     row = {"size": f"{W}x{H}"}
@@ -199,18 +215,19 @@ def bench_serve(model, sizes, steps, args, dtype, deadline, log) -> list[dict]:
 def markdown(res) -> str:
     f = lambda v: "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))  # noqa: E731
     lines = [f"# gpu_serve: {res['model']} ({res['params'] / 1e6:.1f}M params), {res['dtype']}, {res['steps']} steps, "
-             f"{res['device']}", "", "| size | arm | check | step ms | frame p50 ms | frame p99 ms | floor ms | status |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"{res['device']}", "", "| size | arm | check | step ms | frame p50 ms | frame p99 ms | whole frame p50 ms | floor ms | status |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in res["arms"]:
         lines.append(f"| {r['size']} | {r['arm']} | {r.get('check', '-')} | {f(r.get('step_ms'))} | "
-                     f"{f(r.get('frame_p50_ms'))} | {f(r.get('frame_p99_ms'))} | {f(r.get('floor_ms'))} | {r.get('status')} |")
+                     f"{f(r.get('frame_p50_ms'))} | {f(r.get('frame_p99_ms'))} | {f(r.get('whole_frame_p50_ms'))} | "
+                     f"{f(r.get('floor_ms'))} | {r.get('status')} |")
     if res.get("serve"):
         lines += ["", f"Round trip through `neurender serve --kernels {res['serve_kernels']}` (shm, rgb8, client on the "
                       "same machine); host share = round trip p50 - the chosen arm's frame p50", "",
-                  "| size | arm chosen | round trip p50 ms | p99 ms | daemon render p50 ms | host share ms | status |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| size | --kernels | arm chosen | round trip p50 ms | p99 ms | daemon render p50 ms | host share ms | status |",
+                  "|---|---|---|---|---|---|---|---|"]
         for r in res["serve"]:
-            lines.append(f"| {r['size']} | {r.get('kernels', '-')} | {f(r.get('roundtrip_p50_ms'))} | "
+            lines.append(f"| {r['size']} | {r.get('requested', '-')} | {r.get('kernels', '-')} | {f(r.get('roundtrip_p50_ms'))} | "
                          f"{f(r.get('roundtrip_p99_ms'))} | {f(r.get('render_p50_ms'))} | {f(r.get('host_share_ms'))} | "
                          f"{r.get('status')} |")
     if res.get("serve_error"):
@@ -230,10 +247,12 @@ def main(argv=None) -> int:
     p.add_argument("--iters", type=int, default=50, help="timed replays per step figure")
     p.add_argument("--frames", type=int, default=60, help="timed frames per frame figure")
     p.add_argument("--no-serve", action="store_true", help="skip the daemon round trip")
-    p.add_argument("--serve-kernels", default="auto", help="the daemon's --kernels (default auto)")
+    p.add_argument("--serve-kernels", default="auto,fused,frame-graph,frame-graph+fused",
+                   help="comma-separated --kernels of the daemons, one daemon each (default: auto beside the fused "
+                        "step arm and the whole-frame arms)")
     p.add_argument("--serve-frames", type=int, default=300)
     p.add_argument("--serve-warmup", type=int, default=30)
-    p.add_argument("--budget-s", type=float, default=110.0)
+    p.add_argument("--budget-s", type=float, default=240.0)
     args = p.parse_args(argv)
     t_start = time.monotonic()
     deadline = t_start + args.budget_s

@@ -22,7 +22,7 @@ def test_bench_serve_writes_every_figure(tmp_path):
     assert [(r["size"], r["width"], r["height"], r["frames"]) for r in res["rows"]] == [("64x64", 64, 64, 6),
                                                                                         ("48x32", 48, 32, 6)]
     for r in res["rows"]:
-        assert r["kernels"] == "eager"
+        assert r["kernels"] == "cpu"  # the CPU arm passes its self-check against the plain path
         assert all(isinstance(r[k], float) and r[k] > 0 or k == "host_share_p50_ms" for k in FIGURES), r
         assert r["roundtrip_p99_ms"] >= r["roundtrip_p50_ms"] and r["model_p99_ms"] >= r["model_p50_ms"]
         assert r["host_share_p50_ms"] == pytest.approx(r["roundtrip_p50_ms"] - r["model_p50_ms"], abs=1e-9)

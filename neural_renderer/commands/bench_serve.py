@@ -17,6 +17,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baseline", default=None, choices=("sd-turbo", "tiny"),
                    help="baseline UNet config (default: sd-turbo on cuda, tiny on cpu)")
     p.add_argument("--baseline-size", default="512x512", help="WxH of the baseline's frames")
+    p.add_argument("--kernels", nargs="+", default=None,
+                   help="serving arms, one daemon each (default on cuda: auto fused frame-graph frame-graph+fused; "
+                        "on cpu: auto)")
     p.add_argument("--out", "--json", dest="out", default="", help="write the figures here (JSON)")
 
 
@@ -29,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
     gpu = device.startswith("cuda")
     res = bench(args.model, device, [parse_size(s) for s in args.sizes], args.steps, args.frames, args.warmup,
                 args.dtype or ("bfloat16" if gpu else "float32"), args.baseline or ("sd-turbo" if gpu else "tiny"),
-                parse_size(args.baseline_size))
+                parse_size(args.baseline_size),
+                kernels=tuple(args.kernels or (("auto", "fused", "frame-graph", "frame-graph+fused") if gpu else ("auto",))))
     if args.out:
         write(res, args.out)
     return 0

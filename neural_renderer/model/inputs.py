@@ -128,19 +128,24 @@ def engine_to_cond(engine: Mapping[str, object], resolution: int | None = None,
     return out
 
 
-def world_features(xyz: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+def world_features(xyz: torch.Tensor, valid: torch.Tensor, periods: torch.Tensor | None = None) -> torch.Tensor:
     """xyz (..., 3, H, W) world units, valid (..., 1, H, W) -> the world planes (..., WORLD_PLANES, H, W):
     (sin, cos) of 2 pi xyz / period, ordered period-major, then axis, then sin/cos. Each sinusoid is scaled by
     its box-filtered amplitude over the pixel's footprint along that axis (sinc, 0 past its first zero), so
     a period a pixel cannot resolve (far or grazing surfaces) reads 0 instead of aliased noise; 0 where
-    invalid (sky, unknown camera)."""
+    invalid (sky, unknown camera). `periods`: WORLD_PERIODS already on the device (`world_periods`), for a caller
+    inside a captured graph, where a host-to-device copy cannot run."""
     fw = _footprint(xyz, valid)[..., None, :, :, :]  # (..., 1, 3, H, W)
-    periods = torch.tensor(WORLD_PERIODS, device=xyz.device, dtype=torch.float32).view(-1, 1, 1, 1)
+    periods = (world_periods(xyz.device) if periods is None else periods).view(-1, 1, 1, 1)
     ratio = fw / periods  # (..., P, 3, H, W)
     amp = torch.where(ratio < 1.0, torch.sinc(ratio.clamp(max=1.0)), torch.zeros_like(ratio)) * valid[..., None, :, :, :]
     phase = (2.0 * math.pi) * xyz.float()[..., None, :, :, :] / periods
     feats = torch.stack([amp * torch.sin(phase), amp * torch.cos(phase)], dim=-3)  # (..., P, 3, 2, H, W)
     return feats.flatten(-5, -3)
+
+
+def world_periods(device) -> torch.Tensor:
+    return torch.tensor(WORLD_PERIODS, device=device, dtype=torch.float32)
 
 
 def _footprint(xyz: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

@@ -53,25 +53,53 @@ def world_position(depth: torch.Tensor, constants: Mapping[str, object] | None):
     d = depth.float()
     if d.dim() >= 3 and d.shape[-1] == 1:
         d = d[..., 0]
-    frames, (H, W) = tuple(d.shape[:-2]), tuple(d.shape[-2:])
-    cam = camera_matrices(constants, frames)
+    cam = camera_matrices(constants, tuple(d.shape[:-2]))
     if cam is None:
         return None
     c2v, v2w, far, usable = cam
-    dev = d.device
     limit = torch.where(far > 0, far * FAR_MARGIN, torch.full_like(far, SKY_DEPTH)).clamp(max=SKY_DEPTH)
+    dev = d.device
+    return positions(d, c2v.to(dev, torch.float32), v2w.to(dev, torch.float32), limit.to(dev, torch.float32),
+                     usable.to(dev))
+
+
+def camera_floats(constants: Mapping[str, object] | None) -> np.ndarray:
+    """One frame's camera as CAMERA_FLOATS float32 values, what `positions` reads from a device vector:
+    clip_to_view (16, row-major), view_to_world (16), the sky limit (1), usable (1). Without matrices the
+    camera is unusable (identity matrices, usable 0), for which `positions` gives exactly what no world
+    group gives: every pixel invalid, xyz 0. The algebra is `world_position`'s, so the values are the same."""
+    cam = camera_matrices(constants, ())
+    if cam is None:
+        eye = np.eye(4, dtype=np.float32).reshape(-1)
+        return np.concatenate([eye, eye, np.float32([SKY_DEPTH, 0.0])])
+    c2v, v2w, far, usable = cam
+    limit = torch.where(far > 0, far * FAR_MARGIN, torch.full_like(far, SKY_DEPTH)).clamp(max=SKY_DEPTH)
+    return np.concatenate([c2v.to(torch.float32).reshape(-1).numpy(), v2w.to(torch.float32).reshape(-1).numpy(),
+                           limit.to(torch.float32).reshape(1).numpy(), np.float32([float(usable)])])
+
+
+CAMERA_FLOATS = 16 + 16 + 2
+
+
+def positions(d: torch.Tensor, c2v: torch.Tensor, v2w: torch.Tensor, limit: torch.Tensor, usable: torch.Tensor):
+    """The per-pixel part of `world_position`, from device tensors only (no host value is read, so it can
+    run inside a captured graph): d (frames..., H, W) float32, c2v and v2w (frames..., 4, 4) float32, limit
+    (frames...,) float32, usable (frames...,) bool or 0/1 float -> (xyz, valid, usable as bool)."""
+    H, W = d.shape[-2:]
+    dev = d.device
+    usable = usable > 0.5 if usable.dtype != torch.bool else usable
     ndc_x = (torch.arange(W, device=dev, dtype=torch.float32) + 0.5) * (2.0 / W) - 1.0
     ndc_y = 1.0 - (torch.arange(H, device=dev, dtype=torch.float32) + 0.5) * (2.0 / H)
-    c = c2v.to(dev, torch.float32)  # (frames..., 4, 4): columns multiply ndc x, y, z and 1
+    c = c2v  # (frames..., 4, 4): columns multiply ndc x, y, z and 1
     col = lambda k: c[..., :, k][..., None, None, :]  # (frames..., 1, 1, 4)
     base = ndc_x[None, :, None] * col(0) + ndc_y[:, None, None] * col(1) + col(3)  # (frames..., H, W, 4)
     p0, p1 = (base + z * col(2) for z in _NDC_Z)
     p0, p1 = p0[..., :3] / p0[..., 3:], p1[..., :3] / p1[..., 3:]
     s = (-d - p0[..., 2]) / (p1[..., 2] - p0[..., 2])  # the view point at z = -depth on the pixel's line
     view = p0 + s[..., None] * (p1 - p0)  # (frames..., H, W, 3)
-    m = v2w.to(dev, torch.float32)
+    m = v2w
     world = (view[..., None, :] * m[..., None, None, :3, :3]).sum(-1) + m[..., None, None, :3, 3]
-    ok = torch.isfinite(d) & (d > 0) & (d < limit.to(dev, torch.float32)[..., None, None])
-    ok = ok & usable.to(dev)[..., None, None] & torch.isfinite(world).all(-1)
+    ok = torch.isfinite(d) & (d > 0) & (d < limit[..., None, None])
+    ok = ok & usable[..., None, None] & torch.isfinite(world).all(-1)
     xyz = torch.where(ok[..., None], world, torch.zeros_like(world)).movedim(-1, -3)
-    return xyz, ok[..., None, :, :].float(), usable.to(dev)
+    return xyz, ok[..., None, :, :].float(), usable

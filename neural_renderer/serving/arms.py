@@ -8,10 +8,18 @@ plain PyTorch path on the machine it runs on before it may serve; the fastest th
     graph+channels-last    + the convolutions in channels-last (cuDNN's NHWC kernels)
     fused                  + the transformer trunk as fused Triton ops (kernels.fused_trunk), in the graph
     fused+channels-last    both
+    frame-graph            the whole frame (conditioning from the staged bytes, world planes, history, the
+                           steps, cache advance, output packing) as one program, replayed as ONE CUDA graph
+                           (neural_renderer.serving.frame_path); `graph`'s step inside
+    frame-graph+fused      the same with `fused`'s step inside
 
 The check is one step against a filled KV cache, judged by the kernel tests' tolerance rule
-(kernels.step_builder.check_hourglass_step). The timing is the steady-state frame of a StreamingSampler
-(history, `steps` forwards, cache advance), synchronised per frame: latency, not queued throughput.
+(kernels.step_builder.check_hourglass_step); a whole-frame arm must also give the plain path's frames over a
+stream with resets, look switches, missing constants and motion (neural_renderer.serving.frame_check). The
+timing at start is the steady-state frame as a session runs it from the staged channels to the output in host
+memory (`time_frame`: upload, conditioning, history, `steps` forwards, cache advance, packing, download),
+synchronised per frame: latency, not queued throughput; whole-frame and step arms are timed on the same work.
+`time_arm` (the sampler's frame alone: history, forwards, advance) is the model time benchmarks report.
 On CPU `cpu` is the only candidate: it serves when it passes its check, else `eager` does (the plain path
 needs no check). It is not timed at start: a frame is tens of milliseconds there, a timing worth trusting
 costs seconds of every daemon start, and `python benchmarks/cpu_frame_profile.py --compare` shows it
@@ -21,52 +29,11 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass
 
 import torch
 
 
-@dataclass(frozen=True)
-class Arm:
-    name: str
-    cuda_graph: bool = False
-    channels_last: bool = False
-    fused: bool = False
-    cpu: bool = False
-
-
-ARMS: dict[str, Arm] = {a.name: a for a in (
-    Arm("eager"),
-    Arm("cpu", cpu=True),
-    Arm("graph", cuda_graph=True),
-    Arm("graph+channels-last", cuda_graph=True, channels_last=True),
-    Arm("fused", cuda_graph=True, fused=True),
-    Arm("fused+channels-last", cuda_graph=True, channels_last=True, fused=True),
-)}
-
-
-class ArmStep:
-    """`HourglassGenerator.forward_frame`'s contract for one arm. Converts `model` in place to channels-last
-    when the arm says so; a fused arm keeps keys in kernel layout in the caches it writes, so one run
-    (one StreamingSampler) must use it for every forward."""
-
-    def __init__(self, model, arm: Arm):
-        if arm.channels_last:
-            model.to(memory_format=torch.channels_last)
-        self.model, self.arm, self.trunk, self.cpu = model, arm, None, None
-        if arm.fused:
-            from kernels.step_builder import hourglass_trunk
-
-            self.trunk = hourglass_trunk(model)
-        if arm.cpu:
-            from neural_renderer.serving.cpu_step import CPUStep
-
-            self.cpu = CPUStep(model)
-
-    def __call__(self, x_noisy, cond, history, t, d, h, action, prompt, cache) -> torch.Tensor:
-        if self.cpu is not None:
-            return self.cpu(x_noisy, cond, history, t, d, h, action, prompt, cache)
-        return self.model.forward_frame(x_noisy, cond, history, t, d, h, action, prompt, cache, trunk=self.trunk)
+from neural_renderer.serving.arm_table import ARMS, Arm, ArmStep  # noqa: F401  (the arms' names live here too)
 
 
 def candidates(device: torch.device) -> list[str]:
@@ -85,13 +52,21 @@ def check(model, arm: Arm, size: tuple[int, int]) -> tuple[bool, str]:
 
     try:
         step = ArmStep(copy.deepcopy(model), arm)
-        return check_hourglass_step(model, lambda inp, cache: step(*inp, cache), *size, kernel_layout=arm.fused)
+        ok, detail = check_hourglass_step(model, lambda inp, cache: step(*inp, cache), *size, kernel_layout=arm.fused)
+        if ok and arm.frame:
+            from neural_renderer.serving.frame_check import check_frames
+
+            ok, frames = check_frames(model, arm, size)
+            detail = f"{detail}; {frames}"
+        return ok, detail
     except Exception as e:  # noqa: BLE001 - any failure (compile, launch) means: this arm does not serve
         return False, f"{type(e).__name__}: {e}"
 
 
 def time_arm(model, arm: Arm, size: tuple[int, int], steps: int, frames: int = 20, warmup: int = 8) -> list[float]:
-    """Milliseconds of each of `frames` steady-state frames of a sampler running `arm` on a copy of `model`."""
+    """Milliseconds of each of `frames` steady-state frames of a sampler running `arm` on a copy of `model` (a
+    whole-frame arm: its step arm, the same model work without the frame's conditioning and packing)."""
+    arm = ARMS[arm.step_arm]
     from neural_renderer.model.dit import PROMPT_DIM
     from neural_renderer.model.inputs import COND_CHANNELS
     from neural_renderer.serving.stream import StreamingSampler
@@ -119,6 +94,34 @@ def time_arm(model, arm: Arm, size: tuple[int, int], steps: int, frames: int = 2
     return out
 
 
+def time_frame(model, arm: Arm, size: tuple[int, int], steps: int, frames: int = 20, warmup: int = 8) -> list[float]:
+    """Milliseconds of each of `frames` steady-state frames of a session's frame path running `arm` on a copy of
+    `model`, from the engine's channels in host memory to the output in host memory (no transport)."""
+    import numpy as np
+
+    from bridge.channels import ACTION_DIM
+    from neural_renderer.serving.frame_check import build, camera, engine_frame
+
+    path, sampler = build(model, arm, size, steps)
+    H, W = size
+    pixels, constants = engine_frame(H, W, 0), camera(0.0, W / H)
+    action, out = np.zeros(ACTION_DIM, np.float32), np.zeros((H, W, 3), np.uint8)
+    sync = torch.cuda.synchronize if sampler.device.type == "cuda" else (lambda: None)
+    for _ in range(warmup):  # past the cache's filling frames, so the graph is captured
+        path.render(pixels, constants, action, out)
+    graphed = any(e.graph is not None for e in path.entries.values()) if arm.frame else sampler.graph is not None
+    if arm.cuda_graph and not graphed:
+        raise RuntimeError("CUDA graph capture failed")
+    ms = []
+    for _ in range(frames):
+        sync()
+        t0 = time.perf_counter()
+        path.render(pixels, constants, action, out)
+        sync()
+        ms.append((time.perf_counter() - t0) * 1e3)
+    return ms
+
+
 def select(model, steps: int, size: tuple[int, int], forced: str | None = None) -> tuple[str, dict]:
     """(arm name, report {arm: {"ok", "check", "ms_per_frame"?}}): the fastest arm that passes its check on
     `model`'s device, or `forced` (which must pass)."""
@@ -140,7 +143,7 @@ def select(model, steps: int, size: tuple[int, int], forced: str | None = None) 
             return name, report
         if ok:
             try:
-                ms = sorted(time_arm(model, ARMS[name], size, steps))
+                ms = sorted(time_frame(model, ARMS[name], size, steps))
                 entry["ms_per_frame"] = ms[len(ms) // 2]
             except Exception as e:  # noqa: BLE001
                 entry.update(ok=False, check=f"{detail}; timing failed: {type(e).__name__}: {e}")

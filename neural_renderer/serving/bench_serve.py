@@ -3,14 +3,17 @@ usual alternative costs, in one run.
 
     neurender bench serve --model base --device cuda --sizes 512x512 1280x720 --out serve.json
 
-1. Round trip: a real `neurender serve` with the generator backend (`--kernels auto`), one shared-memory
-   session per size fed engine frames (the engine's readback lands in the slot, a slow pan in the motion
+1. Round trip: a real `neurender serve` with the generator backend, one daemon per `--kernels` entry (`auto`,
+   or an arm forced, e.g. `fused` beside `frame-graph+fused`), one shared-memory session per size fed engine frames (the engine's readback lands in the slot, a slow pan in the motion
    vectors so the reprojected history is used); the blocking round trip (submit -> result in hand) p50/p99
    and the daemon's own render time.
 2. Model time alone: the same weights, dtype and serving arm (the one the daemon chose) in this process, after
    the daemon has gone: the sampler's steady-state frame (history, `steps` forwards, cache advance),
    synchronised per frame (neural_renderer.serving.arms.time_arm).
-3. Host share = round trip - model time (p50s): sockets, shared memory, upload, conversion, download.
+3. Host share = round trip - model time (p50s): sockets, shared memory, upload, conversion, download. Beside it
+   the session's whole frame in this process (`frame_p50_ms`, neural_renderer.serving.arms.time_frame: channels
+   in host memory to the output in host memory, the arm's own way) and what the transport adds to it
+   (`transport_p50_ms` = round trip - whole frame).
 4. Baseline: a StreamDiffusion-style img2img step (neural_renderer.serving.baseline_img2img: SD-turbo-sized
    UNet, 1 step, tiny VAE encode + decode, random weights), fp16 as one CUDA graph on a GPU, eager float32 on a
    CPU (`--baseline tiny` there: the same structure, narrow). Its model time alone, p50/p99.
@@ -58,7 +61,21 @@ def checkpoint_for(model: str, tmp: Path) -> Path:
     return save_checkpoint(m.state_dict(), m.cfg, tmp / model, dtype=torch.float32)
 
 
-def roundtrips(ckpt: Path, sizes, device: str, steps: int, dtype: str, frames: int, warmup: int, log) -> list[dict]:
+def roundtrips(ckpt: Path, sizes, device: str, steps: int, dtype: str, frames: int, warmup: int, log,
+               kernels: tuple[str, ...] = ("auto",)) -> list[dict]:
+    rows = []
+    for k in kernels:  # one daemon per arm: each serves its sessions its own way
+        try:
+            rows += [{"requested": k, **row} for row in _roundtrips(ckpt, sizes, device, steps, dtype, frames, warmup, log, k)]
+        except Exception as e:  # noqa: BLE001 - an arm that cannot serve here (no Triton, failed check) is a result
+            if len(kernels) == 1:
+                raise
+            log(f"kernels {k}: the daemon did not serve: {type(e).__name__}: {e}")
+    return rows
+
+
+def _roundtrips(ckpt: Path, sizes, device: str, steps: int, dtype: str, frames: int, warmup: int, log,
+                kernels: str) -> list[dict]:
     import numpy as np
 
     from bridge.client import Client
@@ -67,7 +84,7 @@ def roundtrips(ckpt: Path, sizes, device: str, steps: int, dtype: str, frames: i
 
     rows = []
     with spawn_daemon(f"generator:{ckpt}", runtime_dir="private", device=device, steps=steps, timeout=600,
-                      extra_args=["--dtype", dtype]) as d:
+                      extra_args=["--dtype", dtype, "--kernels", kernels]) as d:
         with Client(d.endpoint) as c:
             for H, W in sizes:
                 s = c.open_session(W, H, CHANNELS, output_format="rgb8", prompt=STYLES["sunny"], steps=steps)
@@ -96,20 +113,24 @@ def roundtrips(ckpt: Path, sizes, device: str, steps: int, dtype: str, frames: i
 
 def model_times(ckpt: Path, rows: list[dict], device: str, steps: int, dtype: str, frames: int, warmup: int,
                 log) -> None:
-    """Adds model_p50_ms / model_p99_ms / host_share_p50_ms to each round-trip row."""
+    """Adds model_p50_ms / model_p99_ms / host_share_p50_ms (and the in-process whole frame: frame_p50_ms,
+    transport_p50_ms) to each round-trip row. A whole-frame arm's model time is its step arm's."""
     import torch
 
     from neural_renderer.model.checkpoint import load_model
-    from neural_renderer.serving.arms import ARMS, time_arm
+    from neural_renderer.serving.arms import ARMS, time_arm, time_frame
 
     model = load_model(ckpt, device=device, dtype=getattr(torch, dtype))
     for row in rows:
-        m = stats(time_arm(model, ARMS[row["kernels"] or "eager"], (row["height"], row["width"]), steps,
-                           frames=frames, warmup=max(warmup, 8)))
+        arm, size = ARMS[row["kernels"] or "eager"], (row["height"], row["width"])
+        m = stats(time_arm(model, arm, size, steps, frames=frames, warmup=max(warmup, 8)))
+        f = stats(time_frame(model, arm, size, steps, frames=frames, warmup=max(warmup, 8)))
         row.update(model_p50_ms=m["p50_ms"], model_p99_ms=m["p99_ms"],
-                   host_share_p50_ms=row["roundtrip_p50_ms"] - m["p50_ms"])
-        log(f"model alone {row['size']}: p50 {m['p50_ms']:.3f} ms, p99 {m['p99_ms']:.3f} ms; "
-            f"host share {row['host_share_p50_ms']:.3f} ms")
+                   host_share_p50_ms=row["roundtrip_p50_ms"] - m["p50_ms"], frame_p50_ms=f["p50_ms"],
+                   frame_p99_ms=f["p99_ms"], transport_p50_ms=row["roundtrip_p50_ms"] - f["p50_ms"])
+        log(f"model alone {row['size']} ({row['kernels']}): p50 {m['p50_ms']:.3f} ms, p99 {m['p99_ms']:.3f} ms; "
+            f"host share {row['host_share_p50_ms']:.3f} ms; whole frame in process p50 {f['p50_ms']:.3f} ms, "
+            f"transport {row['transport_p50_ms']:.3f} ms")
 
 
 def baseline_time(config: str, size: tuple[int, int], device: str, frames: int, warmup: int, log) -> dict:
@@ -146,18 +167,18 @@ def baseline_time(config: str, size: tuple[int, int], device: str, frames: int, 
 
 
 def bench(model: str, device: str, sizes: list[tuple[int, int]], steps: int, frames: int, warmup: int,
-          dtype: str, baseline: str, baseline_size: tuple[int, int], log=print) -> dict:
+          dtype: str, baseline: str, baseline_size: tuple[int, int], log=print, kernels: tuple[str, ...] = ("auto",)) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = checkpoint_for(model, Path(tmp))
-        rows = roundtrips(ckpt, sizes, device, steps, dtype, frames, warmup, log)
+        rows = roundtrips(ckpt, sizes, device, steps, dtype, frames, warmup, log, kernels)
         model_times(ckpt, rows, device, steps, dtype, frames, warmup, log)  # the daemon has gone: no contention
     base = baseline_time(baseline, baseline_size, device, frames, warmup, log)
     ratios = []
     for row in rows:
-        ratios.append({"size": row["size"], "ours_roundtrip_p50_ms": row["roundtrip_p50_ms"],
+        ratios.append({"size": row["size"], "kernels": row["kernels"], "ours_roundtrip_p50_ms": row["roundtrip_p50_ms"],
                        "baseline_model_p50_ms": base["model_p50_ms"],
                        "ours_over_baseline": row["roundtrip_p50_ms"] / base["model_p50_ms"]})
-        log(f"ours {row['size']} round trip {row['roundtrip_p50_ms']:.3f} ms vs baseline {base['size']} model "
+        log(f"ours {row['size']} ({row['kernels']}) round trip {row['roundtrip_p50_ms']:.3f} ms vs baseline {base['size']} model "
             f"{base['model_p50_ms']:.3f} ms: x{ratios[-1]['ours_over_baseline']:.3f}")
     import torch
 

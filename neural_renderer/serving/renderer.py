@@ -21,8 +21,11 @@ import torch.nn.functional as F
 from bridge.backends import BackendUnavailable, FrameInputs, Renderer, RendererSession, SessionSpec, UnsupportedSpec
 from bridge.channels import ACTION_DIM, OUTPUT_FORMATS
 from neural_renderer.model.checkpoint import load_model, resolve
-from neural_renderer.model.inputs import COND_CHANNELS, INPUT_CHANNELS, blank_cond, engine_to_cond
+from neural_renderer.model.inputs import INPUT_CHANNELS, blank_cond, engine_to_cond
+from neural_renderer.serving.frame_path import FramePath
+from neural_renderer.serving.frame_program import VECTOR
 from neural_renderer.serving.generator import Generator
+from neural_renderer.serving.plain_frame import PlainFrame
 from neural_renderer.serving.prompts import encode_prompt, lookup
 from neural_renderer.serving.staging import FrameIO
 from neural_renderer.serving.stream import StreamingSampler
@@ -70,35 +73,28 @@ class GeneratorSession(RendererSession):
                                  use_context=renderer.use_context, step=renderer.step)
         self.pending: Future | None = None
         self.res = None if self.native else renderer.model.cfg.resolution
-        self.io = FrameIO(renderer.device, extra_bytes=4 * ACTION_DIM)
+        self.io = FrameIO(renderer.device, extra_bytes=4 * VECTOR)
+        world = bool(renderer.model.cfg.world_freqs)
+        self.plain = PlainFrame(self.gen, self.io, self.size, world) if self.native else None
+        # the whole-frame arms: every frame that runs alone is one program (one CUDA graph once steady)
+        self.frame = (FramePath(self.gen, self.io, self.size, world, renderer.arm.cuda_graph)
+                      if self.native and renderer.arm.frame else None)
 
     def _cond(self, chans: dict[str, torch.Tensor], constants: dict[str, np.ndarray] | None = None) -> torch.Tensor:
-        """The frame's conditioning on the device; the world group (from depth and the camera constants) only
-        for a model that reads it, at the frame's own size."""
+        """The DiT's conditioning on the device, resampled to its square resolution."""
         ours = {k: v for k, v in chans.items() if k in INPUT_CHANNELS}
         if not ours:
-            if self.native:
-                return torch.zeros(1, COND_CHANNELS, *self.size, device=self.r.device)
             return blank_cond(1, resolution=self.res, device=self.r.device)
         world = constants if self.r.model.cfg.world_freqs else None
         return engine_to_cond(ours, resolution=self.res, constants=world)[None]
-
-    def _motion(self, chans: dict[str, torch.Tensor]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """(1, 2, H, W) motion in pixels and (1, 1, H, W) disocclusion, or None where not sent."""
-        if "motion" not in chans:
-            return None, None
-        mv = torch.nan_to_num(chans["motion"].float().permute(2, 0, 1)[None], nan=0.0, posinf=0.0, neginf=0.0)
-        dis = chans.get("disocclusion")
-        return mv, None if dis is None else dis.float().reshape(1, 1, *self.size)
 
     def batch_key(self):
         """Sessions of this renderer with equal keys may have their frames run as one batch (bridge
         render thread): the hourglass sampler at the same frame size and step count. None: never."""
         return (self.size, self.gen.steps) if self.native else None
 
-    def prepare(self, frame: FrameInputs) -> tuple:
-        """Everything of a frame before the generator's forwards: events, upload, conditioning, and (hourglass)
-        the sampler's own preparation (history, this frame's noise). Returns what `run` takes."""
+    def _events(self, frame: FrameInputs) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """The frame's reset and prompt acted on; -> (the channels that reach the device, the action vector)."""
         if frame.reset:
             self.gen.reset()
         if frame.prompt is not None:
@@ -109,9 +105,15 @@ class GeneratorSession(RendererSession):
         action = np.zeros(ACTION_DIM, np.float32)
         a = np.asarray(frame.action, np.float32).reshape(-1)[:ACTION_DIM]
         action[: len(a)] = a
-        chans, action_d = self.io.upload({k: v for k, v in frame.pixels.items() if k in MODEL_CHANNELS}, action)
+        return {k: v for k, v in frame.pixels.items() if k in MODEL_CHANNELS}, action
+
+    def prepare(self, frame: FrameInputs) -> tuple:
+        """Everything of a frame before the generator's forwards: events, upload, conditioning, and (hourglass)
+        the sampler's own preparation (history, this frame's noise). Returns what `run` takes."""
+        pixels, action = self._events(frame)
         if self.native:
-            return self.gen.prepare(self._cond(chans, frame.constants), action_d[None], *self._motion(chans))
+            return self.plain.prepare(pixels, frame.constants, action)
+        chans, action_d = self.io.upload(pixels, action)
         return self._cond(chans, frame.constants), action_d[None]
 
     def emit(self, y: torch.Tensor, out: np.ndarray) -> None:
@@ -121,6 +123,10 @@ class GeneratorSession(RendererSession):
         self.io.download(y, out)
 
     def render(self, frame: FrameInputs, out: np.ndarray) -> None:
+        if self.frame is not None:
+            pixels, action = self._events(frame)
+            self.frame.render(pixels, frame.constants, action, out)
+            return
         prepared = self.prepare(frame)
         self.emit(self.gen.run(*prepared) if self.native else self.gen.step(*prepared), out)
 
@@ -211,6 +217,12 @@ class GeneratorRenderer(Renderer):
         from neural_renderer.serving.batch import batch_key
 
         errors: list[BaseException | None] = [None] * len(items)
+        if len(items) == 1:  # alone: the session's own way (the whole-frame program where its arm has one)
+            try:
+                items[0][0].render(items[0][1], items[0][2])
+            except Exception as e:  # noqa: BLE001
+                errors[0] = e
+            return errors
         groups: dict[tuple, list[tuple[int, tuple]]] = {}
         for i, (rs, frame, out) in enumerate(items):
             try:

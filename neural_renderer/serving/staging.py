@@ -51,9 +51,10 @@ class FrameIO:
             np.copyto(view[offs[k]:offs[k] + a.nbytes].view(a.dtype).reshape(a.shape), a)
         return host, offs, pos
 
-    def upload(self, arrays: dict[str, np.ndarray], extra: np.ndarray) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """Channels (H, W, C) and a small float32 vector (the action) -> device views in wire dtype (uint16 widened
-        to int32), and the vector on the device; one host-to-device copy."""
+    def stage(self, arrays: dict[str, np.ndarray], extra: np.ndarray) -> tuple[torch.Tensor, dict[str, int], int]:
+        """Channels and a small float32 vector -> (the device byte buffer holding them, byte offset of each channel
+        in it, byte offset of the vector); one host-to-device copy. The buffer is the same tensor from frame to
+        frame while the layout fits it, so a captured graph may read it in place."""
         host, offs, pos = self._placement(arrays)
         end = pos + extra.nbytes
         host.numpy()[pos:end].view(np.float32)[:] = extra.reshape(-1)
@@ -64,25 +65,44 @@ class FrameIO:
             dev[:end].copy_(host[:end], non_blocking=True)  # the arrays are packed from byte 0
         else:
             dev = host
-        out = {}
-        for k, a in arrays.items():
-            t = dev[offs[k]:offs[k] + a.nbytes].view(_WIRE[a.dtype.name]).view(a.shape)
-            out[k] = (t.to(torch.int32) & 0xFFFF) if a.dtype.name == "uint16" else t
-        return out, dev[pos:end].view(torch.float32).view(extra.shape)
+        return dev, offs, pos
+
+    def upload(self, arrays: dict[str, np.ndarray], extra: np.ndarray) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Channels (H, W, C) and a small float32 vector (the action) -> device views in wire dtype (uint16 widened
+        to int32), and the vector on the device; one host-to-device copy."""
+        dev, offs, pos = self.stage(arrays, extra)
+        out = {k: channel_view(dev, offs[k], a.dtype.name, a.shape) for k, a in arrays.items()}
+        return out, dev[pos:pos + extra.nbytes].view(torch.float32).view(extra.shape)
 
     @staticmethod
     def download(y: torch.Tensor, out: np.ndarray) -> None:
         """y (1, 3, H, W) in [-1, 1] on the device -> `out` (H, W, 3 | 4) uint8 or float16, in one copy."""
-        img = ((y[0].float() + 1.0) * 0.5).clamp_(0.0, 1.0)  # (3, H, W)
-        if out.dtype == np.uint8:
-            img = (img * 255.0 + 0.5).to(torch.uint8)
-        else:
-            img = img.to(torch.float16)
-        if out.shape[-1] == 4:
-            alpha = torch.full_like(img[:1], 255 if out.dtype == np.uint8 else 1.0)
-            img = torch.cat([img, alpha])
-        packed = img.permute(1, 2, 0).contiguous()  # (H, W, C)
+        FrameIO.fetch(pack(y, out.dtype, out.shape[-1]), out)
+
+    @staticmethod
+    def fetch(packed: torch.Tensor, out: np.ndarray) -> None:
+        """A packed (H, W, C) device image -> `out`, in one copy (the frame's only synchronisation)."""
         if out.flags.c_contiguous and out.flags.writeable and out.dtype.isnative and tuple(out.shape) == tuple(packed.shape):
             torch.from_numpy(out).copy_(packed)
         else:
             out[...] = packed.cpu().numpy()
+
+
+def channel_view(dev: torch.Tensor, offset: int, wire: str, shape: tuple) -> torch.Tensor:
+    """A channel of the staged bytes as a tensor in its wire dtype (uint16 widened to int32)."""
+    n = int(np.prod(shape)) * np.dtype(wire).itemsize
+    t = dev[offset:offset + n].view(_WIRE[wire]).view(shape)
+    return (t.to(torch.int32) & 0xFFFF) if wire == "uint16" else t
+
+
+def pack(y: torch.Tensor, dtype, channels: int) -> torch.Tensor:
+    """y (1, 3, H, W) in [-1, 1] -> the output image (H, W, channels) in `dtype` (uint8 or float16), on y's device."""
+    img = ((y[0].float() + 1.0) * 0.5).clamp_(0.0, 1.0)  # (3, H, W)
+    if np.dtype(dtype) == np.uint8:
+        img = (img * 255.0 + 0.5).to(torch.uint8)
+    else:
+        img = img.to(torch.float16)
+    if channels == 4:
+        alpha = torch.full_like(img[:1], 255 if np.dtype(dtype) == np.uint8 else 1.0)
+        img = torch.cat([img, alpha])
+    return img.permute(1, 2, 0).contiguous()  # (H, W, C)
