@@ -173,18 +173,16 @@ def test_pruned_checkpoint_loads_through_generator_spec(tmp_path):
         r.close()
 
 
-def test_prune_command_end_to_end(tmp_path, one_thread):
-    """Score on synthetic clips, drop a block and half the MLP, recover by output matching: the
-    held-out prediction gap to the unpruned model shrinks, and the result is a loadable checkpoint."""
-    from neural_renderer.model.checkpoint import load_model, save_checkpoint
+def prune_and_check(src, out, steps: int, lr: float, match_weight: float) -> list[int]:
+    """`neurender prune` of a 3-block checkpoint (drop 1 block, MLP ratio 2) on synthetic clips, and what every
+    pruning run must show: the lowest-scoring block removed, fewer parameters and MACs, the gap to the unpruned
+    model under 0.75x after recovery, both plots drawn. -> the removed block indices."""
     from neural_renderer.cli import main
 
-    cfg = GeneratorConfig("m3", resolution=16, patch=4, dim=64, depth=3, heads=1, window=1, sinks=1)
-    src = save_checkpoint(randomised(cfg).state_dict(), cfg, tmp_path / "src" / "m3", dtype=torch.float32)
-    out = tmp_path / "out"
     rc = main(["prune", "--from", str(src), "--out", str(out), "--data", "synthetic", "--drop-blocks", "1",
-               "--mlp-ratio", "2", "--score-batches", "2", "--steps", "40", "--batch", "4", "--clip-len", "3",
-               "--pool", "4", "--lr", "1e-3", "--warmup", "3", "--match-weight", "20", "--log-every", "10", "--no-progress"])
+               "--mlp-ratio", "2", "--score-batches", "2", "--steps", str(steps), "--batch", "4", "--clip-len", "3",
+               "--pool", "4", "--lr", str(lr), "--warmup", "3", "--match-weight", str(match_weight), "--log-every", "10",
+               "--no-progress"])
     assert rc == 0
     res = json.loads((out / "prune_result.json").read_text())
     removed = [i for i in range(3) if i not in res["plan"]["keep_blocks"]]
@@ -193,6 +191,18 @@ def test_prune_command_end_to_end(tmp_path, one_thread):
     assert res["match_error_after_recovery"] < 0.75 * res["match_error_before_recovery"], res
     for name in ("scores.png", "loss.png"):
         assert_drawing(out / name)
+    return removed
+
+
+def test_prune_command_end_to_end(tmp_path, one_thread):
+    """Score on synthetic clips, drop a block and half the MLP, recover by output matching: the
+    held-out prediction gap to the unpruned model shrinks, and the result is a loadable checkpoint."""
+    from neural_renderer.model.checkpoint import load_model, save_checkpoint
+
+    cfg = GeneratorConfig("m3", resolution=16, patch=4, dim=64, depth=3, heads=1, window=1, sinks=1)
+    src = save_checkpoint(randomised(cfg).state_dict(), cfg, tmp_path / "src" / "m3", dtype=torch.float32)
+    out = tmp_path / "out"
+    prune_and_check(src, out, steps=40, lr=1e-3, match_weight=20)
     p = load_model(out / "m3-pruned.safetensors")
     assert (p.cfg.depth, p.cfg.mlp_ratio, p.cfg.name) == (2, 2, "m3-pruned")
     assert json.loads((out / "m3-pruned.json").read_text())["train"]["kind"] == "pruned"
@@ -262,7 +272,6 @@ def test_prune_hourglass_end_to_end(tmp_path, one_thread):
     """`neurender prune` on an hourglass: the lowest-scoring trunk block goes, the MLP halves, recovery by
     output matching closes part of the gap, and the checkpoint round-trips and streams through the
     serving sampler at the unpruned model's output shape."""
-    from neural_renderer.cli import main
     from neural_renderer.model.checkpoint import load_model, load_state, save_checkpoint
     from neural_renderer.serving.stream import StreamingSampler
 
@@ -270,17 +279,7 @@ def test_prune_hourglass_end_to_end(tmp_path, one_thread):
     m = randomised(cfg)
     src = save_checkpoint(m.state_dict(), cfg, tmp_path / "src" / "hg3", dtype=torch.float32)
     out = tmp_path / "out"
-    rc = main(["prune", "--from", str(src), "--out", str(out), "--data", "synthetic", "--drop-blocks", "1",
-               "--mlp-ratio", "2", "--score-batches", "2", "--steps", "30", "--batch", "4", "--clip-len", "3",
-               "--pool", "4", "--lr", "1e-4", "--warmup", "3", "--match-weight", "1000", "--log-every", "10", "--no-progress"])
-    assert rc == 0
-    res = json.loads((out / "prune_result.json").read_text())
-    removed = [i for i in range(3) if i not in res["plan"]["keep_blocks"]]
-    assert len(removed) == 1 and res["scores"]["blocks"][removed[0]] == min(res["scores"]["blocks"])
-    assert res["params_pruned"] < res["params_unpruned"] and res["macs_per_frame_pruned"] < res["macs_per_frame_unpruned"]
-    assert res["match_error_after_recovery"] < 0.75 * res["match_error_before_recovery"], res
-    for name in ("scores.png", "loss.png"):
-        assert_drawing(out / name)
+    removed = prune_and_check(src, out, steps=30, lr=1e-4, match_weight=1000)
     pcfg, state, meta = load_state(out / "hg3-pruned.json")
     assert (pcfg.arch, pcfg.depth, pcfg.mlp_ratio) == ("hourglass", 2, 2)
     assert meta["kind"] == "pruned" and meta["removed_blocks"] == removed

@@ -164,11 +164,9 @@ class HourglassGenerator(nn.Module):
         y = self._from_stem(h, c, attend_for_layer, trunk)[:, :, :H0, :W0]
         return y.reshape(B, Fr, 3, H0, W0)
 
-    def _from_stem(self, h, c, attend_for_layer, trunk=None) -> torch.Tensor:
-        """Everything after the stem: h (N, w0, H, W) the stem's activation at a padded size, c (B, F, D)
-        -> (N, 3, H, W). Split from `_run` so that a serving arm may compute the stem its own way."""
-        B, Fr = c.shape[:2]
-        cf = c.reshape(B * Fr, -1)  # (N, D)
+    def encode(self, h, cf) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The conv encoder: h (N, w0, H, W) after the stem, cf (N, D) -> (the coarsest level's activation, the
+        skip of every level, finest first)."""
         skips = []
         for l, level in enumerate(self.enc):
             for rb in level:
@@ -176,6 +174,14 @@ class HourglassGenerator(nn.Module):
             skips.append(h)
             if l < len(self.downs):
                 h = F.silu(self.downs[l](h))
+        return h, skips
+
+    def _from_stem(self, h, c, attend_for_layer, trunk=None) -> torch.Tensor:
+        """Everything after the stem: h (N, w0, H, W) the stem's activation at a padded size, c (B, F, D)
+        -> (N, 3, H, W). Split from `_run` so that a serving arm may compute the stem its own way."""
+        B, Fr = c.shape[:2]
+        cf = c.reshape(B * Fr, -1)  # (N, D)
+        h, skips = self.encode(h, cf)
         tok = self.to_tokens(h)  # (N, D, gh, gw)
         gh, gw = tok.shape[-2:]
         rope_s = self.rope_spatial(gh, gw, tok.device)

@@ -61,7 +61,7 @@ GROUP_PLANES: dict[str, list[int]] = {
 }
 
 
-def _as_tensor(a) -> torch.Tensor:
+def as_tensor(a) -> torch.Tensor:
     if isinstance(a, torch.Tensor):
         return a
     a = np.asarray(a)
@@ -101,7 +101,7 @@ def engine_to_cond(engine: Mapping[str, object], resolution: int | None = None,
     worth computing only for a model that reads it. With `resolution`, the planes are resampled to
     resolution x resolution (area for values, nearest for material ids).
     """
-    planes = {k: normalise_channel(k, _as_tensor(v)) for k, v in engine.items() if k in INPUT_CHANNELS}
+    planes = {k: normalise_channel(k, as_tensor(v)) for k, v in engine.items() if k in INPUT_CHANNELS}
     if not planes:
         raise ValueError("engine_to_cond needs at least one generator channel; use blank_cond for none")
     first_plane = next(iter(planes.values()))
@@ -117,7 +117,7 @@ def engine_to_cond(engine: Mapping[str, object], resolution: int | None = None,
         if any(c in present for c in chans):
             out[..., GROUP_FLAG[g], :, :] = 1.0
     if constants is not None and "depth" in engine:
-        pos = world_position(_as_tensor(engine["depth"]).to(out.device), constants)
+        pos = world_position(as_tensor(engine["depth"]).to(out.device), constants)
         if pos is not None:
             xyz, valid, known = pos
             first, n = PLANES["world"]
@@ -199,7 +199,7 @@ def sample_group_keep(batch: int, p: float, generator: torch.Generator) -> dict[
 
 def image_to_model(img) -> torch.Tensor:
     """(..., H, W, 3) float [0, 1] -> (..., 3, H, W) in [-1, 1]."""
-    return _as_tensor(img).float().clamp(0, 1).movedim(-1, -3) * 2.0 - 1.0
+    return as_tensor(img).float().clamp(0, 1).movedim(-1, -3) * 2.0 - 1.0
 
 
 def model_to_image(x: torch.Tensor) -> torch.Tensor:

@@ -79,19 +79,26 @@ def time_arm(model, arm: Arm, size: tuple[int, int], steps: int, frames: int = 2
     g = torch.Generator().manual_seed(0)
     cond = torch.rand(1, COND_CHANNELS, H, W, generator=g).to(dev)
     motion, dis = torch.zeros(1, 2, H, W, device=dev), torch.zeros(1, 1, H, W, device=dev)
+    return _timed_frames(lambda: sampler.step(cond, None, motion, dis), lambda: sampler.graph is not None,
+                         arm.cuda_graph, dev, frames, warmup)
+
+
+def _timed_frames(frame, graphed, cuda_graph: bool, dev, frames: int, warmup: int) -> list[float]:
+    """Runs `frame()` `warmup` times (past the cache's filling frames, so a graph arm has captured; `graphed()`
+    says whether it did), then milliseconds of each of `frames` calls, synchronised around each."""
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    for _ in range(warmup):  # past the cache's filling frames, so the graph is captured
-        sampler.step(cond, None, motion, dis)
-    if arm.cuda_graph and sampler.graph is None:
+    for _ in range(warmup):
+        frame()
+    if cuda_graph and not graphed():
         raise RuntimeError("CUDA graph capture failed")
-    out = []
+    ms = []
     for _ in range(frames):
         sync()
         t0 = time.perf_counter()
-        sampler.step(cond, None, motion, dis)
+        frame()
         sync()
-        out.append((time.perf_counter() - t0) * 1e3)
-    return out
+        ms.append((time.perf_counter() - t0) * 1e3)
+    return ms
 
 
 def time_frame(model, arm: Arm, size: tuple[int, int], steps: int, frames: int = 20, warmup: int = 8) -> list[float]:
@@ -106,20 +113,10 @@ def time_frame(model, arm: Arm, size: tuple[int, int], steps: int, frames: int =
     H, W = size
     pixels, constants = engine_frame(H, W, 0), camera(0.0, W / H)
     action, out = np.zeros(ACTION_DIM, np.float32), np.zeros((H, W, 3), np.uint8)
-    sync = torch.cuda.synchronize if sampler.device.type == "cuda" else (lambda: None)
-    for _ in range(warmup):  # past the cache's filling frames, so the graph is captured
-        path.render(pixels, constants, action, out)
-    graphed = any(e.graph is not None for e in path.entries.values()) if arm.frame else sampler.graph is not None
-    if arm.cuda_graph and not graphed:
-        raise RuntimeError("CUDA graph capture failed")
-    ms = []
-    for _ in range(frames):
-        sync()
-        t0 = time.perf_counter()
-        path.render(pixels, constants, action, out)
-        sync()
-        ms.append((time.perf_counter() - t0) * 1e3)
-    return ms
+    graphed = lambda: (any(e.graph is not None for e in path.entries.values()) if arm.frame
+                       else sampler.graph is not None)
+    return _timed_frames(lambda: path.render(pixels, constants, action, out), graphed, arm.cuda_graph,
+                         sampler.device, frames, warmup)
 
 
 def select(model, steps: int, size: tuple[int, int], forced: str | None = None) -> tuple[str, dict]:

@@ -77,13 +77,7 @@ class CPUStep:
         m = self.model
         B = c.shape[0]
         cf = c.reshape(B, -1)  # (N, D)
-        skips = []
-        for l, level in enumerate(m.enc):
-            for rb in level:
-                h = rb(h, cf)
-            skips.append(h)
-            if l < len(m.downs):
-                h = F.silu(m.downs[l](h))
+        h, skips = m.encode(h, cf)
         tok = m.to_tokens(h)  # (N, D, gh, gw)
         gh, gw = tok.shape[-2:]
         z = tok.flatten(2).transpose(1, 2).reshape(B, 1, gh * gw, -1)  # (B, 1, T, D)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from bridge.channels import ACTION_DIM
 from neural_renderer.model.inputs import (COND_CHANNELS, GROUP_FLAG, INPUT_CHANNELS, PLANES, WORLD_FIRST,
-                                          engine_to_cond, image_to_model, world_features)
+                                          as_tensor, engine_to_cond, image_to_model, world_features)
 from neural_renderer.model.world_position import world_position
 
 MOTION_CHANNELS = ("motion", "disocclusion")
@@ -273,11 +273,8 @@ def clip_stream(cfg, resolution: int, styles: list[str], rank: int):
 
 
 def _to_device(a, dev) -> torch.Tensor:
-    """A clip's numpy array -> a tensor on `dev` in the same dtype (uint16 ids widened: torch has no uint16 ops)."""
-    a = np.asarray(a)
-    if a.dtype == np.uint16:
-        a = a.astype(np.int32)
-    t = torch.from_numpy(np.ascontiguousarray(a))
+    """A clip's numpy array -> a tensor on `dev` in its own dtype (inputs.as_tensor), through pinned memory."""
+    t = as_tensor(a)
     return t.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else t
 
 
