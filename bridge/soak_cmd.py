@@ -153,9 +153,15 @@ def soak(minutes: float, sessions: int, fps: float = 30.0, kill_every: float | N
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
-        time.sleep(2.5)  # sessions of clients killed last: lock probe / timeout
-        files_live = _session_files(shm_dir)
-        memories_live = _session_memories(daemon.pid)
+        # sessions of the clients stopped last end by the daemon's lock probe or, at the latest, its idle timeout
+        # (15 s): wait for that rather than a fixed time, which a loaded machine can outlast
+        deadline = time.monotonic() + 20.0
+        while True:
+            files_live = _session_files(shm_dir)
+            memories_live = _session_memories(daemon.pid)
+            if not (files_live or memories_live) or time.monotonic() > deadline:
+                break
+            time.sleep(0.25)
         welcome_rss = rss_kib(daemon.pid)
     finally:
         for p in procs.values():
