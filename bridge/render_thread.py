@@ -159,6 +159,9 @@ class RenderWorker:
                 self._do_frame(job)
             else:
                 self._do_batch(jobs)
+            # drop the frames' views of session memory before waiting: a mapping (and the memfd its mmap holds)
+            # lives as long as any view, so a view kept while idle would outlive its session's end
+            job = jobs = None
         for rs in self._sessions.values():
             try:
                 rs.close()
