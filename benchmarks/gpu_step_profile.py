@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import replace
@@ -39,6 +40,16 @@ def timed_steps(step, n: int, refresh=None, every: int = 0, sync=lambda: None) -
         times.append((time.perf_counter() - t0) * 1e3)
     times.sort()
     return {"steps": n, "p50_ms": times[len(times) // 2], "mean_ms": sum(times) / n, "data_s": data}
+
+
+def gl_renderer() -> str:
+    """The GL renderer a render worker gets (an NVIDIA string, or llvmpipe: rendering on the CPU cores)."""
+    from neural_renderer.data.world import create_context, release_context
+
+    ctx = create_context(headless=True)
+    name = ctx.info.get("GL_RENDERER", "?")
+    release_context(ctx)
+    return name
 
 
 def main() -> None:
@@ -114,9 +125,10 @@ def main() -> None:
     timed_steps(step, 3, sync=sync)  # warm-up: cuDNN autotuning, allocator
     report = {"run": a.run, "model": cfg.model, "device": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu",
               "batch": cfg.batch, "clip_len": cfg.clip_len, "crop": cfg.crop, "render_workers": cfg.render_workers,
-              "pool_fill_s": fill_s}
+              "pool_fill_s": fill_s, "gl_renderer": gl_renderer()}
     report["paused"] = timed_steps(step, a.steps, sync=sync)
     report["rendering"] = timed_steps(step, a.steps, refresh(cfg.refresh_clips), every=1, sync=sync)
+    report["rendering"]["loadavg_1min"] = os.getloadavg()[0]  # CPU-rendering GL (llvmpipe) shows as load
     time.sleep(2.0)  # let the workers finish what they were given
     report["bursts"] = timed_steps(step, a.steps, refresh(4 * max(1, cfg.render_workers)), every=a.burst_every,
                                    sync=sync)
