@@ -1,4 +1,5 @@
-"""`neurender bench record`: what recording a session costs a frame. One passthrough daemon (its own
+"""`neurender bench record`: what recording a session costs a frame. One daemon (--backend, default
+passthrough; e.g. generator:base --device cuda for the cost beside a real model) in its own
 process, a temporary recordings root unless --dir), one client in this process sending the demo's
 channels plus `final` over shared memory (the engine writes straight into the slot), blocking round
 trips. Recording off and on alternate in blocks of --block frames, --repeats times per resolution, so
@@ -22,6 +23,8 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="the game's frame rate: one frame per 1/fps s (default 60; 0 = as fast as replies come)")
     p.add_argument("--dir", default=None, help="recordings root (default: a temporary directory, removed after)")
     p.add_argument("--json", metavar="PATH", default=None, help="write the numbers here")
+    p.add_argument("--backend", default="passthrough", help="the daemon's backend (default passthrough)")
+    p.add_argument("--device", default=None, help="torch device of a model backend")
 
 
 def _block(client, size: int, record: str | None, frames: int, warmup: int, fps: float) -> dict:
@@ -72,10 +75,11 @@ def run(args: argparse.Namespace) -> int:
     from bridge.daemon import spawn_daemon
 
     root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="nr-bench-record-"))
-    results = {"machine_cpus": os.cpu_count(), "loadavg_before": os.getloadavg()[0], "channels": RECORD_CHANNELS,
+    results = {"backend": args.backend, "device": args.device, "machine_cpus": os.cpu_count(), "loadavg_before": os.getloadavg()[0], "channels": RECORD_CHANNELS,
                "block": args.block, "repeats": args.repeats, "fps": args.fps, "sizes": {}}
     try:
-        with spawn_daemon("passthrough", runtime_dir="private", extra_args=["--recordings-dir", str(root)]) as d:
+        with spawn_daemon(args.backend, runtime_dir="private", device=args.device, timeout=None,
+                          extra_args=["--recordings-dir", str(root)]) as d:
             with Client(d.endpoint, timeout=30) as c:
                 for size in args.sizes:
                     arms = {"off": [], "on": []}
