@@ -31,6 +31,7 @@ GROUPS: dict[str, dict[str, tuple[str, str]]] = {
         "kernels": ("neural_renderer.commands.bench_kernels", "kernel arms vs eager/compile/CUDA graph"),
         "generator": ("neural_renderer.commands.bench_generator", "streaming generator frames/s per step count"),
         "serve": ("neural_renderer.commands.bench_serve", "round trip through the daemon with the generator"),
+        "sessions": ("neural_renderer.commands.bench_sessions", "many paced 60 fps sessions on one daemon: the largest count held"),
         "rollout": ("neural_renderer.commands.bench_rollout", "long rollout of one eval scene: drift"),
         "ablation": ("neural_renderer.commands.bench_ablation", "the generator vs its ablations on an eval suite"),
         "distill": ("neural_renderer.commands.bench_distill", "distil, prune, time and evaluate every arm in one run"),

@@ -43,6 +43,20 @@ def stats(ms: list[float]) -> dict:
     return {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)), "n": int(a.size)}
 
 
+def fill_slots(s, seed: int = 0) -> None:
+    """The engine's readback lands in every shared-memory slot of session `s` once (so what is timed is the
+    daemon, not the client writing pixels), with a slow pan in the motion vectors: the reprojected history
+    is used."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    for k in range(s.slots):
+        for name, view in s.input_views(k).items():
+            view[...] = (rng.random(view.shape) * (4 if name == "material_id" else 1)).astype(view.dtype)
+        s.input_views(k)["motion"][...] = 0.5
+        s.input_views(k)["disocclusion"][...] = 0
+
+
 def checkpoint_for(model: str, tmp: Path) -> Path:
     """A shipped name or checkpoint path as it is; a registry size that is not shipped (e.g. hg-micro) gets
     random weights saved under `tmp` (timing does not depend on weight values)."""
@@ -76,8 +90,6 @@ def roundtrips(ckpt: Path, sizes, device: str, steps: int, dtype: str, frames: i
 
 def _roundtrips(ckpt: Path, sizes, device: str, steps: int, dtype: str, frames: int, warmup: int, log,
                 kernels: str) -> list[dict]:
-    import numpy as np
-
     from bridge.client import Client
     from bridge.daemon import spawn_daemon
     from bridge.styles import STYLES
@@ -88,12 +100,7 @@ def _roundtrips(ckpt: Path, sizes, device: str, steps: int, dtype: str, frames: 
         with Client(d.endpoint) as c:
             for H, W in sizes:
                 s = c.open_session(W, H, CHANNELS, output_format="rgb8", prompt=STYLES["sunny"], steps=steps)
-                rng = np.random.default_rng(0)
-                for k in range(s.slots):  # the engine's readback lands in every slot once
-                    for name, view in s.input_views(k).items():
-                        view[...] = (rng.random(view.shape) * (4 if name == "material_id" else 1)).astype(view.dtype)
-                    s.input_views(k)["motion"][...] = 0.5  # a slow pan: the reprojected history is used
-                    s.input_views(k)["disocclusion"][...] = 0
+                fill_slots(s)
                 rt, render = [], []
                 for i in range(warmup + frames):
                     r = s.render(slot=s.acquire_slot(), timeout=600)
