@@ -10,12 +10,13 @@
 #           with the fine-tuned model serving (bench record)
 #     bash benchmarks/gpu_call.sh "bash benchmarks/gpu_own_game.sh record"
 #     bash benchmarks/gpu_call.sh "bash benchmarks/gpu_own_game.sh score"
+#     bash benchmarks/gpu_call.sh "bash benchmarks/gpu_own_game.sh all"     # both in one call (short budgets)
 set -uo pipefail
-PHASE=${1:?record or score}
+PHASE=${1:?record, score or all}
 SEQ=${SEQ:-18} FRAMES=${FRAMES:-300} SIZE=${SIZE:-256} BUDGET=${BUDGET:-270} SHARE=${SHARE:-0.35}
 REC=runs/own/ink R=$OUT/run/own NR="python3 -m neural_renderer.cli"
 mkdir -p "$R"
-if [ "$PHASE" = record ]; then
+if [ "$PHASE" = record ] || [ "$PHASE" = all ]; then
     rm -rf runs/own
     t0=$(date +%s)
     # training seeds of the world (700..): the built-in looks' evaluation seeds stay unseen in any look
@@ -27,8 +28,9 @@ if [ "$PHASE" = record ]; then
         --steps 100000 --batch 12 --clip-len 4 --crop 0 --render-workers "${RW:-12}" --render-resolution "$SIZE" \
         --looks-per-clip 2 --pool 192 --refresh-every 1 --refresh-clips 4 --fill-max-s 30 --lr 2e-4 --warmup 20 \
         --look-share "$SHARE" --log-every 50 --ckpt-every 0 --no-progress
-    mkdir -p "$R/ft" && cp runs/own/ft/base.json runs/own/ft/*.safetensors runs/own/ft/*.png runs/own/ft/*.json "$R/ft/"
-else
+    mkdir -p "$R/ft" && cp runs/own/ft/*.json runs/own/ft/*.safetensors runs/own/ft/*.png "$R/ft/"
+fi
+if [ "$PHASE" = score ] || [ "$PHASE" = all ]; then
     FT=runs/own/ft/base.json
     $NR eval --renderer generator:base --data $REC --device "${DEV:-cuda}" --json "$R/eval_base.json" --no-progress
     $NR eval --renderer generator:$FT --data $REC --device "${DEV:-cuda}" --json "$R/eval_ft.json" --no-progress
