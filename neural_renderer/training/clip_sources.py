@@ -69,7 +69,8 @@ def render_seed_clips(seed: int, length: int, resolution: int, styles: list[str]
             continue
         out.append(RawClip(
             engine={c: np.stack([f.engine[c] for f in fr]) for c in CLIP_CHANNELS if c in fr[0].engine},
-            reference={s: np.stack([f.reference[s] for f in fr]) for s in styles},
+            # float16: what the pool stores anyway; halves what a render worker pickles to the trainer
+            reference={s: np.stack([f.reference[s] for f in fr]).astype(np.float16) for s in styles},
             action=np.stack([np.asarray(f.action, np.float32) for f in fr]),
             constants={k: np.stack([f.constants[k] for f in fr]) for k in fr[0].constants},
         ))
