@@ -108,7 +108,8 @@ class FusedTrunk:
         self._rope: dict = {}
         self._bufs: dict = {}
 
-    def _tables(self, grid, device):
+    def tables(self, grid, device):
+        """The kernels' rotary tables (cos, sin, slot_cos, slot_sin) for a token grid, made once per grid."""
         if grid not in self._rope:
             cs, ss = self.model.rope_spatial(*grid, device)
             self._rope[grid] = rope_tables_for_kernels(cs, ss, self.model.rope_cos_t, self.model.rope_sin_t)
@@ -127,7 +128,7 @@ class FusedTrunk:
         x = buf["x"]
         x.copy_(z.reshape(B, T, D))
         fused_linear(c.to(self.dtype), self.w["wmod"], self.w["bmod"], prologue="silu", out=buf["mod"], block_m=16)
-        run_blocks(x, buf["mod"][:, 0], self.w, cache, self._tables(grid, z.device), self.heads, buf,
+        run_blocks(x, buf["mod"][:, 0], self.w, cache, self.tables(grid, z.device), self.heads, buf,
                    self.block_m, self.attn_block_n)
         return x.view(B, 1, T, D)
 

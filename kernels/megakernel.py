@@ -1,4 +1,6 @@
-"""The megakernel: a whole denoising step of a CausalDiT in one persistent Triton launch.
+"""The megakernel: a whole denoising step of a CausalDiT in one persistent Triton launch (and, with the
+same kernel and a schedule without the patch embed and final layer, the hourglass generator's trunk:
+kernels.megakernel_trunk).
 
 Schedule. `build_tasks` lists every tile of the step in a topological order (adaLN vectors of every
 block, patch embed, then per block: qkv, attention, out projection, fc1, fc2; then the unpatchify
@@ -61,17 +63,28 @@ class Schedule:
     att_split: int
 
 
-def build_tasks(cfg, B: int, block_m: int = 64, block_n: int = 64, att_split: int = 1) -> Schedule:
+def build_tasks(cfg, B: int, block_m: int = 64, block_n: int = 64, att_split: int = 1, tokens: int | None = None,
+                head: bool = True) -> Schedule:
     """att_split: attention query tiles per row block (block_m // att_split rows each), for more tasks
-    than SMs when heads x row blocks is small."""
-    D, L, H, T = cfg.dim, cfg.depth, cfg.heads, cfg.tokens
-    if T % block_m or D % block_n or block_n != HEAD_DIM:
-        raise ValueError(f"tokens {T} must be a multiple of block_m {block_m}, dim {D} of block_n {block_n} == 64")
+    than SMs when heads x row blocks is small. `tokens`: tokens per frame (default: the config's square
+    frame). `head=False`: the blocks alone (the hourglass generator's trunk): no patch embed and no final
+    layer; the caller puts the tokens into x before the launch, so the first layer waits only for its adaLN.
+
+    Batch 1 takes any token count (the last row block is part empty: every tile masks rows >= B * T); a
+    larger batch needs tokens a multiple of block_m, since a row block's adaLN vectors are one batch's."""
+    D, L, H = cfg.dim, cfg.depth, cfg.heads
+    T = tokens or cfg.tokens
+    if (B > 1 and T % block_m) or D % block_n or block_n != HEAD_DIM:
+        raise ValueError(f"tokens {T} must be a multiple of block_m {block_m} at batch {B} > 1, dim {D} of "
+                         f"block_n {block_n} == 64")
     if block_m % att_split or block_m // att_split < 16:
         raise ValueError(f"att_split {att_split} must divide block_m {block_m} into tiles of >= 16 rows")
-    MB = B * T // block_m
+    MB = triton.cdiv(B * T, block_m)
     ND, NH = D // block_n, cfg.mlp_ratio * D // block_n
-    n_final = triton.cdiv(3 * cfg.patch * cfg.patch, block_n)
+    n_final = triton.cdiv(3 * cfg.patch * cfg.patch, block_n) if head else 0
+    att_bm = block_m // att_split
+    # attention query tiles of row block mb: those that start before the last row
+    n_att = [sum(1 for sub in range(att_split) if (mb * att_split + sub) * att_bm < B * T) for mb in range(MB)]
     mod_tiles_block = 6 * D // block_n
     mod_tiles_final = 2 * D // block_n
     # counters: 0 = always zero (no wait), 1 = sink (no one waits), then named groups
@@ -96,35 +109,36 @@ def build_tasks(cfg, B: int, block_m: int = 64, block_n: int = 64, att_split: in
     def add(typ, layer, a0, a1, w0=0, n0=0, w1=0, n1=0, sig=1):
         rows.append((typ, layer, a0, a1, w0, n0, w1, n1, sig))
 
-    for l in range(L + 1):
+    for l in range(L + 1 if head else L):
         for n in range(mod_tiles_block if l < L else mod_tiles_final):
             add(T_MOD, l, 0, l * mod_tiles_block + n, sig=c_mod + l)
-    for mb in range(MB):
-        for n in range(ND):
-            add(T_EMBED, 0, mb, n, sig=c_x + mb)
+    if head:
+        for mb in range(MB):
+            for n in range(ND):
+                add(T_EMBED, 0, mb, n, sig=c_x + mb)
     for l in range(L):
         # q, k, v tiles head by head so the first heads' attention can start early
         for h in range(H):
             for sec in range(3):
                 for mb in range(MB):
-                    add(T_QKV, l, mb, sec * ND + h, c_mod + l, mod_tiles_block, c_x + l * MB + mb, ND,
-                        sig=c_qkv + l * H + h)
+                    x_wait = (c_x + l * MB + mb, ND) if head or l else (0, 0)  # trunk: layer 0's x is there
+                    add(T_QKV, l, mb, sec * ND + h, c_mod + l, mod_tiles_block, *x_wait, sig=c_qkv + l * H + h)
         # hazard note: q/attention-output buffers are shared across layers; qkv(l+1, mb) waits for
         # fc2(l, mb) <- fc1 <- oproj(l, mb) <- attn(l, mb, all heads), the only readers of those rows.
         for mb in range(MB):
             for h in range(H):
-                for sub in range(att_split):
+                for sub in range(n_att[mb]):
                     add(T_ATTN, l, mb * att_split + sub, h, c_qkv + l * H + h, 3 * MB, sig=c_att + l * MB + mb)
         for mb in range(MB):
             for n in range(ND):
-                add(T_OPROJ, l, mb, n, c_att + l * MB + mb, H * att_split, sig=c_o + l * MB + mb)
+                add(T_OPROJ, l, mb, n, c_att + l * MB + mb, H * n_att[mb], sig=c_o + l * MB + mb)
         for mb in range(MB):
             for n in range(NH):
                 add(T_FC1, l, mb, n, c_o + l * MB + mb, ND, sig=c_h + l * MB + mb)
         for mb in range(MB):
             for n in range(ND):
                 add(T_FC2, l, mb, n, c_h + l * MB + mb, NH, sig=c_x + (l + 1) * MB + mb)
-    for mb in range(MB):
+    for mb in range(MB if head else 0):
         for n in range(n_final):
             add(T_FINAL, L, mb, n, c_x + L * MB + mb, ND, c_mod + L, mod_tiles_final)
     return Schedule(torch.tensor(rows, dtype=torch.int32), nxt[0], block_m, block_n, att_split)
@@ -311,6 +325,21 @@ def require_co_residency(n_programs: int, per_sm: int, n_sm: int) -> None:
                            " - refusing to launch")
 
 
+def compile_checked(args, n_programs: int, device, **kw) -> dict:
+    """Compile `_megakernel` for `args` without launching it and refuse (RuntimeError) unless all
+    `n_programs` programs can be resident at once; returns the build's registers, spills, shared memory."""
+    compiled = _megakernel.warmup(*args, grid=(n_programs,), **kw)
+    if hasattr(compiled, "_init_handles"):
+        compiled._init_handles()  # loads the binary: n_regs / n_spills are known only after this
+    props = torch.cuda.get_device_properties(device)
+    per_sm = programs_per_sm(compiled.n_regs, compiled.metadata.num_warps, compiled.metadata.shared,
+                             getattr(props, "regs_per_multiprocessor", 65536),
+                             getattr(props, "shared_memory_per_multiprocessor", 228 * 1024),
+                             getattr(props, "max_threads_per_multi_processor", 2048))
+    require_co_residency(n_programs, per_sm, props.multi_processor_count)
+    return dict(n_regs=compiled.n_regs, n_spills=compiled.n_spills, shared=compiled.metadata.shared, per_sm=per_sm)
+
+
 class MegakernelStep:
     """One launch per denoising step. Same call contract as FusedStep / CausalDiT.forward_frame (keys
     in kernel layout, see kernels.fused_model.import_cache). Inputs are copied into static buffers so
@@ -377,20 +406,10 @@ class MegakernelStep:
 
     def check_co_residency(self, cache) -> int:
         """Compile without launching; refuse (RuntimeError) unless one program per SM fits."""
-        compiled = _megakernel.warmup(*self._args(cache), grid=(self.n_programs,), num_warps=self.meta["num_warps"],
-                                      **self._constexprs())
-        if hasattr(compiled, "_init_handles"):
-            compiled._init_handles()  # loads the binary: n_regs / n_spills are known only after this
-        props = torch.cuda.get_device_properties(self.device)
-        per_sm = programs_per_sm(compiled.n_regs, compiled.metadata.num_warps, compiled.metadata.shared,
-                                 getattr(props, "regs_per_multiprocessor", 65536),
-                                 getattr(props, "shared_memory_per_multiprocessor", 228 * 1024),
-                                 getattr(props, "max_threads_per_multi_processor", 2048))
-        require_co_residency(self.n_programs, per_sm, props.multi_processor_count)
-        self.compiled_info = dict(n_regs=compiled.n_regs, n_spills=compiled.n_spills,
-                                  shared=compiled.metadata.shared, per_sm=per_sm)
+        self.compiled_info = compile_checked(self._args(cache), self.n_programs, self.device,
+                                             num_warps=self.meta["num_warps"], **self._constexprs())
         self._checked = True
-        return per_sm
+        return self.compiled_info["per_sm"]
 
     def launch(self, cache) -> None:
         if not self._checked:

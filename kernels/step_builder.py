@@ -106,6 +106,14 @@ def hourglass_trunk(model):
     return FusedTrunk(model)
 
 
+def hourglass_megakernel_trunk(model):
+    """The trunk as one persistent launch per step (kernels.megakernel_trunk), same contract and key layout as
+    `hourglass_trunk`; shapes its schedule cannot tile run the fused trunk's ops on the same weights."""
+    from kernels.megakernel_trunk import MegakernelTrunk
+
+    return MegakernelTrunk(model)
+
+
 def check_hourglass_step(model, step_fn, height: int, width: int, kernel_layout: bool) -> tuple[bool, str]:
     """One step of `step_fn(inputs, cache)` against the model's plain forward, judged by the kernel tests'
     tolerance rule: |step - fp32| <= 2 |torch same dtype - fp32| + atol * scale."""

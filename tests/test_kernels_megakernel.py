@@ -121,9 +121,9 @@ def test_bad_inputs_and_backend_on_cpu():
         build_step(model, "tensorrt")
 
 
-def test_roofline_inputs_for_base_match_a_hand_count():
+def test_roofline_inputs_for_dit_base_match_a_hand_count():
     """The bench's floor column: FLOPs and KV bytes of one base step, counted by hand."""
-    from neural_renderer.commands.bench_kernels import step_cost
+    from neural_renderer.commands.bench_kernels_dit import step_cost
 
     model = CausalDiT(MODELS["dit-base"]())
     D, L, T, keys = 256, 8, 1024, 5 * 1024          # base: 4 context slots + the current frame
@@ -133,3 +133,55 @@ def test_roofline_inputs_for_base_match_a_hand_count():
     assert got == flops == 58_653_147_136
     assert kv_bytes == 2 * 2 * L * keys * D
     assert w_bytes == 2 * sum(p.numel() for n, p in model.named_parameters() if not n.startswith("material"))
+
+
+# -- the hourglass generator's trunk (kernels.megakernel_trunk): the same kernel over a schedule without the head --
+
+
+@pytest.mark.parametrize("B,T,bm,split", [(1, 1024, 64, 2), (1, 15, 16, 1), (1, 100, 64, 2), (2, 64, 32, 2)])
+def test_trunk_schedule_is_topological_with_exact_counts(B, T, bm, split):
+    """No embed or final tasks; a part-empty last row block gets only the attention tiles that start in it."""
+    cfg = H.tiny_cfg(depth=3)
+    s = build_tasks(cfg, B, bm, att_split=split, tokens=T, head=False)
+    check_schedule(s)
+    types = s.tasks[:, 0].tolist()
+    assert 1 not in types and 7 not in types  # T_EMBED, T_FINAL
+    att_bm = bm // split
+    assert types.count(3) == cfg.depth * cfg.heads * -(-B * T // att_bm)
+    assert types.count(0) == cfg.depth * 6 * cfg.dim // 64  # every block's adaLN, no final layer's
+
+
+def test_trunk_schedule_refuses_a_batch_split_inside_a_row_block():
+    with pytest.raises(ValueError, match="multiple of block_m"):
+        build_tasks(H.tiny_cfg(), 2, 16, tokens=15, head=False)
+
+
+@pytest.mark.parametrize("B,size,launched", [(2, (32, 32), True), (2, (24, 40), False), (1, (40, 40), True)])
+def test_megakernel_trunk_with_two_heads_and_batches(B, size, launched):
+    """Two heads, batch 2 (16 tokens: one launch; 15 tokens: the fused ops on the same weights) and 25 tokens at
+    batch 1 over 16-row blocks (two row blocks, the second part empty); two calls, the counters never reset."""
+    import dataclasses
+
+    from kernels.megakernel_trunk import MegakernelTrunk
+    from kernels.selfcheck import random_frame_inputs
+    from neural_renderer.model.registry import build
+
+    cfg = dataclasses.replace(MODELS["hg-micro"](), dim=128, heads=2)
+    m32 = H.randomize_(build(cfg).eval(), seed=4)
+    model = H.randomize_(build(cfg).eval(), seed=4).to(torch.bfloat16)
+    Hh, W = size
+    tokens = model.tokens_for(Hh, W)
+    mk = MegakernelTrunk(model, block_m=16, att_split=1, attn_block_n=16)
+    for call in (1, 2):
+        inp = random_frame_inputs(cfg, B, Hh, W, "cpu", torch.bfloat16, seed=call)
+        cache = lambda m, dt: filled_cache(m, B, "cpu", dt, None, seed=call, tokens=tokens)  # noqa: E731
+        with torch.no_grad():
+            ref32 = m32.forward_frame(*(t.float() for t in inp), cache(m32, torch.float32))
+            ref_same = model.forward_frame(*inp, cache(model, torch.bfloat16))
+            mk.poison()
+            out = model.forward_frame(*inp, import_cache(cache(model, torch.bfloat16)), trunk=mk)
+        H.assert_rule(f"call {call}", out, ref32, ref_same, H.atol_for(torch.bfloat16))
+    plan = mk._plans[(B, tokens)]
+    assert (plan is not None) == launched
+    if launched:
+        assert plan.gen.item() == 2 and plan.queue.item() == 2 * (plan.tasks.shape[0] + 1) and mk.spin_flag() == 0

@@ -25,14 +25,16 @@ def frames(n, H, W, seed=3):
             for _ in range(n)]
 
 
+@pytest.mark.parametrize("arm", ["fused", "megakernel"])
 @pytest.mark.parametrize("H,W", [(32, 32), (20, 36)])
-def test_fused_arm_streams_like_the_plain_path(H, W):
-    """Frames 0..3 fill the cache (sink, window) through the fused trunk's key layout and read it back."""
+def test_fused_arm_streams_like_the_plain_path(H, W, arm):
+    """Frames 0..3 fill the cache (sink, window) through the fused trunk's key layout and read it back; the
+    megakernel arm keeps the same layout."""
     m = randomised("hg-micro", seed=1)
     p = torch.randn(384, generator=torch.Generator().manual_seed(0))
     seq = frames(4, H, W)
     s_plain = StreamingSampler(m, p, seed=2)
-    s_fused = StreamingSampler(m, p, seed=2, forward=arms.ArmStep(m, arms.ARMS["fused"]), cuda_graph=False)
+    s_fused = StreamingSampler(m, p, seed=2, forward=arms.ArmStep(m, arms.ARMS[arm]), cuda_graph=False)
     plain = [s_plain.step(*f) for f in seq]
     fused = [s_fused.step(*f) for f in seq]
     for k, (a, b) in enumerate(zip(fused, plain)):
@@ -59,3 +61,17 @@ def test_cpu_serves_the_cpu_arm_and_the_backend_names_it(tmp_path):
         GeneratorRenderer(str(ck), device="cpu", kernels="fused")
     with pytest.raises(BackendUnavailable, match="unknown serving arm"):
         GeneratorRenderer(str(ck), device="cpu", kernels="warp-drive")
+
+
+def test_the_megakernel_arm_is_a_gpu_candidate_and_a_timed_out_wait_fails_its_check(monkeypatch):
+    """On CUDA with Triton the megakernel arm is timed with the others (the fastest that passes serves); its
+    check fails when a wait timed out, whatever the output."""
+    import kernels.megakernel_trunk
+
+    assert "megakernel" in arms.candidates(torch.device("cuda")) and "fused" in arms.candidates(torch.device("cuda"))
+    m = randomised("hg-micro", seed=1)
+    ok, detail = arms.check(m, arms.ARMS["megakernel"], (16, 24))
+    assert ok, detail
+    monkeypatch.setattr(kernels.megakernel_trunk.MegakernelTrunk, "spin_flag", lambda self: 1)
+    ok, detail = arms.check(m, arms.ARMS["megakernel"], (16, 24))
+    assert not ok and "spin flag 1" in detail

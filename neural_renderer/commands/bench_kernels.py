@@ -1,338 +1,187 @@
 """`neurender bench kernels --json PATH`: every way of running one denoising step, side by side.
 
-Arms (each checked against the fp32 model before it is timed, tolerance rule of the tests with the
-bf16 eager model as the same-dtype torch reference): eager PyTorch, torch.compile default,
-torch.compile max-autotune-no-cudagraphs (skipped when the remaining call budget cannot hold its
-compile, and said so), a manual CUDA graph of the eager model, the fused Triton ops in a CUDA graph,
-the megakernel in a CUDA graph (with and without its L2 weight prefetch). Median ms per step
-(triton.testing.do_bench, L2 flushed before every rep), ms per frame at the shipped step count
-(steps + the cache-write pass), and the roofline floor from the measured copy bandwidth and bf16
-matrix rate of the card.
+Default: the shipped hourglass generator (`base`) and two larger hourglass configs, one whole step of one
+streamed 512x512 frame against a warm KV cache, bf16 (neural_renderer.commands.bench_kernels_hourglass); the
+first architecture's configs (`dit-base`, `d512x12`, `d768x16`: bench_kernels_dit) on request.
+Every arm is checked against the fp32 model before it is timed and again after (tolerance rule of the kernel
+tests, the bf16 eager model as the same-dtype torch reference; output and the cache's current slot poisoned
+with NaN first). Median ms per step (triton.testing.do_bench, L2 flushed before every rep), its ratio to the
+roofline floor of the whole step (the card's measured copy bandwidth and bf16 matrix rate), and which serving
+arm these times make the default.
+
+Order: first every config's core arms (eager, the CUDA-graph and kernel arms), then, while the wall-clock
+budget lasts, the torch.compile arms and the ablations (each skipped, and said so, when its expected setup
+time no longer fits). `--device cpu` runs a smoke pass on the CPU (Triton kernels under the interpreter,
+`hg-micro` by default; CUDA-graph and compile arms skipped).
 """
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import time
 
-CONFIG_NAMES = ("dit-base", "d512x12", "d768x16")
+from neural_renderer.commands import bench_kernels_dit as dit, bench_kernels_hourglass as hg
+from neural_renderer.commands.bench_kernels_common import (BUDGET_NOTE, dump, graph_of, measure_ceilings,  # noqa: F401
+                                                           run_arm, skip)
+
+HOURGLASS = ("base", "hg-d512x12", "hg-d768x16")
+DIT = ("dit-base", "d512x12", "d768x16")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="PATH", help="write the full results here")
-    parser.add_argument("--configs", default=",".join(CONFIG_NAMES),
-                        help=f"comma-separated subset of {', '.join(CONFIG_NAMES)}")
-    parser.add_argument("--budget-s", type=float, default=540.0,
-                        help="wall-clock budget: compile arms that would not fit are skipped (default 540)")
+    parser.add_argument("--configs", default=None,
+                        help=f"comma-separated subset of {', '.join(HOURGLASS + DIT)}, hg-micro, micro "
+                             f"(default: {','.join(HOURGLASS)}; on --device cpu: hg-micro)")
+    parser.add_argument("--device", default="cuda", help="cuda (default) or cpu (a smoke run under the Triton "
+                                                         "interpreter)")
+    parser.add_argument("--arms", default="all", help="comma-separated arm labels to run (default: all)")
+    parser.add_argument("--budget-s", type=float, default=170.0,
+                        help="wall-clock budget: compile arms and ablations that would not fit are skipped (default "
+                             "170: with the last arm's overrun, about 4 minutes in all)")
+    parser.add_argument("--compile-est-s", type=float, default=45.0,
+                        help="expected torch.compile default setup per config, for the budget (default 45)")
     parser.add_argument("--autotune-est-s", type=float, default=150.0,
                         help="expected max-autotune compile time per config, for the budget (default 150)")
-    parser.add_argument("--autotune-configs", default="dit-base",
+    parser.add_argument("--autotune-configs", default="base",
                         help="configs that get the max-autotune arm at all (default: base)")
     parser.add_argument("--no-compile", action="store_true", help="skip both torch.compile arms")
-    parser.add_argument("--compile-configs", default=",".join(CONFIG_NAMES),
+    parser.add_argument("--compile-configs", default=",".join(HOURGLASS + DIT),
                         help="configs that get the torch.compile arms (default: all)")
-    parser.add_argument("--variant-configs", default="dit-base",
-                        help="configs that also get the megakernel variants: no prefetch, 32-row tiles, "
-                             "cooperative launch (default: base)")
-    parser.add_argument("--no-prefetch-ablation", action="store_true",
-                        help="skip the megakernel arm without L2 prefetch")
+    parser.add_argument("--variant-configs", default="base,dit-base",
+                        help="configs that also get the megakernel ablations: no L2 prefetch (and, for the DiT, "
+                             "cooperative launch) (default: base, dit-base)")
     parser.add_argument("--batch", type=int, default=1)
 
 
-def bench_configs():
-    from neural_renderer.model.registry import MODELS, GeneratorConfig
-
-    return {
-        "dit-base": MODELS["dit-base"](),
-        # 1024 current tokens attending to 3 x 1024 cached keys (+ their own): a large deployment shape
-        "d512x12": GeneratorConfig("d512x12", resolution=512, patch=16, dim=512, depth=12, heads=8, window=2, sinks=1),
-        "d768x16": GeneratorConfig("d768x16", resolution=512, patch=16, dim=768, depth=16, heads=12, window=2,
-                                   sinks=1),
-    }
+def _arch(name):
+    return hg if name in hg.configs() else dit
 
 
-def measure_ceilings(device):
-    """Copy bandwidth (bytes read + written) and bf16 matrix rate of this card, on random data."""
-    import torch
-    from triton.testing import do_bench
-
-    a = torch.randn(512 * 1024 * 1024 // 2, device=device, dtype=torch.bfloat16)  # 512 MiB
-    b = torch.empty_like(a)
-    ms = do_bench(lambda: b.copy_(a), warmup=10, rep=50, return_mode="median")
-    bw = 2 * a.numel() * 2 / (ms * 1e-3)
-    del a, b
-    n = 8192
-    x = torch.randn(n, n, device=device, dtype=torch.bfloat16)
-    y = torch.randn(n, n, device=device, dtype=torch.bfloat16)
-    ms = do_bench(lambda: x @ y, warmup=10, rep=50, return_mode="median")
-    return bw, 2 * n ** 3 / (ms * 1e-3)
-
-
-def step_cost(model):
-    """(weight bytes, KV bytes, FLOPs) of one denoising step with a full cache, bf16."""
-    c = model.cfg
-    T, D, L = c.tokens, c.dim, c.depth
-    lin = sum(p.numel() for n, p in model.named_parameters()
-              if p.dim() == 2 and n.startswith(("blocks", "patch_embed", "final.linear")) and "adaLN" not in n)
-    w_bytes = 2 * sum(p.numel() for n, p in model.named_parameters() if not n.startswith("material"))
-    keys = c.slots * T
-    kv_bytes = 2 * 2 * L * keys * D
-    flops = 2 * T * lin + 4 * T * keys * D * L
-    return w_bytes, kv_bytes, flops
-
-
-def graph_of(fn, warm=3):
-    """Capture fn() in a CUDA graph after warm-up on a side stream; returns (replay, static output)."""
-    import torch
-
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for _ in range(warm):
-            fn()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        out = fn()
-    graph_of.keep.append(g)
-    return g.replay, out
-
-
-graph_of.keep = []
-
-
-def _replay_returning(replay, out, owner):
-    """A graph replay that also keeps `owner` (the step object holding the weights and buffers the
-    graph reads) alive: freed, its memory goes to the next allocation (do_bench's 256 MiB L2-flush
-    buffer) and the replays compute on garbage - which is how a run of this bench once timed a
-    megakernel whose queue and counters had been zeroed."""
-    def fn():
-        replay()
-        return out
-    fn.owner = owner
-    return fn
-
-
-def _dump(results, path):
-    if path:  # partial results survive a later timeout or hang
-        with open(path, "w") as f:
-            json.dump(results, f, indent=1)
-
-
-def bench_config(name, cfg, args, ceilings, deadline, log, res, dump=lambda: None):
-    """Fills `res` (already in the results tree, so a partial dump holds every arm done so far)."""
-    import copy
-
-    import torch
-    from triton.testing import do_bench
-
-    from kernels.fused_model import FusedStep, import_cache
-    from kernels.megakernel import MegakernelStep
-    from kernels.selfcheck import filled_cache, max_err, random_inputs, randomize_, tolerance
-    from neural_renderer.model.dit import CausalDiT
-
-    dev = torch.device("cuda")
-    B = args.batch
-    m32 = randomize_(CausalDiT(cfg)).to(dev).eval()
-    model = copy.deepcopy(m32).to(torch.bfloat16).eval()
-    inp = random_inputs(cfg, B, dev, torch.bfloat16)
-    with torch.no_grad():
-        ref32 = m32.forward_frame(*(t.float() for t in inp), filled_cache(m32, B, dev, torch.float32))
-    del m32
-    scale = max(1.0, ref32.abs().max().item())
-    res.update({"config": cfg.to_dict(), "arms": {}, "steps": cfg.steps, "forwards_per_frame": cfg.steps + 1})
-    w_bytes, kv_bytes, flops = step_cost(model)
-    bw, rate = ceilings
-    res.update(weight_bytes=w_bytes, kv_bytes=kv_bytes, flops=flops,
-               floor_ms=1e3 * max(w_bytes / bw, flops / rate),
-               floor_with_kv_ms=1e3 * max((w_bytes + kv_bytes) / bw, flops / rate))
-    state = {}
-
-    def arm(label, make, kernel_layout=False):
-        t0 = time.time()
-        try:
-            cache = filled_cache(model, B, dev, torch.bfloat16)
-            if kernel_layout:
-                cache = import_cache(cache)
-            with torch.no_grad():
-                fn = make(cache)
-                fn.cache = cache  # the arm's cache lives as long as its callable
-                static = fn()
-                # poison the (static) output and the current cache slot: a launch that skips work must fail
-                static.fill_(float("nan"))
-                cache.k[:, :, :, -1].fill_(float("nan"))
-                cache.v[:, :, :, -1].fill_(float("nan"))
-                poison = getattr(fn, "poison", None)
-                if poison:
-                    poison()
-                out = fn().clone()
-            torch.cuda.synchronize()
-            setup_s = time.time() - t0
-            err = max_err(out, ref32)
-            if label == "eager":
-                state["err_eager"] = err
-            bound = tolerance(state["err_eager"], scale)
-            ok = bool(torch.isfinite(out).all()) and err <= bound
-            entry = {"max_err": err, "bound": bound, "pass": ok, "setup_s": round(setup_s, 1)}
-            if ok:
-                with torch.no_grad():
-                    entry["ms"] = do_bench(fn, warmup=25, rep=200, return_mode="median")
-                    static.fill_(float("nan"))
-                    if poison:
-                        poison()
-                    entry["max_err_after_timing"] = max_err(fn(), ref32)
-                    flag = getattr(fn, "spin_flag", lambda: 0)()
-                    entry["spin_flag_after_timing"] = flag
-                if not entry["max_err_after_timing"] <= bound or flag:
-                    entry["pass"] = False
-                    entry["note"] = f"wrong after timing (err {entry['max_err_after_timing']:.3g}): time not valid"
-                    entry["ms_invalid"] = entry.pop("ms")
-            else:
-                entry["note"] = f"failed the fp32 check (err {err:.3g} > bound {bound:.3g}): not timed"
-        except Exception as e:  # one arm failing must not hide the others
-            entry = {"pass": False, "error": f"{type(e).__name__}: {str(e)[:400]}", "setup_s": round(time.time() - t0, 1)}
-        res["arms"][label] = entry
-        dump()
-        log(f"  {name:8s} {label:26s} {entry.get('ms', float('nan')):8.3f} ms  err {entry.get('max_err', float('nan')):.3g}"
-            f"  setup {entry['setup_s']}s {entry.get('error', entry.get('note', ''))}")
-        return entry
-
-    arm("eager", lambda cache: (lambda: model.forward_frame(*inp, cache)))
-    if not args.no_compile and name in args.compile_configs.split(","):
-        for mode in ("default", "max-autotune-no-cudagraphs"):
-            label = f"compile {mode}"
-            if mode != "default" and name not in args.autotune_configs.split(","):
-                res["arms"][label] = {"pass": False, "skipped": "not in --autotune-configs (call budget)"}
-                continue
-            if mode != "default" and time.time() + args.autotune_est_s > deadline:
-                res["arms"][label] = {"pass": False, "skipped": f"compile estimate {args.autotune_est_s:.0f}s exceeds "
-                                                                  f"the remaining call budget"}
-                log(f"  {name:8s} {label:26s} skipped (budget)")
-                continue
-
-            def make(cache, mode=mode):
-                torch._dynamo.reset()
-                f = torch.compile(model.forward_frame, mode=None if mode == "default" else mode)
-                return lambda: f(*inp, cache)
-
-            arm(label, make)
-    arm("cuda graph (eager)",
-        lambda cache: _replay_returning(*graph_of(lambda: model.forward_frame(*inp, cache)), owner=(model, cache)))
-
-    def fused(cache):
-        fs = FusedStep(model)
-        return _replay_returning(*graph_of(lambda: fs(*inp, cache)), owner=(fs, cache))
-
-    arm("fused ops + cuda graph", fused, kernel_layout=True)
-
-    def mega(prefetch, cooperative, **kw):
-        def make(cache):
-            mk = MegakernelStep(model, batch=B, prefetch=prefetch, **kw)
-            mk(*inp, cache)  # first launch: co-residency check + compile, outside the capture
-            torch.cuda.synchronize()
-            res.setdefault("megakernel_build", mk.compiled_info)
-            if cooperative:
-                mk.cooperative = True
-                mk(*inp, cache)
-                torch.cuda.synchronize()
-            replay, out = graph_of(lambda: mk(*inp, cache))
-            replay()
-            torch.cuda.synchronize()
-            res["megakernel_spin_flag"] = int(mk.err.item())
-            fn = _replay_returning(replay, out, owner=(mk, cache))
-
-            def poison():  # every intermediate buffer too: stale values from an earlier launch would match
-                for b in (mk.out, mk.x, mk.q, mk.a, mk.h, mk.mod):
-                    b.fill_(float("nan"))
-            fn.poison = poison
-            fn.spin_flag = lambda: int(mk.err.item())  # a timed-out wait during timing voids the time
-            return fn
-        return make
-
-    e = arm("megakernel + cuda graph", mega(True, False), kernel_layout=True)
-    arm("megakernel 32-row tiles", mega(True, False, block_m=32, att_split=1), kernel_layout=True)
-    if name in args.variant_configs.split(","):
-        if not args.no_prefetch_ablation and time.time() + 60 < deadline:
-            arm("megakernel, no prefetch", mega(False, False), kernel_layout=True)
-        if e.get("pass") and time.time() + 30 < deadline:
-            arm("megakernel cooperative", mega(True, True), kernel_layout=True)
-
-    ms = {k: v["ms"] for k, v in res["arms"].items() if "ms" in v}
-    res["config_name"] = name
-    for k in ms:
-        res["arms"][k]["ms_per_frame"] = ms[k] * res["forwards_per_frame"]
-    best_compile = min([ms[k] for k in ms if k.startswith("compile")], default=None)
-    mk_ms = min([ms[k] for k in ms if k.startswith("megakernel")], default=None)
-    g = ms.get("cuda graph (eager)")
-    res["ratios"] = {
-        "megakernel_vs_cuda_graph_eager": g / mk_ms if g and mk_ms else None,
-        "megakernel_vs_best_compile": best_compile / mk_ms if best_compile and mk_ms else None,
-        "megakernel_over_floor": mk_ms / res["floor_ms"] if mk_ms else None,
-        "fused_vs_cuda_graph_eager": g / ms["fused ops + cuda graph"] if g and "fused ops + cuda graph" in ms else None,
-    }
-    return res
-
-
-def print_table(results, log):
-    log("")
-    log(f"{'config':9s} {'arm':28s} {'ms/step':>8s} {'ms/frame':>9s} {'max err':>9s}")
-    for name, r in results["configs"].items():
-        for label, a in r["arms"].items():
-            ms = f"{a['ms']:8.3f}" if "ms" in a else "       -"
-            mf = f"{a['ms_per_frame']:9.3f}" if "ms_per_frame" in a else "        -"
-            err = f"{a['max_err']:9.2e}" if "max_err" in a else "        -"
-            why = "" if a.get("pass") else a.get("skipped", a.get("error", a.get("note", "")))[:70]
-            log(f"{name:9s} {label:28s} {ms} {mf} {err}  {why}")
-        log(f"{name:9s} {'roofline floor (weights)':28s} {r['floor_ms']:8.3f}   (with KV reads {r['floor_with_kv_ms']:.3f})")
-        rt = r["ratios"]
-        fmt = lambda v: f"{v:.2f}x" if v else "n/a"  # noqa: E731
-        log(f"{name:9s} megakernel vs CUDA-graphed eager {fmt(rt['megakernel_vs_cuda_graph_eager'])}, "
-            f"vs best compile {fmt(rt['megakernel_vs_best_compile'])}, over floor {fmt(rt['megakernel_over_floor'])}; "
-            f"fused vs CUDA-graphed eager {fmt(rt['fused_vs_cuda_graph_eager'])}")
+def _extra_skip(spec, name, args, deadline):
+    """Why an extra arm (torch.compile, ablation) does not run here, or None."""
+    if spec.label.startswith("compile"):
+        if args.no_compile or name not in args.compile_configs.split(","):
+            return "not in --compile-configs"
+        if "autotune" in spec.label and name not in args.autotune_configs.split(","):
+            return "not in --autotune-configs (call budget)"
+    if time.time() + spec.est_s > deadline:
+        return f"setup estimate {spec.est_s:.0f}s {BUDGET_NOTE}"
+    return None
 
 
 def run(args) -> int:
+    dev_name = args.device
+    if dev_name == "cpu":
+        os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported: the kernels run on CPU tensors
     import torch
     import triton
 
-    from kernels.step_builder import megakernel_self_check, select_backend
-
-    if not torch.cuda.is_available():
-        print("bench kernels needs a CUDA GPU (the CPU path is covered by tests/test_kernels_*.py)")
+    if dev_name != "cpu" and not torch.cuda.is_available():
+        print("bench kernels needs a CUDA GPU (or --device cpu for a smoke run under the Triton interpreter)")
         return 2
     t_start = time.time()
     deadline = t_start + args.budget_s
     log = lambda s: print(s, flush=True)  # noqa: E731
-    dev = torch.device("cuda")
-    props = torch.cuda.get_device_properties(dev)
+    dev = torch.device(dev_name)
+    cpu = dev.type == "cpu"
+    if cpu:
+        name_dev, sms = "cpu (smoke run, Triton interpreter)", 0
+    else:
+        props = torch.cuda.get_device_properties(dev)
+        name_dev, sms = props.name, props.multi_processor_count
     bw, rate = measure_ceilings(dev)
-    log(f"{props.name}: {props.multi_processor_count} SMs, copy {bw / 1e12:.2f} TB/s, bf16 matmul {rate / 1e12:.0f} TFLOP/s")
-    results = {"date": time.strftime("%Y-%m-%d", time.gmtime()), "device": props.name, "torch": torch.__version__,
-               "triton": triton.__version__, "sms": props.multi_processor_count, "copy_bytes_per_s": bw,
-               "bf16_flops_per_s": rate, "timing": "triton.testing.do_bench median, L2 flushed before each rep",
+    log(f"{name_dev}: {sms} SMs, copy {bw / 1e12:.3g} TB/s, bf16 matmul {rate / 1e12:.3g} TFLOP/s")
+    results = {"date": time.strftime("%Y-%m-%d", time.gmtime()), "device": name_dev, "torch": torch.__version__,
+               "triton": triton.__version__, "sms": sms, "copy_bytes_per_s": bw, "bf16_flops_per_s": rate,
+               "timing": ("triton.testing.do_bench median, L2 flushed before each rep" if not cpu else
+                          "median of 2 calls after 1 (CPU smoke run: not a measurement)"),
                "configs": {}}
-    cfgs = bench_configs()
-    for name in [c.strip() for c in args.configs.split(",") if c.strip()]:
-        if name not in cfgs:
-            raise SystemExit(f"unknown config {name!r}; choose from {', '.join(cfgs)}")
-        if time.time() > deadline:
-            results["configs"][name] = {"skipped": "call budget exhausted"}
+    names = [c.strip() for c in (args.configs or ("hg-micro" if cpu else ",".join(HOURGLASS))).split(",") if c.strip()]
+    known = {**hg.configs(), **dit.configs()}
+    for name in names:
+        if name not in known:
+            raise SystemExit(f"unknown config {name!r}; choose from {', '.join(known)}")
+    wanted = None if args.arms == "all" else {a.strip() for a in args.arms.split(",")}
+    save = lambda: dump(results, args.json)  # noqa: E731
+    subjects, extras = {}, []
+    for name in names:  # pass 1: every config's core arms
+        res = results["configs"][name] = {"config_name": name, "arch": known[name].arch, "arms": {}}
+        mod, cfg = _arch(name), known[name]
+        try:
+            s = subjects[name] = mod.prepare(name, cfg, dev, args.batch)
+        except Exception as e:  # noqa: BLE001
+            res["error"] = f"{type(e).__name__}: {str(e)[:400]}"
+            log(f"  {name}: could not build: {res['error']}")
             continue
-        results["configs"][name] = {}
-        bench_config(name, cfgs[name], args, (bw, rate), deadline, log, results["configs"][name],
-                     lambda: _dump(results, args.json))
-        torch.cuda.empty_cache()
-        _dump(results, args.json)
-    # last: the backend self-check (a small megakernel run) - after the numbers are safe on disk
-    ok, why = megakernel_self_check(dev)
-    results["backend"] = {"select_backend": select_backend(dev), "self_check": why}
-    log(f"select_backend: {results['backend']['select_backend']} ({why})")
+        R = cfg.resolution
+        res.update(config=cfg.to_dict(), size=[R, R], batch=args.batch, steps=cfg.steps,
+                   forwards_per_frame=cfg.steps + 1, err_bf16_eager=s.err_same,
+                   **(hg.floor(s.model, (R, R), (bw, rate), args.batch) if mod is hg else dit.floor(s.model, (bw, rate))))
+        for spec in mod.arms(s, args, res):
+            if wanted is not None and spec.label not in wanted:
+                continue
+            if spec.cuda_only and cpu:
+                skip(res, spec, "needs CUDA (CPU smoke run)", log)
+            elif spec.extra:
+                extras.append((name, spec))
+                res["arms"][spec.label] = {"pass": False, "skipped": "pending (second pass)"}
+            else:
+                run_arm(s, spec, res, log)
+            save()
+    extras.sort(key=lambda e: e[1].est_s)  # pass 2, cheapest first (compile default before max-autotune) ...
+    for name, spec in extras:  # ... torch.compile and the ablations, while the budget lasts
+        res = results["configs"][name]
+        why = _extra_skip(spec, name, args, deadline)
+        if why:
+            skip(res, spec, why, log)
+        else:
+            run_arm(subjects[name], spec, res, log)
+        save()
+    for name in subjects:
+        res = results["configs"][name]
+        ms = {k: v["ms"] for k, v in res["arms"].items() if "ms" in v}
+        for k in ms:
+            res["arms"][k]["ms_per_frame"] = ms[k] * res["forwards_per_frame"]
+            res["arms"][k]["over_floor"] = ms[k] / res["floor_ms"]
+        _arch(name).summarize(res)
+    if not cpu and any(_arch(n) is dit for n in subjects):  # the DiT backend's self-check: after the numbers are on disk
+        from kernels.step_builder import megakernel_self_check, select_backend
+
+        ok, why = megakernel_self_check(dev)
+        results["dit_backend"] = {"select_backend": select_backend(dev), "self_check": why}
     results["wall_s"] = round(time.time() - t_start, 1)
-    print_table({"configs": {k: v for k, v in results["configs"].items() if "arms" in v}}, log)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+    print_table(results, log)
+    save()
     return 0
+
+
+def print_table(results, log):
+    log("")
+    log(f"{'config':11s} {'arm':34s} {'ms/step':>8s} {'x floor':>8s} {'ms/frame':>9s} {'max err':>9s}")
+    for name, r in results["configs"].items():
+        if "arms" not in r or "floor_ms" not in r:
+            continue
+        for label, a in r["arms"].items():
+            ms = f"{a['ms']:8.3f}" if "ms" in a else "       -"
+            xf = f"{a['over_floor']:7.1f}x" if "over_floor" in a else "       -"
+            mf = f"{a['ms_per_frame']:9.3f}" if "ms_per_frame" in a else "        -"
+            err = f"{a['max_err']:9.2e}" if "max_err" in a else "        -"
+            why = "" if a.get("pass") else a.get("skipped", a.get("error", a.get("note", "")))[:70]
+            log(f"{name:11s} {label:34s} {ms} {xf} {mf} {err}  {why}")
+        extra = (f"(layer by layer {r['floor_layerwise_ms']:.3f}; {r['flops'] / 1e9:.1f} GFLOP, {r['floor_bound']}-bound)"
+                 if "floor_layerwise_ms" in r else f"(with KV reads {r['floor_with_kv_ms']:.3f})")
+        log(f"{name:11s} {'roofline floor (whole step)':34s} {r['floor_ms']:8.3f}   {extra}")
+        rt = r.get("ratios", {})
+        fmt = lambda v: f"{v:.2f}x" if v else "n/a"  # noqa: E731
+        if "default_arm" in r:
+            log(f"{name:11s} default serving arm by these times: {r['default_arm']} "
+                f"({fmt(rt.get('default_over_floor'))} the floor); megakernel vs fused {fmt(rt.get('megakernel_vs_fused'))}, "
+                f"fused vs graph {fmt(rt.get('fused_vs_graph'))}, L2 prefetch gain {fmt(rt.get('prefetch_gain'))}")
+        else:
+            log(f"{name:11s} megakernel vs CUDA-graphed eager {fmt(rt.get('megakernel_vs_cuda_graph_eager'))}, "
+                f"vs best compile {fmt(rt.get('megakernel_vs_best_compile'))}, over floor "
+                f"{fmt(rt.get('megakernel_over_floor'))}; fused vs CUDA-graphed eager {fmt(rt.get('fused_vs_cuda_graph_eager'))}")
 
 
 def main(argv=None) -> int:

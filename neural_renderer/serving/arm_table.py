@@ -16,6 +16,7 @@ class Arm:
     fused: bool = False
     cpu: bool = False
     frame: bool = False  # the whole frame as one program (neural_renderer.serving.frame_path)
+    megakernel: bool = False  # a fused arm whose trunk is one persistent launch (kernels.megakernel_trunk)
 
     @property
     def step_arm(self) -> str:
@@ -32,6 +33,7 @@ ARMS: dict[str, Arm] = {a.name: a for a in (
     Arm("graph+channels-last", cuda_graph=True, channels_last=True),
     Arm("fused", cuda_graph=True, fused=True),
     Arm("fused+channels-last", cuda_graph=True, channels_last=True, fused=True),
+    Arm("megakernel", cuda_graph=True, fused=True, megakernel=True),
     Arm("frame-graph", cuda_graph=True, frame=True),
     Arm("frame-graph+fused", cuda_graph=True, fused=True, frame=True),
 )}
@@ -47,9 +49,9 @@ class ArmStep:
             model.to(memory_format=torch.channels_last)
         self.model, self.arm, self.trunk, self.cpu = model, arm, None, None
         if arm.fused:
-            from kernels.step_builder import hourglass_trunk
+            from kernels.step_builder import hourglass_megakernel_trunk, hourglass_trunk
 
-            self.trunk = hourglass_trunk(model)
+            self.trunk = (hourglass_megakernel_trunk if arm.megakernel else hourglass_trunk)(model)
         if arm.cpu:
             from neural_renderer.serving.cpu_step import CPUStep
 

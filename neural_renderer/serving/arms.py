@@ -8,6 +8,9 @@ plain PyTorch path on the machine it runs on before it may serve; the fastest th
     graph+channels-last    + the convolutions in channels-last (cuDNN's NHWC kernels)
     fused                  + the transformer trunk as fused Triton ops (kernels.fused_trunk), in the graph
     fused+channels-last    both
+    megakernel             `fused` with the trunk as ONE persistent launch per step that prefetches the next
+                           task's weights into L2 while the current task computes (kernels.megakernel_trunk);
+                           like every arm it serves only where its timing at start beats the others
     frame-graph            the whole frame (conditioning from the staged bytes, world planes, history, the
                            steps, cache advance, output packing) as one program, replayed as ONE CUDA graph
                            (neural_renderer.serving.frame_path); `graph`'s step inside
@@ -53,6 +56,9 @@ def check(model, arm: Arm, size: tuple[int, int]) -> tuple[bool, str]:
     try:
         step = ArmStep(copy.deepcopy(model), arm)
         ok, detail = check_hourglass_step(model, lambda inp, cache: step(*inp, cache), *size, kernel_layout=arm.fused)
+        flag = getattr(step.trunk, "spin_flag", lambda: 0)()
+        if flag:  # a megakernel wait that timed out: whatever the output, the launch did not run as scheduled
+            ok, detail = False, f"{detail}; megakernel spin flag {flag}"
         if ok and arm.frame:
             from neural_renderer.serving.frame_check import check_frames
 
