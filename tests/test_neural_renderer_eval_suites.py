@@ -59,3 +59,25 @@ def test_cache_key_follows_the_world_renderer_sources(tmp_path, monkeypatch):
     finally:
         suites.world_fingerprint.cache_clear()
     assert before != after and before.split("-")[2:] == after.split("-")[2:]
+
+
+def test_a_suite_holds_the_seeds_of_its_split_only(tmp_path):
+    """Eval suites take evaluation seeds only; a tuning suite (split "train") training seeds only, and its frames are
+    a train-split dataset (the writer's own guard refuses the other split's seeds too)."""
+    from neural_renderer.data.format import EvalSeedError
+    from neural_renderer.eval.cache import sequence_dataset
+    from neural_renderer.eval.suites import EVAL_SEED_BASE, EvalSequence, Suite
+
+    train, held_out = EvalSequence(17, 4, ("night",), ((0, "night"),)), EvalSequence(EVAL_SEED_BASE, 4, ("night",), ((0, "night"),))
+    assert Suite("tune", 32, 32, (train,), 2, split="train").split == "train"
+    with pytest.raises(ValueError, match="not an evaluation seed"):
+        Suite("x", 32, 32, (train,), 2)
+    with pytest.raises(ValueError, match="not a training seed"):
+        Suite("tune", 32, 32, (held_out,), 2, split="train")
+    with pytest.raises(ValueError, match="not a training seed"):
+        Suite("tune", 32, 32, (EvalSequence(5000, 4, ("night",), ((0, "night"),)),), 2, split="train")
+    with pytest.raises(ValueError, match="split"):
+        Suite("tune", 32, 32, (train,), 2, split="test")
+    with pytest.raises(EvalSeedError):
+        sequence_dataset(held_out, 16, 16, tmp_path, progress=False, split="train")
+    assert get_suite("quick", (96, 96)).split == "eval"

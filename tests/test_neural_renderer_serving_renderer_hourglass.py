@@ -51,6 +51,32 @@ def test_ablation_options_and_bad_options(ckpt):
     r = GeneratorRenderer(f"{ckpt}?context=0&history=0&noise=fixed", device="cpu")
     d = r.describe()
     assert (d["context"], d["history"], d["noise"]) == (False, False, "fixed") and r.name.endswith("/fixed-noise")
-    for bad in ("?history=2", "?color=1", "?noise=blue", "?context", "?steps=4"):
+    for bad in ("?history=2", "?color=1", "?noise=blue", "?context", "?steps=4", "?history_noise=1.5",
+                "?history_noise=-0.1", "?history_noise=x", "?history_noise"):
         with pytest.raises(UnsupportedSpec):
             GeneratorRenderer(f"{ckpt}{bad}", device="cpu")
+
+
+def test_history_noise_option_reaches_the_sampler_and_leaves_the_checkpoint_alone(ckpt):
+    """`?history_noise=L` (the tuning sweeps' knob): the renderer's model copy gets L, the session's sampler tells
+    the model L and noises the history at it, and a renderer without the option keeps the checkpoint's level."""
+    from bridge.backends import FrameInputs, SessionSpec
+    from bridge.channels import ACTION_DIM
+
+    plain, noised = GeneratorRenderer(str(ckpt), device="cpu"), GeneratorRenderer(f"{ckpt}?history_noise=0.2", device="cpu")
+    assert plain.describe()["history_noise"] == 0.0 and noised.describe()["history_noise"] == 0.2
+    assert noised.name.endswith("/history-noise=0.2") and plain.model.cfg.history_noise == 0.0
+    H, W = 16, 24
+    outs = []
+    for r in (plain, noised):
+        s = r.open_session(SessionSpec(W, H, {"color": "float16", "depth": "float16", "motion": "float16",
+                                              "disocclusion": "uint8"}, ACTION_DIM, "rgb16f", STYLES["winter"], None))
+        assert s.gen.h[0].item() == pytest.approx(r.model.cfg.history_noise)
+        frames = []
+        for t in range(3):
+            out = np.zeros((H, W, 3), np.float16)
+            s.render(FrameInputs(t, engine(H, W, t), {}, np.zeros(ACTION_DIM, np.float32), None, t == 0), out)
+            frames.append(out.astype(np.float32))
+        outs.append(frames)
+    # the level is a conditioning input of every frame (training tells it with or without a history), so the runs differ
+    assert all(np.isfinite(f).all() for f in outs[1]) and np.abs(outs[0][2] - outs[1][2]).max() > 1e-2

@@ -1,4 +1,5 @@
-"""Held-out frames for the suites: rendered once by the world renderer into eval-split datasets."""
+"""Frames for the suites, rendered once by the world renderer: eval-split datasets of held-out seeds, or train-split
+ones of training seeds for a tuning suite (suites.Suite.split; the dataset writer refuses a seed of the other split)."""
 from __future__ import annotations
 
 import os
@@ -17,11 +18,11 @@ def default_cache_dir() -> Path:
 
 
 def sequence_dataset(seq: EvalSequence, width: int, height: int, cache_dir: Path, *,
-                     progress: bool = True, workers: int = 1) -> SequenceDataset:
-    """The cached frames of one eval sequence, rendering them first if no complete copy exists."""
-    root = Path(cache_dir) / seq.cache_key(width, height)
+                     progress: bool = True, workers: int = 1, split: str = "eval") -> SequenceDataset:
+    """The cached frames of one suite sequence, rendering them first if no complete copy exists."""
+    root = Path(cache_dir) / (("" if split == "eval" else f"{split}-") + seq.cache_key(width, height))
     try:
-        return SequenceDataset(root, split="eval")
+        return SequenceDataset(root, split=split)
     except DatasetError:
         pass  # absent, or a render that never finished: (re)render below
     from bridge.styles import STYLES
@@ -29,7 +30,7 @@ def sequence_dataset(seq: EvalSequence, width: int, height: int, cache_dir: Path
     from ..data.make import render_plan
 
     render_plan(root, [SequencePlan(seq.seed, seq.frames, seq.script)], width=width, height=height,
-                styles={s: STYLES[s] for s in seq.styles}, split="eval", workers=workers, overwrite=True,
+                styles={s: STYLES[s] for s in seq.styles}, split=split, workers=workers, overwrite=True,
                 progress=progress, desc=f"render seed {seq.seed}", frames_per_shard=max(seq.frames, 1),
                 meta={"created_by": "neurender eval (cache)"})
-    return SequenceDataset(root, split="eval")
+    return SequenceDataset(root, split=split)

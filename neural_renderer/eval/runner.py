@@ -7,7 +7,7 @@ Systems scored on the very same frames:
   <vs spec>  an optional second renderer, side by side
 
 The result (also the --json file; JSON with Infinity/NaN tokens, which Python's json reads back):
-  suite, resolution [W, H], renderer, vs, endpoint, steps, output_format, channels, hosts (describe()),
+  suite, split (eval, or train for a tuning suite), resolution [W, H], renderer, vs, endpoint, steps, output_format, channels, hosts (describe()),
   seconds, sequences [{seed, frames, styles, cache, schedule, resets}],
   systems {name: {summary: {frames, nonfinite_frames, psnr, psnr_min, ssim, warp_error,
                             block_grid (metrics.block_grid at 8- and 16-pixel tiles, the larger),
@@ -152,7 +152,7 @@ def run_eval(renderer, suite: str | Suite = "quick", *, vs=None, endpoint: str |
             if vs_label in hosts or vs_label in (ENGINE, REFERENCE):
                 vs_label = f"vs:{vs_label}"
             hosts[vs_label] = _make_host(vs, None, steps, device)
-        datasets = [sequence_dataset(s, w, h, cache_dir, progress=progress) for s in suite.sequences]
+        datasets = [sequence_dataset(s, w, h, cache_dir, progress=progress, split=suite.split) for s in suite.sequences]
         systems = [ENGINE, REFERENCE, *hosts]
         runs: dict[str, list[dict]] = {s: [] for s in systems}
         total = sum(len(ds.clip(0)) for ds in datasets) * len(systems)
@@ -187,6 +187,7 @@ def run_eval(renderer, suite: str | Suite = "quick", *, vs=None, endpoint: str |
 
     result = {
         "suite": suite.name,
+        "split": suite.split,  # "train": a tuning suite of training seeds, not an evaluation
         "resolution": [w, h],
         "renderer": label,
         "vs": vs_label,

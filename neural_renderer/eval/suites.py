@@ -1,16 +1,20 @@
 """The evaluation suites: which held-out sequences, at which resolution, with which prompt schedule.
 
-Every seed is an evaluation seed (EVAL_SEED_BASE and up, see neural_renderer/data/world.py), never a training one. A
-sequence's frames are rendered once into an eval-split dataset under the cache directory, keyed by
+Every seed of the named suites is an evaluation seed (EVAL_SEED_BASE and up, see neural_renderer/data/world.py), never
+a training one. A sequence's frames are rendered once into an eval-split dataset under the cache directory, keyed by
 everything that determines them, so `standard` and `full` never re-render a sequence already there.
+
+A tuning suite (`split="train"`, built by a tuning script, never listed in SUITES) is the other way round: training
+seeds only, its frames a train-split dataset. Inference knobs are chosen on it, so the evaluation seeds stay unseen by
+every choice; a Suite refuses a seed of the other split at construction.
 """
 from __future__ import annotations
 
 import functools
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from neural_renderer.data.world import EVAL_SEED_BASE, source_root
+from neural_renderer.data.world import EVAL_SEED_BASE, TRAIN_SEEDS, is_eval_seed, source_root
 
 CACHE_VERSION = 1  # bump when the cache layout changes; world changes are caught by world_fingerprint
 
@@ -59,6 +63,17 @@ class Suite:
     drift_window: int        # frames per window; drift compares the last window of the longest run to its first
     samples: int = 4         # frames shown in the report's sample grid
     warmup_frames: int = 2   # frames of each run left out of latency figures (first-call allocation, compile)
+    split: str = "eval"      # "eval": evaluation seeds only; "train": a tuning suite, training seeds only
+
+    def __post_init__(self):
+        if self.split not in ("eval", "train"):
+            raise ValueError(f"suite split must be 'eval' or 'train', got {self.split!r}")
+        for q in self.sequences:
+            if self.split == "eval" and not is_eval_seed(q.seed):
+                raise ValueError(f"suite {self.name!r}: seed {q.seed} is not an evaluation seed")
+            if self.split == "train" and q.seed not in TRAIN_SEEDS:
+                raise ValueError(f"tuning suite {self.name!r}: seed {q.seed} is not a training seed "
+                                 f"({TRAIN_SEEDS.start}..{TRAIN_SEEDS.stop - 1})")
 
 
 def _cycle(styles: tuple[str, ...], frames: int, every: int) -> tuple[tuple[int, str], ...]:
@@ -103,6 +118,5 @@ def get_suite(name: str, resolution: tuple[int, int] | None = None) -> Suite:
         raise KeyError(f"unknown suite {name!r}; known: {', '.join(SUITES)}")
     suite = SUITES[name]()
     if resolution is not None:
-        suite = Suite(suite.name, resolution[0], resolution[1], suite.sequences, suite.drift_window,
-                      suite.samples, suite.warmup_frames)
+        suite = replace(suite, width=resolution[0], height=resolution[1])
     return suite

@@ -161,6 +161,10 @@ class GeneratorRenderer(Renderer):
         # rounding (RESULTS.md, hourglass, Speed on this CPU)
         self.dtype = getattr(torch, dtype or ("bfloat16" if self.device.type == "cuda" else "float32"))
         self.model = load_model(self.checkpoint, device=self.device, dtype=self.dtype)
+        if "history_noise" in options:  # this renderer's own model copy: the checkpoint's level stays as shipped
+            if self.model.cfg.arch != "hourglass":
+                raise UnsupportedSpec("history_noise: only the hourglass generator reprojects a history")
+            self.model.cfg.history_noise = float(options["history_noise"])
         self.looks = register_checkpoint_looks(self.checkpoint)  # prompts of looks it was fine-tuned on
         self.steps = int(steps or self.model.cfg.steps)
         # how a step runs: "auto" (the default) takes the fastest implementation that passes its check against
@@ -186,7 +190,8 @@ class GeneratorRenderer(Renderer):
         self.seed = seed
         self.use_context = use_context  # False: the per-frame ablation (same weights, no KV cache)
         ablations = ("" if use_context else "/no-context") + ("" if self.use_history else "/no-history") + (
-            "/fixed-noise" if self.noise == "fixed" else "")
+            "/fixed-noise" if self.noise == "fixed" else "") + (
+            f"/history-noise={options['history_noise']}" if "history_noise" in options else "")
         self.name = f"generator:{self.model.cfg.name}" + ablations
         self.prompts = PromptService()
         self.sessions = 0
@@ -195,6 +200,7 @@ class GeneratorRenderer(Renderer):
         return {"backend": "generator", "model": self.model.cfg.name, "steps": self.steps, "device": str(self.device),
                 "checkpoint": str(self.checkpoint), "resolution": self.model.cfg.resolution, "context": self.use_context,
                 "arch": self.model.cfg.arch, "history": self.use_history, "noise": self.noise,
+                "history_noise": self.model.cfg.history_noise,
                 "dtype": str(self.dtype).removeprefix("torch."), "kernels": self.kernels,
                 **({"arms": self.arms} if self.arms else {}),
                 **({"looks": self.looks} if self.looks else {})}
@@ -255,17 +261,29 @@ class GeneratorRenderer(Renderer):
         self.prompts.close()
 
 
+OPTIONS_HELP = "context=0|1, history=0|1, noise=fresh|fixed, history_noise=LEVEL (0..1)"
+
+
+def _level(v: str) -> bool:
+    try:
+        return 0.0 <= float(v) <= 1.0
+    except ValueError:
+        return False
+
+
 def _split_options(spec_arg: str | None) -> tuple[str | None, dict[str, str]]:
-    """'tiny?context=0&noise=fixed' -> ('tiny', {'context': '0', 'noise': 'fixed'}): the ablation arms."""
+    """'tiny?context=0&noise=fixed' -> ('tiny', {'context': '0', 'noise': 'fixed'}): the ablation arms, and
+    'tiny?history_noise=0.1' -> the checkpoint with another inference history noise level (tuning sweeps)."""
     if spec_arg is None or "?" not in spec_arg:
         return spec_arg, {}
     name, _, query = spec_arg.partition("?")
     options = {}
     for part in filter(None, query.split("&")):
         k, eq, v = part.partition("=")
-        allowed = ("fresh", "fixed") if k == "noise" else ("0", "1")
-        if not eq or k not in ("context", "history", "noise") or v not in allowed:
-            raise UnsupportedSpec(f"generator option {part!r} (known: context=0|1, history=0|1, noise=fresh|fixed)")
+        ok = {"context": v in ("0", "1"), "history": v in ("0", "1"), "noise": v in ("fresh", "fixed"),
+              "history_noise": _level(v)}.get(k, False)
+        if not eq or not ok:
+            raise UnsupportedSpec(f"generator option {part!r} (known: {OPTIONS_HELP})")
         options[k] = v
     return name or None, options
 
