@@ -248,9 +248,11 @@ class RenderWorker:
         return self._held + (now - self._holding_since if self._holding_since is not None else 0.0)
 
     def _wait_timing(self, job: FrameJob) -> dict:
-        """`batch_wait_ms`: how long the thread held frames for batch partners while this one was queued
-        (absent when the window is off, as from a process worker, which never holds)."""
-        return {"batch_wait_ms": (self._held - job.held_mark) * 1e3} if self.batch_wait > 0 else {}
+        """`batch_wait_ms`: how long the thread held frames for batch partners while this one was queued;
+        absent where it never holds (window off, a backend without render_batch, a process worker)."""
+        if self.batch_wait <= 0 or self._render_batch is None:
+            return {}
+        return {"batch_wait_ms": (self._held - job.held_mark) * 1e3}
 
     def _anticipating(self) -> bool:
         """Hold the thread a moment for the session whose frame just finished, when it is behind the
