@@ -162,3 +162,48 @@ def test_frames_of_other_keys_are_held_no_longer_than_the_bound():
     assert all(len(f) == 1 for _, f in renderer.calls if any(s == "x" for s, _ in f))  # x never joins a batch
     grouped = [f for _, f in renderer.calls if f[0][1] >= WARM and len(f) == 2]
     assert len(grouped) >= 2 * (12 - WARM) - 2  # and both groups still went as one call per tick
+
+
+def test_through_a_daemon_the_window_reaches_the_replies_and_the_option_turns_it_off():
+    """Three clients on their own connections, ticking together 1 ms apart: with the window (the daemon's option)
+    their frames share one call per tick and the replies say how long each was held; with 0, nothing is held
+    and `batch_wait_ms` is absent."""
+    from bridge.client import Client
+    from _bridge_helpers import inproc_daemon
+
+    def run(batch_wait_ms):
+        got, errors = {}, []
+        with inproc_daemon(Batching(0.005), batch_wait_ms=batch_wait_ms) as (daemon, ctx):
+            start = threading.Barrier(3)
+            t0 = []
+
+            def play(k):
+                try:
+                    with Client(daemon.endpoints[0], context=ctx, timeout=30) as c:
+                        s = c.open_session(8, 4, {"color": "float16"}, prompt=f"s{k}", output_format="rgb8")
+                        if start.wait(30) == 0:
+                            t0.append(time.perf_counter() + 0.05)
+                        start.wait(30)
+                        for i in range(10):
+                            time.sleep(max(0.0, t0[0] + i * PERIOD_S + k * 0.001 - time.perf_counter()))
+                            r = s.render({"color": np.zeros((4, 8, 3), np.float16)})
+                            got[(k, i)] = (r.timings, int(r.image[0, 0, 0]))
+                except Exception as e:  # noqa: BLE001 - reported in the test's thread
+                    errors.append(e)
+
+            threads = [threading.Thread(target=play, args=(k,)) for k in range(3)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+        assert not errors, errors
+        assert len(got) == 30 and all(seq == i for (_, i), (_, seq) in got.items())
+        return got
+
+    on = run(WAIT_S * 1e3)
+    together = sum(all(on[(k, i)][0].get("batch") == 3 for k in range(3)) for i in range(WARM, 10))
+    assert together >= 10 - WARM - 1, on
+    assert all(0.0 <= t["batch_wait_ms"] <= WAIT_S * 1e3 + SLACK_MS for t, _ in on.values())
+    off = run(0.0)
+    assert all("batch_wait_ms" not in t for t, _ in off.values())
+    assert sum(all(off[(k, i)][0].get("batch") == 3 for k in range(3)) for i in range(WARM, 10)) <= 1
