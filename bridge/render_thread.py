@@ -25,7 +25,7 @@ frame to arrive would start alone and the others would go as a second batch, one
 on a GPU a batch costs little more than one frame. So before starting the picked frame the thread may hold it
 for its *in-step partners*: sessions of the same key with no frame queued whose next frame is due
 (bridge.arrivals: their last arrival plus the median of their recent gaps) within `batch_wait` of now, either
-side. It waits on its condition (no spinning) and starts the moment every in-step partner's frame is queued,
+side (a partner a little late is still coming). It waits on its condition (no spinning) and starts the moment every in-step partner's frame is queued,
 or when any waiting frame, of this key or another, would be held longer than `batch_wait` in all: no frame is
 ever held more than `batch_wait` by these waits (the frame_done timing `batch_wait_ms` says how long it was).
 Learned from arrival times alone, so clients need not cooperate. What follows:
@@ -33,15 +33,17 @@ Learned from arrival times alone, so clients need not cooperate. What follows:
   exactly when it would have without batching;
 - a partner that stops sending stops being due `batch_wait` after its next frame was expected: it costs the
   others at most `batch_wait` on a frame or two, then nothing;
-- a frame that joins a batch starts at most `batch_wait` later than it would have waited for its turn behind
-  the chosen one; a frame of another key that becomes the fair choice during a wait goes first, and opens,
+- any frame, of the group or of another key, starts at most `batch_wait` later than its turn in the fair
+  order would have let it; every look recomputes the fair choice, so a frame of another key that becomes it
+  during a wait goes first (and holds for its own partners only within what is left of the bound); opens,
   closes and stop are handled at once;
 - `batch_wait` 0 (`neurender serve --batch-wait-ms 0`) never waits: batches are what is queued at the pick.
-BATCH_WAIT_S, the default, is 2 ms: frames of clients that tick together reach the render thread within
-about a millisecond on one host (each takes the socket loop ~0.1 ms, then a GIL switch of 0.5 ms at most),
-and 2 ms is an eighth of a 60 frames/s period, small against the whole forward a second batch would cost
-(several ms for the base model on a GPU), and small enough that a partner which does not come costs a frame
-little of a 16 ms latency budget.
+BATCH_WAIT_S, the default, is 2 ms: frames of clients that tick together on one host reach the render thread
+within about a millisecond (the socket loop takes each in ~0.1-0.2 ms, the bridge's overhead in
+benchmarks/RESULTS.md, and hands the GIL over within 0.5 ms), so 2 ms catches them with room for jitter; it is
+an eighth of a 60 frames/s period, small against the whole forward a second batch would cost (several ms for
+the base model on a GPU), and a partner that does not come costs a frame little of a 16 ms latency budget.
+Where a batch saves little over its frames one by one (a compute-bound CPU), the wait buys little: serve with 0.
 
 The socket loop only talks to it through `open/close/submit/cancel` and the `results` queue, so a
 process-per-GPU worker pool (bridge.worker_pool) can replace this thread behind the same four calls.
