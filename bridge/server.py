@@ -113,8 +113,8 @@ class Daemon:
         self.lost: dict[str, tuple] = {}  # session of a dead worker -> (sock, peer) that opened it
         self.worker = None
         try:
-            self.worker = worker_factory(self._wake) if self.pooled else RenderWorker(renderer, self._wake,
-                                                                                     batch_wait=config.batch_wait_ms / 1e3)
+            self.worker = (worker_factory(self._wake) if self.pooled
+                           else RenderWorker(renderer, self._wake, batch_wait=config.batch_wait_ms / 1e3))
         except BaseException:
             self._wake_pull.close(0)
             if self._own_ctx:
