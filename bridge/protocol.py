@@ -60,7 +60,7 @@ opened     {v, type:"opened", req, session:str, transport, slots:int, width, hei
             input_offsets:[[int per channel] per slot], output_offsets:[int per slot],
             renderer:{...}, heartbeat_ms, session_timeout_ms, record?:{name, dir} (when recording)}
 frame_done {v, type:"frame_done", session, seq, slot:int|nil, dropped:[int,...],
-            timings:{queue_ms:float, render_ms:float, daemon_ms:float, batch?:int}, record_error?:{code, message}}
+            timings:{queue_ms:float, render_ms:float, daemon_ms:float, batch?:int, batch_wait_ms?:float}, record_error?:{code, message}}
            record_error: once, on the first frame_done after a recording stopped (code record_failed).
            inline: one extra frame, the output image (output.nbytes bytes, (H,W,C) of output.dtype).
            shm: the image is in output slot ``slot`` at output_offsets[slot].

@@ -16,12 +16,34 @@ Shared-memory frames are rendered from the session's sealed memory and into it, 
 Many sessions, one forward. A backend may offer `render_batch(items)` (bridge.backends) and give its
 sessions a `batch_key()`. When the fair choice above picks a session's frame, every other frame waiting at
 that instant whose session has the same key (for the generator: the same model, frame size and step count)
-goes with it into one `render_batch` call. The batch is formed from what is already queued and nothing
-else: the thread never waits for a batch to fill, so a session alone starts its frame exactly when it would
-have without batching (a batch of one takes the plain `render` path), and a frame that joins a batch starts
-no later than it would have waited for its turn behind the chosen one. Each member is charged its share
-(batch time / members) of render time, so sessions of another size, which never share a batch with them,
-still get their fair turns against the group.
+goes with it into one `render_batch` call (a batch of one takes the plain `render` path). Each member is
+charged its share (batch time / members) of render time, so sessions of another size, which never share a
+batch with them, still get their fair turns against the group.
+
+The coalescing window. Games that tick together submit within a millisecond or so of each other: the first
+frame to arrive would start alone and the others would go as a second batch, one whole forward later, though
+on a GPU a batch costs little more than one frame. So before starting the picked frame the thread may hold it
+for its *in-step partners*: sessions of the same key with no frame queued whose next frame is due
+(bridge.arrivals: their last arrival plus the median of their recent gaps) within `batch_wait` of now, either
+side (a partner a little late is still coming). It waits on its condition (no spinning) and starts the moment every in-step partner's frame is queued,
+or when any waiting frame, of this key or another, would be held longer than `batch_wait` in all: no frame is
+ever held more than `batch_wait` by these waits (the frame_done timing `batch_wait_ms` says how long it was).
+Learned from arrival times alone, so clients need not cooperate. What follows:
+- a session with no partner of its key, or whose partners are not due, never waits: it starts its frame
+  exactly when it would have without batching;
+- a partner that stops sending stops being due `batch_wait` after its next frame was expected: it costs the
+  others at most `batch_wait` on a frame or two, then nothing;
+- any frame, of the group or of another key, starts at most `batch_wait` later than its turn in the fair
+  order would have let it; every look recomputes the fair choice, so a frame of another key that becomes it
+  during a wait goes first (and holds for its own partners only within what is left of the bound); opens,
+  closes and stop are handled at once;
+- `batch_wait` 0 (`neurender serve --batch-wait-ms 0`) never waits: batches are what is queued at the pick.
+BATCH_WAIT_S, the default, is 2 ms: frames of clients that tick together on one host reach the render thread
+within about a millisecond (the socket loop takes each in ~0.1-0.2 ms, the bridge's overhead in
+benchmarks/RESULTS.md, and hands the GIL over within 0.5 ms), so 2 ms catches them with room for jitter; it is
+an eighth of a 60 frames/s period, small against the whole forward a second batch would cost (several ms for
+the base model on a GPU), and a partner that does not come costs a frame little of a 16 ms latency budget.
+Where a batch saves little over its frames one by one (a compute-bound CPU), the wait buys little: serve with 0.
 
 The socket loop only talks to it through `open/close/submit/cancel` and the `results` queue, so a
 process-per-GPU worker pool (bridge.worker_pool) can replace this thread behind the same four calls.
@@ -37,6 +59,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from bridge.arrivals import Arrivals
 from bridge.backends import FrameInputs, Renderer, RendererSession, SessionSpec
 from bridge.channels import FINAL
 from bridge.repair import repair_non_finite
@@ -44,6 +67,7 @@ from bridge.repair import repair_non_finite
 
 LAG_S = 0.25  # render seconds a session may be behind the others (a burst of cheap frames)
 ANTICIPATE_S = 0.01  # at most this long (and never longer than its last frame took) for a session's next frame
+BATCH_WAIT_S = 0.002  # the coalescing window's default bound (module docstring: why 2 ms)
 
 
 @dataclass
@@ -56,6 +80,7 @@ class FrameJob:
     keepalive: Any = None  # inline pixel frames: kept referenced until rendered
     io: Any = None  # shm: the session's bridge.shm.SlotIO (pixels are read from it on the render thread)
     repaired: int = 0  # non-finite input values replaced by 0
+    held_mark: float = 0.0  # the worker's held-for-partners total when it was queued (its own hold = now - this)
 
 
 @dataclass
@@ -69,8 +94,9 @@ class Result:
 
 
 class RenderWorker:
-    def __init__(self, renderer: Renderer, wake: Callable[[], None]):
+    def __init__(self, renderer: Renderer, wake: Callable[[], None], batch_wait: float = BATCH_WAIT_S):
         self.renderer = renderer
+        self.batch_wait = max(0.0, batch_wait)  # seconds; 0: never hold a frame for batch partners
         self.results: "queue.SimpleQueue[Result]" = queue.SimpleQueue()
         self._wake = wake  # called after each result so the socket loop polls `results`
         self._cv = threading.Condition()
@@ -82,6 +108,9 @@ class RenderWorker:
         self._used: dict[str, float] = {}  # session -> render seconds (virtual time) while it has frames
         self._vclock = 0.0
         self._last: tuple | None = None  # (session of the frame that just ended, anticipate until)
+        self._arrivals = Arrivals()  # when each session's next frame is due
+        self._held = 0.0  # seconds the thread has held frames for batch partners, ever
+        self._holding_since: float | None = None  # perf_counter the hold in progress began
         self.current: tuple | None = None  # (op, session, seq, perf_counter at start): read by progress
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="render-worker", daemon=True)
@@ -111,6 +140,8 @@ class RenderWorker:
                 job.inputs.reset = job.inputs.reset or dropped.inputs.reset
             else:  # at most LAG_S behind the clock: a new or idle session gets no long backlog of turns
                 self._used[job.session] = max(self._used.get(job.session, self._vclock), self._vclock - LAG_S)
+            self._arrivals.arrived(job.session, job.t_recv)
+            job.held_mark = self._held_total(time.perf_counter())
             self._pending[job.session] = job
             self._cv.notify()
         return dropped
@@ -141,14 +172,18 @@ class RenderWorker:
                         continue
                     op = "frame"
                     sid = min(self._pending, key=lambda k: self._used.get(k, 0.0))
+                    if self._coalescing(sid):
+                        continue
                     job = self._pending.pop(sid)
                     self._vclock = self._used.get(sid, 0.0)
                     jobs = [job, *self._companions(sid)]
             if op == "open":
                 self._do_open(sid, arg)
             elif op == "close":
-                self._used.pop(sid, None)
-                self._keys.pop(sid, None)
+                with self._cv:
+                    self._used.pop(sid, None)
+                    self._keys.pop(sid, None)
+                    self._arrivals.forget(sid)
                 rs = self._sessions.pop(sid, None)
                 if rs is not None:
                     try:
@@ -171,12 +206,55 @@ class RenderWorker:
 
     def _companions(self, sid: str) -> list[FrameJob]:
         """The frames waiting right now whose sessions share `sid`'s batch key, taken off the queue (caller
-        holds the lock). Only what is queued at this instant: never a wait for more."""
+        holds the lock). Only what is queued at this instant: any wait for more came before (_coalescing)."""
         key = self._keys.get(sid)
         if key is None or self._render_batch is None:
             return []
         mates = [k for k in self._pending if k != sid and self._keys.get(k) == key]
         return [self._pending.pop(k) for k in mates]
+
+    def _coalescing(self, sid: str) -> bool:
+        """Hold the picked frame a moment for its in-step partners (module docstring; caller holds the lock;
+        True: waited, look again). Every look recomputes who is still due and how much of the bound is left,
+        so the wait ends as soon as the last partner's frame is queued and never holds any frame longer
+        than `batch_wait` in all."""
+        key = self._keys.get(sid)
+        if self.batch_wait <= 0 or key is None or self._render_batch is None:
+            return False
+        now = time.perf_counter()
+        left = self.batch_wait - max(self._held - j.held_mark for j in self._pending.values())
+        if left <= 0 or not self._due_partners(sid, key, now):
+            return False
+        self._holding_since = now
+        try:
+            self._cv.wait(left)
+        finally:
+            self._held += time.perf_counter() - now
+            self._holding_since = None
+        return True
+
+    def _due_partners(self, sid: str, key: Any, now: float) -> list[str]:
+        """Sessions of `key` other than `sid` with no frame queued whose next frame is due within
+        `batch_wait` of now, either side (caller holds the lock)."""
+        out = []
+        for p, k in self._keys.items():
+            if k != key or p == sid or p in self._pending:
+                continue
+            due = self._arrivals.due(p)
+            if due is not None and abs(due - now) <= self.batch_wait:
+                out.append(p)
+        return out
+
+    def _held_total(self, now: float) -> float:
+        """Seconds held for partners so far, counting the hold in progress up to `now` (caller holds the lock)."""
+        return self._held + (now - self._holding_since if self._holding_since is not None else 0.0)
+
+    def _wait_timing(self, job: FrameJob) -> dict:
+        """`batch_wait_ms`: how long the thread held frames for batch partners while this one was queued;
+        absent where it never holds (window off, a backend without render_batch, a process worker)."""
+        if self.batch_wait <= 0 or self._render_batch is None:
+            return {}
+        return {"batch_wait_ms": (self._held - job.held_mark) * 1e3}
 
     def _anticipating(self) -> bool:
         """Hold the thread a moment for the session whose frame just finished, when it is behind the
@@ -261,7 +339,7 @@ class RenderWorker:
             job.io = None
             self._post(Result("frame", job.session, value=job, error=errors.get(n),
                               timings={"queue_ms": (t0 - job.t_recv) * 1e3, "render_ms": (t1 - t0) * 1e3,
-                                       "batch": len(jobs)}))
+                                       "batch": len(jobs), **self._wait_timing(job)}))
 
     def _do_frame(self, job: FrameJob) -> None:
         rs = self._sessions.get(job.session)
@@ -285,4 +363,5 @@ class RenderWorker:
         job.keepalive = None
         job.io = None
         self._post(Result("frame", job.session, value=job, error=err,
-                          timings={"queue_ms": (t0 - job.t_recv) * 1e3, "render_ms": (t1 - t0) * 1e3}))
+                          timings={"queue_ms": (t0 - job.t_recv) * 1e3, "render_ms": (t1 - t0) * 1e3,
+                                   **self._wait_timing(job)}))

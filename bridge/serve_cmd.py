@@ -5,6 +5,7 @@ import argparse
 
 from bridge.backends import DEFAULT_BACKEND
 from bridge.protocol import HEARTBEAT_MS, SESSION_TIMEOUT_MS
+from bridge.render_thread import BATCH_WAIT_S
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -25,6 +26,10 @@ def configure(p: argparse.ArgumentParser) -> None:
     pool.add_argument("--workers", type=int, default=None, metavar="N",
                       help="N render worker processes on --device (CPU testing of the multi-GPU path); "
                            "default: one render thread in the daemon")
+    p.add_argument("--batch-wait-ms", type=float, default=BATCH_WAIT_S * 1e3, metavar="MS",
+                   help="render thread: hold a frame at most MS for frames of sessions it batches with that are due "
+                        f"now (games ticking together); 0: only frames already waiting (default {BATCH_WAIT_S * 1e3:g}; "
+                        "bridge/render_thread.py says why; not with --gpus/--workers, which do not batch)")
     p.add_argument("--render-timeout", type=float, default=None, metavar="S",
                    help="with --gpus/--workers: restart a worker whose frame takes longer than S seconds (its "
                         "sessions get worker_lost); default never (first frames may compile)")
@@ -132,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
                              **({"max_channels": args.max_channels} if args.max_channels else {}))
     cfg = DaemonConfig(ipc_endpoint=ipc, tcp=args.tcp, insecure=args.insecure, server_keys=server_keys,
                        allowed_keys_dir=allowed_dir, limits=limits, heartbeat_ms=args.heartbeat_ms,
-                       session_timeout_ms=args.session_timeout_ms,
+                       session_timeout_ms=args.session_timeout_ms, batch_wait_ms=max(0.0, args.batch_wait_ms),
                        shm_dir=shm_dir, **_recordings(args))
     try:
         daemon = Daemon(renderer, cfg, worker_factory=worker_factory)

@@ -33,7 +33,7 @@ from bridge.backends import FrameInputs, Renderer, SessionSpec, UnsupportedSpec
 from bridge.channels import FINAL
 from bridge.layout import SlotLayout
 from bridge.recorder import Recording, default_recordings_dir
-from bridge.render_thread import FrameJob, RenderWorker
+from bridge.render_thread import BATCH_WAIT_S, FrameJob, RenderWorker
 from bridge.session import ServerSession
 from bridge.worker_pool import WorkerLost, WorkerLostError
 
@@ -58,6 +58,7 @@ class DaemonConfig:
     heartbeat_ms: int = HEARTBEAT_MS
     session_timeout_ms: int = SESSION_TIMEOUT_MS
     recordings_dir: Path | None = field(default_factory=default_recordings_dir)  # None: `record` is refused
+    batch_wait_ms: float = BATCH_WAIT_S * 1e3  # render thread: longest hold of a frame for batch partners; 0: none
 
 
 def _tcp_host(hostport: str) -> str:
@@ -112,7 +113,8 @@ class Daemon:
         self.lost: dict[str, tuple] = {}  # session of a dead worker -> (sock, peer) that opened it
         self.worker = None
         try:
-            self.worker = worker_factory(self._wake) if self.pooled else RenderWorker(renderer, self._wake)
+            self.worker = (worker_factory(self._wake) if self.pooled
+                           else RenderWorker(renderer, self._wake, batch_wait=config.batch_wait_ms / 1e3))
         except BaseException:
             self._wake_pull.close(0)
             if self._own_ctx:

@@ -33,6 +33,7 @@ def test_bench_sessions_runs_paced_sessions_through_a_real_daemon(tmp_path):
     for r in rows:
         assert not r["errors"] and len(r["per_session"]) == r["sessions"]
         assert [s["index"] for s in r["per_session"]] == list(range(r["sessions"]))
+        assert r["batch_wait_max_ms"] >= 0 and all(s["batch_wait_max_ms"] >= 0 for s in r["per_session"])
         for s in r["per_session"]:
             ticks = round(r["seconds"] * FPS)
             assert s["ticks"] == ticks == s["submitted"] + s["missed"]
@@ -96,12 +97,14 @@ def test_sessions_on_target_hold_and_the_row_sums_them():
 def test_session_figures_count_only_the_measured_ticks():
     """Ticks 0-1 warm up; of the 4 measured ticks one was missed, one frame dropped, one failed, one late."""
     tick_of = {0: 0, 1: 1, 2: 2, 3: 3, 4: 5}  # seq -> tick; tick 4 had no free slot
-    answered = [(0, 5.0, 1.0, 0.1, 1), (1, 150.0, 1.0, 0.1, 2), (3, 120.0, 1.0, 0.1, 2), (4, 20.0, 1.0, 0.1, 1)]
+    answered = [(0, 5.0, 1.0, 0.1, 1, 0.0), (1, 150.0, 1.0, 0.1, 2, 1.5), (3, 120.0, 1.0, 0.1, 2, 0.5),
+                (4, 20.0, 1.0, 0.1, 1, 2.0)]
     f = session_figures(tick_of, answered, dropped=[2], failed=[], missed=[4], lag_ms=[0.1] * 4, warm=2, timed=4,
                         fps=10)
     assert (f["ticks"], f["submitted"], f["answered"], f["dropped"], f["missed"], f["failed"]) == (4, 3, 2, 1, 1, 0)
     assert f["unaccounted"] == 0 and f["in_order"] and f["late"] == 1  # 120 ms > the 100 ms period; 20 ms is not
     assert f["answered_fps"] == pytest.approx(5.0) and f["batch_histogram"] == {"1": 1, "2": 1}
     assert f["latency_max_ms"] == 120.0
+    assert (f["batch_wait_p50_ms"], f["batch_wait_max_ms"]) == (1.25, 2.0)  # the daemon's holds of seqs 3 and 4
     g = session_figures(tick_of, answered[::-1], dropped=[], failed=[], missed=[4], lag_ms=[], warm=2, timed=4, fps=10)
     assert not g["in_order"] and g["unaccounted"] == 1  # seq 2: neither answered nor dropped

@@ -8,7 +8,8 @@ Batching (optional): a renderer that can run frames of several sessions together
 `render_batch(items) -> errors`, items a list of (RendererSession, FrameInputs, out), errors one
 exception-or-None per item, every frame rendered into its `out` exactly as its own `render` would; its
 sessions return a hashable `batch_key()`. The render thread hands it the frames waiting at one instant
-whose sessions have equal keys (bridge.render_thread); without `render_batch`, every frame goes to `render`.
+whose sessions have equal keys, after holding the first a moment for partners' frames due then
+(bridge.render_thread); without `render_batch`, every frame goes to `render`.
 
 spec strings: NAME or NAME:ARG, where NAME is a backend registered under the Python entry-point group
 `neurender.backends` (pyproject.toml lists this project's: `passthrough`, the engine color or a shading

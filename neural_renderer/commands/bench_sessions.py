@@ -23,6 +23,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default=None, choices=("float32", "bfloat16"),
                    help="the generator's dtype (default: bfloat16 on cuda, float32 on cpu, as serve)")
     p.add_argument("--kernels", default="auto", help="the daemon's serving arm (auto: the fastest that passes its check)")
+    p.add_argument("--batch-wait-ms", type=float, default=None, metavar="MS",
+                   help="the daemon's coalescing window (neurender serve --batch-wait-ms; default: serve's); 0 to "
+                        "compare with batches of only what is already queued")
     p.add_argument("--out", "--json", dest="out", default="", help="write the figures here (JSON) and a PNG beside it")
 
 
@@ -43,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     res = bench(args.model, device, parse_size(args.size), args.fps, [int(n) for n in args.counts.split(",") if n.strip()],
                 args.seconds, long, args.warmup, args.steps,
                 args.dtype or ("bfloat16" if device.startswith("cuda") else "float32"), args.kernels, args.p99_ms,
-                spread=args.spread)
+                spread=args.spread, batch_wait_ms=args.batch_wait_ms)
     print(table(res))
     if args.out:
         write(res, args.out)

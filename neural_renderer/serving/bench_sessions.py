@@ -6,8 +6,9 @@ One `neurender serve` with the generator backend (the model, device, dtype and s
 starts it) serves every count in turn: for a count N, N client processes (neural_renderer.serving.paced_session)
 each open a shared-memory session at the same frame size and submit frames on a fixed schedule at `fps`,
 pipelined, for `warmup` + `seconds`; their sessions close before the next count opens its own. The daemon's
-render thread batches the frames of these sessions that wait together (bridge/render_thread.py): the replies'
-`batch` timing says how many frames each forward carried, reported per count.
+render thread batches the frames of these sessions that wait together, holding a frame up to `batch_wait_ms`
+for partners due at the same tick (bridge/render_thread.py): the replies' `batch` timing says how many frames
+each forward carried, reported per count.
 
 A count *holds* when every one of its sessions holds (`holds`): answered frames/s >= 99% of the target, no frame
 dropped by the daemon, none failed, no tick missed for want of a free slot, and latency p99 <= `p99_ms`. The
@@ -71,6 +72,7 @@ def summarise(sessions: list[dict], count: int, seconds: float, fps: float, p99_
         "render_p50_ms_median": float(np.median([s["render_p50_ms"] for s in ok])) if ok else float("nan"),
         "batch_histogram": dict(sorted(hist.items(), key=lambda kv: int(kv[0]))),
         "batch_mean": frames / forwards if forwards else 0.0,  # frames per render call, over all calls
+        "batch_wait_max_ms": max((s.get("batch_wait_max_ms", 0.0) for s in ok), default=0.0),
         "client_lag_max_ms": max((s["client_lag_max_ms"] for s in ok), default=0.0),
         "errors": [s["error"] for s in sessions if s.get("error")],
         "per_session": sessions,
@@ -116,7 +118,7 @@ def run_count(endpoint: str, count: int, plan: dict, prompts: list[str], spread:
 
 def bench(model: str, device: str, size: tuple[int, int], fps: float, counts: list[int], seconds: float,
           long: tuple[int, float] | None, warmup: float, steps: int, dtype: str, kernels: str, p99_ms: float,
-          spread: bool = False, log=print) -> dict:
+          spread: bool = False, batch_wait_ms: float | None = None, log=print) -> dict:
     import torch
     from tqdm import tqdm
 
@@ -132,7 +134,8 @@ def bench(model: str, device: str, size: tuple[int, int], fps: float, counts: li
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = checkpoint_for(model, Path(tmp))
         with spawn_daemon(f"generator:{ckpt}", runtime_dir="private", device=device, steps=steps, timeout=600,
-                          extra_args=["--dtype", dtype, "--kernels", kernels, "--log-level", "WARNING"]) as d:
+                          extra_args=["--dtype", dtype, "--kernels", kernels, "--log-level", "WARNING",
+                                      *(["--batch-wait-ms", str(batch_wait_ms)] if batch_wait_ms is not None else [])]) as d:
             renderer = d.info["renderer"]
             log(f"daemon: {renderer.get('model')} on {device}, {renderer.get('dtype')}, arm {renderer.get('kernels')}, "
                 f"{steps} steps; {W}x{H} sessions at {fps:g} frames/s, p99 limit {p99_ms:g} ms")
@@ -154,7 +157,7 @@ def bench(model: str, device: str, size: tuple[int, int], fps: float, counts: li
             "device_name": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
             "renderer": renderer, "steps": steps, "dtype": dtype, "kernels_requested": kernels, "transport": "shm",
             "width": W, "height": H, "fps": fps, "warmup_s": warmup, "p99_ms": p99_ms,
-            "phase": "spread" if spread else "aligned",
+            "phase": "spread" if spread else "aligned", "batch_wait_ms": batch_wait_ms,  # None: serve's default
             "hold_rule": f"every session: answered frames/s >= {HOLD_FPS_FRACTION:.0%} of {fps:g}, 0 dropped, 0 failed, "
                          f"0 missed ticks, latency p99 <= {p99_ms:g} ms (submit -> result in hand)",
             "late_rule": f"answered more than one frame period ({1e3 / fps:.2f} ms) after submit",

@@ -12,16 +12,20 @@ def rows_of(res: dict) -> list[dict]:
 
 
 def table(res: dict) -> str:
+    wait = res.get("batch_wait_ms")
+    window = "serve's default" if wait is None else f"{wait:g} ms"
     head = (f"{res['width']}x{res['height']} at {res['fps']:g} frames/s, {res['model']} ({res['renderer'].get('kernels')}, "
-            f"{res['dtype']}, {res['steps']} steps) on {res['device_name']}, phase {res['phase']}; "
+            f"{res['dtype']}, {res['steps']} steps) on {res['device_name']}, phase {res['phase']}, "
+            f"batch wait {window}; "
             f"hold: {res['hold_rule']}")
     cols = (f"{'sessions':>8}{'s':>5}{'held':>8}{'min fps':>9}{'p50 ms':>8}{'p99 ms':>8}{'dropped':>8}{'missed':>7}"
-            f"{'late':>6}{'per fwd':>8}{'render ms':>10}")
+            f"{'late':>6}{'per fwd':>8}{'render ms':>10}{'wait max':>9}")
     lines = [head, cols]
     for r in rows_of(res):
         lines.append(f"{r['sessions']:>8}{r['seconds']:>5g}{r['sessions_held']:>4}/{r['sessions']:<3}{r['fps_min']:>9.2f}"
                      f"{r['latency_p50_ms_median']:>8.2f}{r['latency_p99_ms_max']:>8.2f}{r['dropped']:>8}{r['missed']:>7}"
-                     f"{r['late']:>6}{r['batch_mean']:>8.2f}{r['render_p50_ms_median']:>10.2f}")
+                     f"{r['late']:>6}{r['batch_mean']:>8.2f}{r['render_p50_ms_median']:>10.2f}"
+                     f"{r.get('batch_wait_max_ms', 0.0):>9.2f}")
         for k, why in r["reasons"].items():
             lines.append(f"{'':>10}session {k}: {'; '.join(why)}")
     lines.append(f"largest count that held: {res['largest_held'] or 'none'}")

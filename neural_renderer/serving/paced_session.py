@@ -69,7 +69,7 @@ def _play(endpoint, plan, index, ready, go, start_at) -> dict:
                     return
                 t = r.timings
                 answered.append((r.seq, t["roundtrip_ms"], t.get("render_ms", 0.0), t.get("queue_ms", 0.0),
-                                 int(t.get("batch", 1))))
+                                 int(t.get("batch", 1)), t.get("batch_wait_ms", 0.0)))
                 dropped.extend(r.dropped)
 
         for i in range(warm + timed):
@@ -93,7 +93,7 @@ def _play(endpoint, plan, index, ready, go, start_at) -> dict:
 def session_figures(tick_of: dict[int, int], answered: list[tuple], dropped: list[int], failed: list[int],
                     missed: list[int], lag_ms: list[float], warm: int, timed: int, fps: float) -> dict:
     """The measured ticks' numbers (ticks >= warm), from what the session saw. answered: (seq, latency ms, render
-    ms, queue ms, batch) in arrival order; dropped, failed: seqs; missed: tick indices; lag_ms: how late the
+    ms, queue ms, batch, batch wait ms) in arrival order; dropped, failed: seqs; missed: tick indices; lag_ms: how late the
     client itself was at each measured tick."""
     import numpy as np
 
@@ -119,6 +119,9 @@ def session_figures(tick_of: dict[int, int], answered: list[tuple], dropped: lis
         "latency_max_ms": float(np.max(lat)),
         "render_p50_ms": float(np.median([a[2] for a in got])) if n else float("nan"),
         "queue_p50_ms": float(np.median([a[3] for a in got])) if n else float("nan"),
+        # held by the daemon for batch partners (part of queue): how much the coalescing window cost
+        "batch_wait_p50_ms": float(np.median([a[5] for a in got])) if n else float("nan"),
+        "batch_wait_max_ms": float(max(a[5] for a in got)) if n else float("nan"),
         "batch_histogram": {str(k): v for k, v in sorted(batches.items())},  # frames answered per batch size
         "client_lag_p99_ms": float(np.percentile(lag_ms, 99)) if lag_ms else 0.0,
         "client_lag_max_ms": float(max(lag_ms)) if lag_ms else 0.0,
