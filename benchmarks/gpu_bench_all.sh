@@ -9,7 +9,7 @@
 set -uo pipefail
 R=$OUT/run NR="python3 -m neural_renderer.cli"
 mkdir -p "$R"
-timeout 90 python3 benchmarks/gpu_step_profile.py --run base --out "$R/profile" --steps 8 --burst-every 16
+[ "${PROFILE:-1}" = 1 ] && timeout 90 python3 benchmarks/gpu_step_profile.py --run base --out "$R/profile" --steps 8 --burst-every 16
 timeout 140 $NR bench serve --model base --device cuda --kernels auto fused frame-graph+fused --out "$R/serve.json"
 timeout 160 $NR bench kernels --json "$R/kernels.json" --no-compile --budget-s 130
 timeout 150 $NR bench sessions --model base --device cuda --counts 1,4,8 --seconds 10 \
