@@ -6,7 +6,7 @@
 #   kernels   one hourglass step per arm vs the roofline floor, base and two larger configs (bench kernels)
 #   sessions  paced 60 fps sessions on one daemon: per count, and 8 sessions for SESSIONS_LONG s (bench sessions)
 #     bash benchmarks/gpu_call.sh "bash benchmarks/gpu_bench_all.sh"
-set -uo pipefail
+set -uo pipefail  # PROFILE=0 skips the training-step profile
 R=$OUT/run NR="python3 -m neural_renderer.cli"
 mkdir -p "$R"
 [ "${PROFILE:-1}" = 1 ] && timeout 90 python3 benchmarks/gpu_step_profile.py --run base --out "$R/profile" --steps 8 --burst-every 16
