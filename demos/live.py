@@ -81,6 +81,7 @@ class LiveScene:
         self.recording = record is not None
         channels = {**DEMO_CHANNELS, "final": "float16"} if self.recording else DEMO_CHANNELS
         self._prompt_to_send: str | None = None
+        self._warm_up()
         try:  # half floats keep the dark styles free of banding
             self.session = client.open_session(self.width, self.height, channels, output_format="rgb16f",
                                                prompt=self.prompt, steps=steps, record=record)
@@ -96,6 +97,16 @@ class LiveScene:
         self.pipelined = pipelined
         self._pending: dict[int, tuple] = {}  # seq -> (engine colour, reference) waiting for its neural frame
         self._shown = None  # (result, (engine colour, reference)) last shown, pipelined mode
+
+    def _warm_up(self) -> None:
+        """Draw the engine pass and the reference look once before the session opens: the first draw
+        compiles every shader, which takes seconds on a loaded software GL (llvmpipe), and an open session
+        that sends nothing for the daemon's idle timeout is closed."""
+        self.cam = self.player.camera(self.width / self.height)
+        self.t, self.models = 0.0, self.world.models(0.0)
+        self.engine.render(self.cam, self.cam, self.models, self.models, True)
+        self.engine.read()
+        self.reference(self.style)
 
     def set_style(self, style: str) -> None:
         from demos.styles import prompt_of

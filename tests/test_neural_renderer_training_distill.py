@@ -288,7 +288,8 @@ def test_folded_step_embedding_is_the_teacher_at_every_step_size():
     with torch.no_grad():
         want = teacher(*args(torch.zeros_like(x.t)))
         for d in (0.0, 1 / 32, 0.5, 1.0):
-            torch.testing.assert_close(student(*args(torch.full_like(x.t, d))), want, atol=1e-6, rtol=1e-6)
+            # equal up to float32 reassociation (the folded bias sums the same terms in another order: seen 1.9e-6)
+            torch.testing.assert_close(student(*args(torch.full_like(x.t, d))), want, atol=1e-5, rtol=1e-5)
         assert float((teacher(*args(torch.full_like(x.t, 0.5))) - want).abs().max()) > 1e-3  # unfolded, d matters
     assert float(student.d_embed.mlp[-1].weight.detach().abs().max()) == 0.0
 
