@@ -116,6 +116,22 @@ def graphed(fn, owner, device):
     return replay_returning(*graph_of(fn), owner=owner)
 
 
+def compile_arms(model, inputs, args) -> list[ArmSpec]:
+    """torch.compile default and max-autotune-no-cudagraphs of `model.forward_frame`, for either architecture:
+    extra arms (they run after the core arms, within the budget), each with its compile-time estimate."""
+    import torch
+
+    out = []
+    for mode in ("default", "max-autotune-no-cudagraphs"):
+        def make(cache, mode=mode):
+            torch._dynamo.reset()
+            f = torch.compile(model.forward_frame, mode=None if mode == "default" else mode)
+            return lambda: f(*inputs, cache)
+        out.append(ArmSpec(f"compile {mode}", make, cuda_only=True, extra=True,
+                           est_s=args.compile_est_s if mode == "default" else args.autotune_est_s))
+    return out
+
+
 def dump(results, path):
     if path:  # partial results survive a later timeout or hang
         with open(path, "w") as f:

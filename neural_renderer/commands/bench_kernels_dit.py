@@ -4,7 +4,7 @@ CUDA graph of the eager model, the fused ops (kernels.fused_model) and the megak
 in a CUDA graph, with the megakernel's variants (no L2 prefetch, cooperative launch) on --variant-configs."""
 from __future__ import annotations
 
-from neural_renderer.commands.bench_kernels_common import ArmSpec, Subject, graphed
+from neural_renderer.commands.bench_kernels_common import ArmSpec, Subject, compile_arms, graphed
 
 
 def configs():
@@ -74,13 +74,7 @@ def arms(s: Subject, args, res: dict) -> list[ArmSpec]:
 
     model, inp, dev, B = s.model, s.inputs, s.device, args.batch
     out = [ArmSpec("eager", lambda cache: (lambda: model.forward_frame(*inp, cache)))]
-    for mode in ("default", "max-autotune-no-cudagraphs"):
-        def make(cache, mode=mode):
-            torch._dynamo.reset()
-            f = torch.compile(model.forward_frame, mode=None if mode == "default" else mode)
-            return lambda: f(*inp, cache)
-        out.append(ArmSpec(f"compile {mode}", make, cuda_only=True, extra=True,
-                           est_s=args.compile_est_s if mode == "default" else args.autotune_est_s))
+    out += compile_arms(model, inp, args)
     out.append(ArmSpec("cuda graph (eager)", lambda cache: graphed(lambda: model.forward_frame(*inp, cache),
                                                                    (model, cache), dev), cuda_only=True))
 

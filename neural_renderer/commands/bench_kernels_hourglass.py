@@ -16,7 +16,7 @@ once and read once (what a layer-by-layer execution moves at least).
 """
 from __future__ import annotations
 
-from neural_renderer.commands.bench_kernels_common import ArmSpec, Subject, graphed
+from neural_renderer.commands.bench_kernels_common import ArmSpec, Subject, compile_arms, graphed
 
 SERVING_ARMS = ("eager", "graph", "graph+channels-last", "fused", "fused+channels-last", "megakernel")
 
@@ -145,19 +145,11 @@ def _serving(model, name, inp, dev):
 
 
 def arms(s: Subject, args, res: dict) -> list[ArmSpec]:
-    import torch
-
     from kernels.megakernel_trunk import MegakernelTrunk
 
     model, inp, dev = s.model, s.inputs, s.device
     out = [ArmSpec("eager", _serving(model, "eager", inp, dev), serving="eager")]
-    for mode in ("default", "max-autotune-no-cudagraphs"):
-        def make(cache, mode=mode):
-            torch._dynamo.reset()
-            f = torch.compile(model.forward_frame, mode=None if mode == "default" else mode)
-            return lambda: f(*inp, cache)
-        out.append(ArmSpec(f"compile {mode}", make, cuda_only=True, extra=True,
-                           est_s=args.compile_est_s if mode == "default" else args.autotune_est_s))
+    out += compile_arms(model, inp, args)
     for name in SERVING_ARMS[1:]:
         fused = "fused" in name or name == "megakernel"
         out.append(ArmSpec(name, _serving(model, name, inp, dev), kernel_layout=fused, serving=name,
