@@ -37,11 +37,11 @@ SESSIONS = [(24, 40, STYLES["winter"], 0), (24, 40, STYLES["sunny"], 5), (24, 40
 JOINT = 6
 
 
-def run(ckpt, batched: bool, forwards: list | None = None):
+def run(ckpt, batched: bool, forwards: list | None = None, options: str = ""):
     """Every session's output frames (float32), the warm-up frames alone, then JOINT frames of all sessions
     through render_batch (batched) or one render each (alone). Session 1 changes prompt and session 2 is
     reset mid-way: the batch must follow each one's own events."""
-    r = GeneratorRenderer(str(ckpt), device="cpu", steps=2)
+    r = GeneratorRenderer(f"{ckpt}{options}", device="cpu", steps=2)
     if forwards is not None:  # count the batched forwards: the batch must really run as one
         inner = r.batcher.forward
         r.batcher.forward = lambda x, *a: (forwards.append(x.shape[0]), inner(x, *a))[1]
@@ -79,6 +79,17 @@ def test_batched_frames_equal_frames_alone(ckpt):
     # the others run alone. Joint frame 0: sessions 1, 3; 1: 1, 2, 3; 2: 2, 3 (1 changed prompt, its cache
     # restarts); 3: 0, 3 (2 was reset); 4: 0, 3; 5: 0, 1, 3
     assert forwards == [2, 2, 3, 3, 2, 2, 2, 2, 2, 2, 3, 3]
+
+
+def test_batched_frames_equal_frames_alone_with_sink_refresh(ckpt):
+    """`sink_every=2`: sessions at odd and even frame counts are steady together but only some refresh their sink
+    (and mask it) this frame; the batch keeps them apart (batch_key) and every one gets its own frames."""
+    alone = run(ckpt, batched=False, options="?sink_every=2")
+    together = run(ckpt, batched=True, options="?sink_every=2")
+    plain = run(ckpt, batched=False)
+    for who in range(len(SESSIONS)):
+        np.testing.assert_allclose(together[who], alone[who], atol=2e-3, rtol=0)
+    assert max(np.abs(a - p).max() for a, p in zip(alone, plain)) > 1e-2  # the refresh changed the frames
 
 
 def test_batch_rows_are_independent_at_float_precision(ckpt):

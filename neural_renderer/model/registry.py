@@ -32,6 +32,8 @@ class GeneratorConfig:
     enc_blocks: tuple = ()
     dec_blocks: tuple = ()
     history_noise: float = 0.0  # inference: noise level put on the previous output before reprojection
+    sink_every: int = 0  # inference (hourglass): refresh the sinks every N frames (KVCache); 0 = the run's first frames
+    use_sinks: bool = True  # inference (hourglass): False masks the sinks (the window alone)
     # the world group (model/inputs.py): 0 = not read (every checkpoint from before it), else the number of
     # WORLD_PERIODS the stem reads, recorded so a checkpoint trained on another table fails loudly
     world_freqs: int = 0

@@ -31,7 +31,8 @@ from neural_renderer.serving.stream import StreamingSampler
 def batch_key(s: StreamingSampler) -> tuple:
     """Samplers (prepared for their next frame) with equal keys may run that frame as one batch."""
     c = s.cache
-    return (s.size, s.steps, s.use_context, s.forward, min(c.frames, len(c.valid_table) - 1))
+    # refresh_due: a frame whose sinks were just refreshed has its own mask (KVCache.refresh_sink)
+    return (s.size, s.steps, s.use_context, s.forward, min(c.frames, len(c.valid_table) - 1), c.refresh_due)
 
 
 class _Graph:

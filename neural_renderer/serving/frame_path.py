@@ -89,6 +89,8 @@ class FramePath:
             s.reset()
         if not s.use_context:
             s.cache.reset()
+        else:  # the periodic sink refresh (`sink_every`), as StreamingSampler.prepare does it, outside the graph
+            s.cache.maybe_refresh()
         history = s.use_history and "motion" in pixels and s.prev is not None
         camera = camera_floats(constants) if self.world and "depth" in pixels else self._no_camera
         vec = np.concatenate([np.asarray(action, np.float32).reshape(ACTION_DIM), camera, np.float32([history])])

@@ -165,6 +165,13 @@ class GeneratorRenderer(Renderer):
             if self.model.cfg.arch != "hourglass":
                 raise UnsupportedSpec("history_noise: only the hourglass generator reprojects a history")
             self.model.cfg.history_noise = float(options["history_noise"])
+        for key in ("sink_every", "sinks"):  # the KV cache's sinks (KVCache): refreshed every N frames, or masked
+            if key in options and self.model.cfg.arch != "hourglass":
+                raise UnsupportedSpec(f"{key}: only the hourglass generator's sampler refreshes or masks its sinks")
+        if "sink_every" in options:
+            self.model.cfg.sink_every = int(options["sink_every"])
+        if "sinks" in options:
+            self.model.cfg.use_sinks = options["sinks"] == "1"
         self.looks = register_checkpoint_looks(self.checkpoint)  # prompts of looks it was fine-tuned on
         self.steps = int(steps or self.model.cfg.steps)
         # how a step runs: "auto" (the default) takes the fastest implementation that passes its check against
@@ -191,7 +198,9 @@ class GeneratorRenderer(Renderer):
         self.use_context = use_context  # False: the per-frame ablation (same weights, no KV cache)
         ablations = ("" if use_context else "/no-context") + ("" if self.use_history else "/no-history") + (
             "/fixed-noise" if self.noise == "fixed" else "") + (
-            f"/history-noise={options['history_noise']}" if "history_noise" in options else "")
+            f"/history-noise={options['history_noise']}" if "history_noise" in options else "") + (
+            f"/sink-every={int(options['sink_every'])}" if "sink_every" in options else "") + (
+            "/no-sinks" if options.get("sinks") == "0" else "")
         self.name = f"generator:{self.model.cfg.name}" + ablations
         self.prompts = PromptService()
         self.sessions = 0
@@ -201,6 +210,8 @@ class GeneratorRenderer(Renderer):
                 "checkpoint": str(self.checkpoint), "resolution": self.model.cfg.resolution, "context": self.use_context,
                 "arch": self.model.cfg.arch, "history": self.use_history, "noise": self.noise,
                 "history_noise": self.model.cfg.history_noise,
+                **({"sink_every": self.model.cfg.sink_every, "sinks": self.model.cfg.use_sinks}
+                   if self.model.cfg.arch == "hourglass" else {}),
                 "dtype": str(self.dtype).removeprefix("torch."), "kernels": self.kernels,
                 **({"arms": self.arms} if self.arms else {}),
                 **({"looks": self.looks} if self.looks else {})}
@@ -261,7 +272,12 @@ class GeneratorRenderer(Renderer):
         self.prompts.close()
 
 
-OPTIONS_HELP = "context=0|1, history=0|1, noise=fresh|fixed, history_noise=LEVEL (0..1)"
+OPTIONS_HELP = ("context=0|1, history=0|1, noise=fresh|fixed, history_noise=LEVEL (0..1), "
+                "sink_every=N (an integer >= 0; 0: the run's first frame stays the sink), sinks=0|1")
+
+
+def _count(v: str) -> bool:
+    return v.isascii() and v.isdigit()  # digits only: no sign, no fraction, no exponent
 
 
 def _level(v: str) -> bool:
@@ -273,7 +289,8 @@ def _level(v: str) -> bool:
 
 def _split_options(spec_arg: str | None) -> tuple[str | None, dict[str, str]]:
     """'tiny?context=0&noise=fixed' -> ('tiny', {'context': '0', 'noise': 'fixed'}): the ablation arms, and
-    'tiny?history_noise=0.1' -> the checkpoint with another inference history noise level (tuning sweeps)."""
+    'tiny?history_noise=0.1' -> the checkpoint with another inference history noise level (tuning sweeps), and
+    'tiny?sink_every=16' -> its KV cache's sinks refreshed every 16 frames (`sinks=0`: masked)."""
     if spec_arg is None or "?" not in spec_arg:
         return spec_arg, {}
     name, _, query = spec_arg.partition("?")
@@ -281,7 +298,7 @@ def _split_options(spec_arg: str | None) -> tuple[str | None, dict[str, str]]:
     for part in filter(None, query.split("&")):
         k, eq, v = part.partition("=")
         ok = {"context": v in ("0", "1"), "history": v in ("0", "1"), "noise": v in ("fresh", "fixed"),
-              "history_noise": _level(v)}.get(k, False)
+              "history_noise": _level(v), "sink_every": _count(v), "sinks": v in ("0", "1")}.get(k, False)
         if not eq or not ok:
             raise UnsupportedSpec(f"generator option {part!r} (known: {OPTIONS_HELP})")
         options[k] = v

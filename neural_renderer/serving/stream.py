@@ -7,7 +7,8 @@ Per frame:
    change, or when the client sends no motion vectors;
 2. `steps` Euler steps from noise (each a forward of the current frame's tokens against the KV cache);
 3. `cache.advance()`: the K/V the last step wrote stay as context, so a frame costs exactly `steps`
-   forwards.
+   forwards. With `cfg.sink_every = N` the sinks are refreshed every N frames (`KVCache.refresh_sink()`, run by
+   `prepare()` before the forwards, outside the captured graph).
 Noise comes from a seeded generator: a run is deterministic by seed. `noise="fixed"` draws one noise
 field after each reset and reuses it (the ablation arm that tells context from noise apart).
 Steady-state frames on CUDA replay one captured graph; nothing reads a tensor back to the host.
@@ -73,7 +74,7 @@ class StreamingSampler:
     def _resize(self, height: int, width: int) -> None:
         c = self.cfg
         self.cache = KVCache(c.depth, self.batch, c.heads, self.model.tokens_for(height, width), c.window, c.sinks,
-                             device=self.device, dtype=self.dtype)
+                             device=self.device, dtype=self.dtype, sink_every=int(c.sink_every), use_sinks=bool(c.use_sinks))
         self.size, self.graph, self.prev, self.fixed_noise = (height, width), None, None, None
 
     # -- one frame -------------------------------------------------------------------------------
@@ -127,6 +128,8 @@ class StreamingSampler:
             self.reset()
         if not self.use_context:
             self.cache.reset()
+        else:  # `sink_every`: the periodic sink refresh, here, outside any captured graph
+            self.cache.maybe_refresh()
         if action is None:
             action = torch.zeros(self.batch, ACTION_DIM, device=self.device)
         cond = cond.to(self.device, self.dtype)
