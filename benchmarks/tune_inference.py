@@ -1,17 +1,20 @@
-"""Sweep an inference-only knob of a shipped generator (the history noise level) on TRAINING seeds.
+"""Sweep an inference-only knob of a shipped generator (`--option`: the history noise level by default, or the KV
+cache's sink refresh period `sink_every`) on TRAINING seeds.
 
-The knob is passed the way every arm is, as a renderer spec option (`generator:tiny?history_noise=0.1`), and each
+The knob is passed the way every arm is, as a renderer spec option (`generator:tiny?history_noise=0.1`,
+`generator:tiny?sink_every=16`), and each
 value is scored by the eval runner (`run_eval`) on a tuning suite (`Suite(split="train")`: training seeds 0..999
 only, rendered into train-split datasets), so nothing chosen here has seen an evaluation seed. One long run per
 look, one look each (no switches, no resets), long enough for the history feedback to build up.
 
 Per value and look: PSNR and SSIM against the requested reference look, warping error with the engine's motion
 vectors (always beside PSNR: a frozen output scores a perfect warp), and PSNR over the first and the second half of
-each run (feedback build-up). Writes DIR/tune_history_noise.json, DIR/tune_history_noise.png (PSNR and warping
-error vs the level, per look) and DIR/frames_<look>_t<T>.png (the output at frame T of each value beside the
-reference and the engine pass).
+each run (feedback build-up). Writes DIR/tune_<option>.json, DIR/tune_<option>.png (PSNR and warping error vs the
+value, per look), DIR/tune_<option>.md and DIR/frames_<look>_seed<S>_t<T>.png (the output at frame T of each value
+beside the reference and the engine pass).
 
     python benchmarks/tune_inference.py --values 0 0.05 0.1 0.2 0.3 --threads 1 --out /tmp/tune
+    python benchmarks/tune_inference.py --option sink_every --values 0 16 32 64 --threads 1 --out /tmp/tune_sink
     python benchmarks/tune_inference.py --merge A/tune_history_noise.json B/tune_history_noise.json --out C
 
 `--merge` pools the runs of sweeps made on other seeds (same values, frames, size) into one table and plot.
@@ -96,9 +99,25 @@ def aggregate(rows: list[dict]) -> dict:
     return per
 
 
+def option_of(result: dict) -> str:
+    return result.get("option", "history_noise")  # sweeps from before --option swept the history noise
+
+
+def parse_values(option: str, values: list[str]) -> list:
+    """The swept values as numbers: floats for history_noise (as before), else integers where they are (a value the
+    spec parser refuses fails there, with its message)."""
+    out = []
+    for v in values:
+        try:
+            out.append(float(v) if option == "history_noise" else (int(v) if v.lstrip("-").isdigit() else float(v)))
+        except ValueError:
+            raise SystemExit(f"--values: {v!r} is not a number")
+    return out
+
+
 def table(result: dict) -> str:
     looks = [l for l in result["looks"]]
-    lines = ["| history_noise | " + " | ".join(f"{l} PSNR" for l in looks)
+    lines = [f"| {option_of(result)} | " + " | ".join(f"{l} PSNR" for l in looks)
              + " | mean PSNR | SSIM | warp (1e-3) | PSNR frames <{s} / >={s} |".format(s=result["split_frame"]),
              "|" + "---|" * (len(looks) + 5)]
     for name, s in result["arms"].items():
@@ -110,7 +129,7 @@ def table(result: dict) -> str:
 
 def per_look_table(result: dict) -> str:
     """Per look and value: PSNR, SSIM, warping error, PSNR first / second half."""
-    lines = ["| look | history_noise | PSNR | SSIM | warp (1e-3) | PSNR first half / second half |", "|---|---|---|---|---|---|"]
+    lines = [f"| look | {option_of(result)} | PSNR | SSIM | warp (1e-3) | PSNR first half / second half |", "|---|---|---|---|---|---|"]
     for l in result["looks"]:
         for name, s in result["arms"].items():
             r = s[l]
@@ -137,7 +156,7 @@ def plot(result: dict, path: Path) -> None:
     s = result["split_frame"]
     for ax, title in zip(axes, ("PSNR vs reference look (dB)", "warping error (1e-3)",
                                 f"PSNR frames >={s} minus <{s} (dB)")):
-        ax.set_xlabel("history_noise"), ax.set_title(title, fontsize=9), ax.grid(alpha=0.3)
+        ax.set_xlabel(option_of(result)), ax.set_title(title, fontsize=9), ax.grid(alpha=0.3)
     floor = result["baselines"]["reference"]["mean"]["warp"] * 1e3
     axes[1].axhline(floor, color="gray", ls="--", lw=1, label="reference look's own (mean)")
     axes[1].legend(fontsize=7)
@@ -172,7 +191,10 @@ def frames_grid(clip, look: str, t: int, kept: dict[str, np.ndarray], path: Path
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="tiny", help="generator spec: a shipped size or a checkpoint path")
-    ap.add_argument("--values", type=float, nargs="+", default=[0.0, 0.05, 0.1, 0.2, 0.3])
+    ap.add_argument("--option", default="history_noise",
+                    help="the renderer spec option swept (history_noise, sink_every, ...): generator:MODEL?OPTION=VALUE")
+    ap.add_argument("--values", nargs="+", default=None,
+                    help="the option's values (default for history_noise: 0 0.05 0.1 0.2 0.3)")
     ap.add_argument("--arms", nargs="*", default=[], help="extra renderer specs scored beside the sweep "
                                                           "(e.g. 'generator:tiny?context=0&history=0', the stateless run)")
     ap.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS), help="training seeds, one run each")
@@ -189,16 +211,22 @@ def main() -> None:
     ap.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                     help="no sweep: pool the runs of earlier sweeps (same values, frames, size) into one table and plot")
     a = ap.parse_args()
+    if a.values is None:
+        if a.option != "history_noise" and not a.merge:
+            ap.error(f"--values is needed for --option {a.option}")
+        a.values = ["0", "0.05", "0.1", "0.2", "0.3"]
+    a.values = parse_values(a.option, a.values)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     result = merge([json.loads(Path(f).read_text()) for f in a.merge]) if a.merge else sweep(a, out)
-    (out / "tune_history_noise.json").write_text(json.dumps(result, indent=1))
-    plot(result, out / "tune_history_noise.png")
+    stem = f"tune_{option_of(result)}"
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=1))
+    plot(result, out / f"{stem}.png")
     e, ref = result["baselines"]["engine"]["mean"], result["baselines"]["reference"]["mean"]
     md = table(result) + "\n\n" + per_look_table(result)
     md += (f"\n\nEngine pass: PSNR {e['psnr']:.2f} dB, SSIM {e['ssim']:.3f}; the reference look's own warping error "
            f"(the floor): {ref['warp'] * 1e3:.3f}e-3.")
-    (out / "tune_history_noise.md").write_text(md + "\n")
+    (out / f"{stem}.md").write_text(md + "\n")
     print(md)
 
 
@@ -215,9 +243,9 @@ def sweep(a, out: Path) -> dict:
 
     from bridge.backends import create_renderer
 
-    specs = {f"{v:g}": f"generator:{a.model}?history_noise={v:g}" for v in a.values}
+    specs = {f"{v:g}": f"generator:{a.model}?{a.option}={v:g}" for v in a.values}
     specs.update({spec: spec for spec in a.arms})
-    result = {"model": a.model, "size": a.size, "frames": a.frames, "split_frame": split, "seeds": a.seeds,
+    result = {"option": a.option, "model": a.model, "size": a.size, "frames": a.frames, "split_frame": split, "seeds": a.seeds,
               "runs": [{"seed": q.seed, "look": l} for q, l in zip(suite.sequences, looks)], "steps": a.steps,
               "values": a.values, "value_arms": [f"{v:g}" for v in a.values], "specs": specs,
               "looks": list(dict.fromkeys(looks)), "arms": {}, "per_run": {}, "hosts": {}, "seconds": {}}
@@ -260,13 +288,16 @@ def merge(results: list[dict]) -> dict:
     first = results[0]
     arms = [n for n in first["per_run"] if all(n in r["per_run"] for r in results)]
     for r in results[1:]:
+        if option_of(r) != option_of(first):
+            raise SystemExit(f"cannot merge: option differs ({option_of(first)!r} vs {option_of(r)!r})")
         for k in ("model", "size", "frames", "split_frame", "steps", "values"):
             if r[k] != first[k]:
                 raise SystemExit(f"cannot merge: {k} differs ({first[k]!r} vs {r[k]!r})")
     seen = [x["seed"] for r in results for x in r["runs"]]
     if len(set(seen)) != len(seen):
         raise SystemExit(f"cannot merge: a seed appears twice ({seen})")
-    merged = {k: first[k] for k in ("model", "size", "frames", "split_frame", "steps", "values", "value_arms")}
+    merged = {"option": option_of(first), **{k: first[k] for k in ("model", "size", "frames", "split_frame", "steps",
+                                                                   "values", "value_arms")}}
     merged.update(seeds=seen, runs=[x for r in results for x in r["runs"]], specs={n: first["specs"][n] for n in
                                                                                first["specs"] if n in arms},
                   looks=list(dict.fromkeys(l for r in results for l in r["looks"])),
