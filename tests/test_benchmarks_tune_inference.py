@@ -50,3 +50,19 @@ def test_scores_per_look_and_halves_and_merged_sweeps():
     assert m["arms"]["0"] == s and set(m["arms"]) == {"0"} and m["seeds"] == [1, 2, 3]
     with pytest.raises(SystemExit, match="seed appears twice"):
         t.merge([sweep(rows[:2], False), sweep(rows[:1], False)])
+
+
+def test_the_swept_option_is_named_and_old_sweeps_read_as_history_noise():
+    """`--option sink_every --values 0 16`: integer values, the option recorded (files tune_<option>.*); a sweep
+    written before --option reads as a history_noise sweep, and sweeps of different options do not merge."""
+    t = _module()
+    assert t.parse_values("sink_every", ["0", "16", "64"]) == [0, 16, 64]
+    assert t.parse_values("history_noise", ["0", "0.05"]) == [0.0, 0.05]
+    with pytest.raises(SystemExit, match="not a number"):
+        t.parse_values("sink_every", ["x"])
+    assert t.option_of({}) == "history_noise" and t.option_of({"option": "sink_every"}) == "sink_every"
+    base = {"model": "tiny", "size": 32, "frames": 4, "split_frame": 2, "steps": None, "values": [0], "value_arms": ["0"],
+            "specs": {"0": "generator:tiny?sink_every=0"}, "runs": [{"seed": 1, "look": "night"}], "looks": ["night"],
+            "per_run": {}, "hosts": {}, "seconds": {}}
+    with pytest.raises(SystemExit, match="option differs"):
+        t.merge([{**base, "option": "sink_every"}, {**base, "runs": [{"seed": 2, "look": "night"}]}])
