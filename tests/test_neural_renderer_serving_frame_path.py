@@ -126,3 +126,17 @@ def test_a_session_on_the_whole_frame_path_serves_what_the_plain_session_does(tm
         outs.append(seq)
     assert [_err(a, b) for a, b in zip(*outs)] == [0.0] * 9
     assert torch.equal(plain.gen.prompt, whole.gen.prompt) and whole.frame.entries
+
+
+def test_whole_frame_equals_the_plain_path_with_sink_refresh():
+    """`sink_every=2` (the refresh runs before the frame's forwards, outside the program): the whole-frame path
+    still gives the plain path's bytes, and the refresh changes the frames against the shipped run."""
+    m = randomised("hg-micro", seed=1)
+    frames = stream(32, 32, 12)
+    (plain, s0), _ = pair(m, ARM, (32, 32))
+    shipped = run(plain, s0, frames, (np.uint8, 3))
+    m.cfg.sink_every = 2
+    (plain, s0), (whole, s1) = pair(m, ARM, (32, 32))
+    a, b = run(plain, s0, frames, (np.uint8, 3)), run(whole, s1, frames, (np.uint8, 3))
+    assert [_err(x, y) for x, y in zip(a, b)] == [0.0] * 12
+    assert max(_err(x, y) for x, y in zip(a, shipped)) > 0.05
