@@ -169,3 +169,48 @@ def test_edge_loss_weight_adds_the_gradient_term(tmp_path):
     res = train(micro_cfg(tmp_path, model="hg-micro", steps=20, edge_loss=0.2), progress=False)
     hist = json.loads((tmp_path / "run" / "loss_history.json").read_text())
     assert res["steps"] == 20 and hist[-1][1] < hist[0][1], hist
+
+
+def test_own_output_rounds_chain_the_models_predictions_as_history():
+    """With own_output_rounds = R the history is the model's prediction fed back 1..R times (drawn per batch):
+    a fake model that adds 0.1 to the history it is given shows how deep the chain is at every frame: after k
+    rounds frame i's history holds 0.1 * min(k, i) (frame 0 has none; a frame can be at most i generations
+    deep). R = 1 is one prediction, as before; R < 1 is refused."""
+    from types import SimpleNamespace
+
+    from neural_renderer.model.inputs import COND_CHANNELS
+    from neural_renderer.training.clip_sources import ClipBatch
+    from neural_renderer.training.history import HistoryAugment, hourglass_inputs
+
+    B, L, H, W = 2, 5, 4, 4
+    batch = ClipBatch(cond=torch.zeros(B, L, COND_CHANNELS, H, W), target=torch.zeros(B, L, 3, H, W),
+                      action=torch.zeros(B, L, 8), prompt=torch.zeros(B, 4),
+                      motion=torch.zeros(B, L, 2, H, W), disocclusion=torch.zeros(B, L, 1, H, W))
+
+    class Fake:
+        cfg = SimpleNamespace(shortcut=False)
+        calls = 0
+
+        def forward_clip(self, noise, cond, hist, t, d, h, action, prompt):
+            self.calls += 1
+            return hist[:, :, :3] + 0.1
+
+    def run(rounds, seed):
+        fake = Fake()
+        aug = HistoryAugment(own_output_frac=1.0, own_output_rounds=rounds, history_noise_p=0.0, history_drop_p=0.0,
+                             blur_p=0.0, color_shift_p=0.0, drop_group_p=0.0)
+        x = hourglass_inputs(fake, batch, aug, torch.Generator().manual_seed(seed), None)
+        return fake.calls, x.hist[:, :, :3].mean(dim=(0, 2, 3, 4))  # history colour per frame
+
+    seen = set()
+    for seed in range(12):
+        k, colour = run(3, seed)
+        seen.add(k)
+        torch.testing.assert_close(colour, torch.tensor([0.1 * min(k, i) for i in range(L)]))
+    assert seen == {1, 2, 3}, seen
+    for seed in range(3):
+        k, colour = run(1, seed)
+        assert k == 1
+        torch.testing.assert_close(colour, torch.tensor([0.0] + [0.1] * (L - 1)))
+    with pytest.raises(ValueError, match="own_output_rounds"):
+        HistoryAugment(own_output_rounds=0)

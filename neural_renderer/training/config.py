@@ -49,6 +49,8 @@ class TrainConfig(ClipRunConfig):
     styles: list[str] = field(default_factory=list)  # empty = all
     # history augmentation / diffusion forcing
     own_output_frac: float = 0.3
+    # chained own predictions as history, 1..rounds per batch (training/history.py); clip_len - 1 = a full rollout
+    own_output_rounds: int = 1
     context_frac: float = 0.5
     context_max_noise: float = 0.2
     blur_p: float = 0.25

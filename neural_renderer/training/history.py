@@ -9,7 +9,11 @@ One step on a batch of clips (B, L frames):
    frame's motion vectors and disocclusion, where that signal is either the reference corrupted
    (blur, colour shifts, noise whose level the model is told) or the model's own one-step prediction
    (what it will see at run time); frame 0 of a clip and a share of whole samples get none (a reset,
-   a look switch, a client without motion vectors);
+   a look switch, a client without motion vectors). The own prediction may be iterated (`own_output_rounds`):
+   round r's history is round r-1's output, so after k rounds frame i's history has passed through the model
+   min(k, i) times in a chain, as at run time where each output becomes the next frame's history (k = L - 1
+   is the whole clip rolled out frame by frame with the one-step sampler; a model trained on one round only
+   sees histories one generation deep and copies its own artefacts forward);
 4. one `forward_clip` pass and the x-prediction MSE.
 Steps 1-3 are `hourglass_inputs`, which shortcut distillation builds on too.
 """
@@ -33,12 +37,17 @@ class HistoryAugment:
     context_frac: float = 0.1  # low "context" levels, below context_max_noise
     context_max_noise: float = 0.2
     own_output_frac: float = 0.3  # batches whose history is the model's own prediction
+    own_output_rounds: int = 1  # up to this many chained predictions (drawn uniformly in 1..rounds per batch)
     history_noise_p: float = 0.5  # samples whose history gets noise of a told level
     history_noise_max: float = 0.3
     history_drop_p: float = 0.1  # samples with no history at all
     blur_p: float = 0.25
     color_shift_p: float = 0.25
     drop_group_p: float = 0.25
+
+    def __post_init__(self):
+        if self.own_output_rounds < 1:
+            raise ValueError(f"own_output_rounds must be >= 1 (1 = one prediction), got {self.own_output_rounds}")
 
 
 def blur(x: torch.Tensor) -> torch.Tensor:
@@ -137,12 +146,16 @@ def hourglass_inputs(raw_model, batch: ClipBatch, aug: HistoryAugment, g: torch.
     hist = clip_history(corrupt(batch.target, aug, g), batch, h, present, g, gn)
     hh = h[:, None].expand(B, L)
     if history and float(torch.rand(1, generator=g)) < aug.own_output_frac:
-        # the history becomes the model's own one-step prediction from pure noise, as at run time
-        with torch.no_grad(), torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            ones = torch.ones_like(t)
-            own = raw_model.forward_clip(noise, cond, hist, ones, ones if raw_model.cfg.shortcut else d, hh,
-                                         batch.action, batch.prompt).float().clamp(-1, 1)
-        hist = clip_history(own, batch, h, present, g, gn)
+        # the history becomes the model's own one-step prediction from pure noise, as at run time; chained
+        # over `rounds` predictions, each from fresh noise (a run draws new noise every frame)
+        rounds = 1 + int(torch.randint(aug.own_output_rounds, (1,), generator=g)) if aug.own_output_rounds > 1 else 1
+        ones = torch.ones_like(t)
+        for r in range(rounds):
+            start = noise if r == 0 else pixel_noise(batch.target.shape, gn, dev)
+            with torch.no_grad(), torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                own = raw_model.forward_clip(start, cond, hist, ones, ones if raw_model.cfg.shortcut else d, hh,
+                                             batch.action, batch.prompt).float().clamp(-1, 1)
+            hist = clip_history(own, batch, h, present, g, gn)
     return HourglassInputs(cond, hist, t, d, hh, noise, add_noise(batch.target, noise, t))
 
 

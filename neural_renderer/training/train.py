@@ -68,7 +68,8 @@ def frame_levels(B: int, L: int, cfg: TrainConfig, g: torch.Generator, dev) -> t
 def training_step(model, raw_model, batch: ClipBatch, cfg: TrainConfig, g: torch.Generator, amp_dtype,
                   gn: torch.Generator | None = None):
     if raw_model.cfg.arch == "hourglass":  # the reprojected history's objective (training/history.py)
-        aug = HistoryAugment(own_output_frac=cfg.own_output_frac, drop_group_p=cfg.drop_group_p,
+        aug = HistoryAugment(own_output_frac=cfg.own_output_frac, own_output_rounds=cfg.own_output_rounds,
+                             drop_group_p=cfg.drop_group_p,
                              blur_p=cfg.blur_p, color_shift_p=cfg.color_shift_p)
         return hourglass_loss(model, raw_model, batch, aug, g, amp_dtype, history=cfg.history, gn=gn,
                               edge_weight=cfg.edge_loss)
