@@ -27,6 +27,7 @@ RUNS = {  # run name -> TrainConfig overrides (model = the registry size)
     "tiny": _TINY,
     "tiny-noworld": dict(_TINY, world=False),
     "tiny-plain": dict(_TINY, edge_loss=0.0),  # the loss ablation: plain x-prediction MSE
+    "tiny-rounds3": dict(_TINY, own_output_rounds=3),  # chained own-output histories (a full 4-frame rollout)
     "base": dict(model="base", batch=12, clip_len=4, lr=5e-4, warmup=150, pool=256, refresh_every=1, refresh_clips=4,
                  looks_per_clip=2, render_workers=int(os.environ.get("BASE_WORKERS", 13)), render_resolution=512,
                  crop=256, steps=100000),
