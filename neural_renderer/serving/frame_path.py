@@ -84,13 +84,7 @@ class FramePath:
         """One frame: `pixels` the channels (H, W, C) the frame carries, `constants` the camera (or None), `action`
         (ACTION_DIM,) float32 -> `out` (H, W, 3 | 4) uint8 or float16. Returns the static packed device output."""
         s = self.gen
-        if s.size != self.size:
-            s._resize(*self.size)
-            s.reset()
-        if not s.use_context:
-            s.cache.reset()
-        else:  # the periodic sink refresh (`sink_every`), as StreamingSampler.prepare does it, outside the graph
-            s.cache.maybe_refresh()
+        s.begin_frame(*self.size)
         history = s.use_history and "motion" in pixels and s.prev is not None
         camera = camera_floats(constants) if self.world and "depth" in pixels else self._no_camera
         vec = np.concatenate([np.asarray(action, np.float32).reshape(ACTION_DIM), camera, np.float32([history])])

@@ -161,13 +161,13 @@ class GeneratorRenderer(Renderer):
         # rounding (RESULTS.md, hourglass, Speed on this CPU)
         self.dtype = getattr(torch, dtype or ("bfloat16" if self.device.type == "cuda" else "float32"))
         self.model = load_model(self.checkpoint, device=self.device, dtype=self.dtype)
-        if "history_noise" in options:  # this renderer's own model copy: the checkpoint's level stays as shipped
-            if self.model.cfg.arch != "hourglass":
-                raise UnsupportedSpec("history_noise: only the hourglass generator reprojects a history")
-            self.model.cfg.history_noise = float(options["history_noise"])
-        for key in ("sink_every", "sinks"):  # the KV cache's sinks (KVCache): refreshed every N frames, or masked
+        # inference options of the hourglass's sampler (history noise; KVCache sinks refreshed every N frames, or
+        # masked), set on this renderer's own model copy: the checkpoint stays as shipped
+        for key in ("history_noise", "sink_every", "sinks"):
             if key in options and self.model.cfg.arch != "hourglass":
-                raise UnsupportedSpec(f"{key}: only the hourglass generator's sampler refreshes or masks its sinks")
+                raise UnsupportedSpec(f"{key}: only the hourglass generator's sampler reads it")
+        if "history_noise" in options:
+            self.model.cfg.history_noise = float(options["history_noise"])
         if "sink_every" in options:
             self.model.cfg.sink_every = int(options["sink_every"])
         if "sinks" in options:

@@ -116,6 +116,17 @@ class StreamingSampler:
             dst.copy_(src)
         self.graph = graph
 
+    def begin_frame(self, height: int, width: int) -> None:
+        """The cache state a frame of this size starts from: a new size resets the run, the per-frame ablation
+        clears the cache, and `sink_every` refreshes the sinks when due (outside any captured graph)."""
+        if self.size != (height, width):
+            self._resize(height, width)
+            self.reset()
+        if not self.use_context:
+            self.cache.reset()
+        else:
+            self.cache.maybe_refresh()
+
     @torch.no_grad()
     def prepare(self, cond: torch.Tensor, action: torch.Tensor | None = None, motion: torch.Tensor | None = None,
                 disocclusion: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
@@ -123,13 +134,7 @@ class StreamingSampler:
         (drawn from this session's own stream, in the same order whether the frame then runs alone or in a
         batch with other sessions: neural_renderer.serving.batch). Returns (x, cond, hist, action)."""
         H, W = cond.shape[-2:]
-        if self.size != (H, W):
-            self._resize(H, W)
-            self.reset()
-        if not self.use_context:
-            self.cache.reset()
-        else:  # `sink_every`: the periodic sink refresh, here, outside any captured graph
-            self.cache.maybe_refresh()
+        self.begin_frame(H, W)
         if action is None:
             action = torch.zeros(self.batch, ACTION_DIM, device=self.device)
         cond = cond.to(self.device, self.dtype)
