@@ -102,6 +102,9 @@ def main() -> None:
     ap.add_argument("--eval", nargs="?", const="all", default="",
                     help="then score these runs (comma list, default all) per look (benchmarks/looks_table.py)")
     ap.add_argument("--eval-frames", type=int, default=16)
+    ap.add_argument("--stability", action="store_true",
+                    help="then score every trained run beside the shipped model of its size over long runs on TRAINING "
+                         "seeds (benchmarks/tune_inference.py: 7 looks x 120 frames, PSNR of the first and second half)")
     a = ap.parse_args()
     out = Path(a.out)
     if a.child:
@@ -172,6 +175,31 @@ def main() -> None:
                 subprocess.run([sys.executable, "benchmarks/looks_table.py", "--arms", *arms, "--names", *names,
                                 "--size", w, "--height", h, "--device", "cuda" if torch.cuda.is_available() else "cpu",
                                 "--frames", str(a.eval_frames), "--seeds", "2", "--out", str(out / f"looks_{m}_{w}x{h or w}")])
+    if a.stability:
+        for cmd in stability_commands(out, models, "cuda" if torch.cuda.is_available() else "cpu"):
+            subprocess.run(cmd)
+
+
+# training seeds and one look each (tune_inference's run k = seeds[k] in looks[k]): never the evaluation seeds
+STABILITY_SEEDS = (17, 230, 512, 771, 101, 388, 645)
+STABILITY_LOOKS = ("sunset", "night", "sunny", "winter", "cartoon", "autumn", "foggy")
+
+
+def stability_commands(out: Path, models: list[str], device: str, frames: int = 120, seeds=STABILITY_SEEDS,
+                       looks=STABILITY_LOOKS) -> list[list[str]]:
+    """One tune_inference command per registry size trained in this call: the shipped model of that size (its
+    sweep value 0 = as it serves) beside each run's checkpoint, over long runs where the history feedback builds
+    up (a short evaluation window never shows it: every CPU fine-tune so far lost most in the second half)."""
+    by_size: dict[str, list[str]] = {}
+    for m in models:
+        size = RUNS[m]["model"]
+        if (out / m / f"{size}.json").is_file():
+            by_size.setdefault(size, []).append(f"generator:{out / m / f'{size}.json'}")
+    px = {"tiny": "128", "base": "256"}
+    return [[sys.executable, "benchmarks/tune_inference.py", "--model", size, "--values", "0", "--arms", *arms,
+             "--seeds", *map(str, seeds), "--looks", *looks, "--frames", str(frames),
+             "--size", px.get(size, "128"), "--device", device, "--out", str(out / f"stability_{size}")]
+            for size, arms in by_size.items()]
 
 
 if __name__ == "__main__":
