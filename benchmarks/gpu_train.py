@@ -187,8 +187,8 @@ STABILITY_LOOKS = ("sunset", "night", "sunny", "winter", "cartoon", "autumn", "f
 
 def stability_commands(out: Path, models: list[str], device: str, frames: int = 120, seeds=STABILITY_SEEDS,
                        looks=STABILITY_LOOKS) -> list[list[str]]:
-    """One tune_inference command per registry size trained in this call: the shipped model of that size (its
-    sweep value 0 = as it serves) beside each run's checkpoint, over long runs where the history feedback builds
+    """One tune_inference command per registry size trained in this call: the shipped model of that size (the sweep's
+    one value, history noise 0, is how the shipped tiny and base serve) beside each run's checkpoint, over long runs where the history feedback builds
     up (a short evaluation window never shows it: every CPU fine-tune so far lost most in the second half)."""
     by_size: dict[str, list[str]] = {}
     for m in models:
