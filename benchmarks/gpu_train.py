@@ -23,6 +23,7 @@ from pathlib import Path
 _TINY = dict(model="tiny", batch=32, clip_len=4, lr=8e-4, warmup=150, pool=1200, refresh_every=1, refresh_clips=4,
              looks_per_clip=3, render_workers=int(os.environ.get("TINY_WORKERS", 12)), render_resolution=128, crop=0,
              steps=100000)
+SAMPLE_SIDE = {"tiny": 128, "base": 256}  # registry size -> frame side of its sample grid and long-run check
 RUNS = {  # run name -> TrainConfig overrides (model = the registry size)
     "tiny": _TINY,
     "tiny-noworld": dict(_TINY, world=False),
@@ -144,17 +145,17 @@ def main() -> None:
     from neural_renderer.training.samples import sample_grid
 
     ctx = create_context(headless=True)
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
     sizes = {"tiny": [(128, 128), (256, 256)], "base": [(512, 512), (720, 1280)]}  # registry size -> (H, W)
     for m in models:
         res = out / m / "train_result.json"
         if not res.is_file():
             continue
         report[m] = {"train": json.loads(res.read_text())}
-        dev = "cuda" if torch.cuda.is_available() else "cpu"
         size = RUNS[m]["model"]
         model = load_model(out / m / f"{size}.json", device=dev, dtype=torch.float32)
         report[m]["grid_psnr_train_seed"] = sample_grid(model, out / f"grid_{m}.png", seed=7,
-                                                        size=128 if size == "tiny" else 256, frames=24, ctx=ctx)
+                                                        size=SAMPLE_SIDE[size], frames=24, ctx=ctx)
         if dev == "cuda":
             model = load_model(out / m / f"{size}.json", device=dev, dtype=torch.bfloat16)
             report[m]["frame_ms_bf16_2steps"] = time_frames(model, sizes[size])
@@ -173,10 +174,10 @@ def main() -> None:
                                               if ablations else [])
                 names = [m, f"{m} no-context fixed-noise", f"{m} no-history"][:len(arms)]
                 subprocess.run([sys.executable, "benchmarks/looks_table.py", "--arms", *arms, "--names", *names,
-                                "--size", w, "--height", h, "--device", "cuda" if torch.cuda.is_available() else "cpu",
+                                "--size", w, "--height", h, "--device", dev,
                                 "--frames", str(a.eval_frames), "--seeds", "2", "--out", str(out / f"looks_{m}_{w}x{h or w}")])
     if a.stability:
-        for cmd in stability_commands(out, models, "cuda" if torch.cuda.is_available() else "cpu"):
+        for cmd in stability_commands(out, models, dev):
             subprocess.run(cmd)
 
 
@@ -187,18 +188,18 @@ STABILITY_LOOKS = ("sunset", "night", "sunny", "winter", "cartoon", "autumn", "f
 
 def stability_commands(out: Path, models: list[str], device: str, frames: int = 120, seeds=STABILITY_SEEDS,
                        looks=STABILITY_LOOKS) -> list[list[str]]:
-    """One tune_inference command per registry size trained in this call: the shipped model of that size (the sweep's
-    one value, history noise 0, is how the shipped tiny and base serve) beside each run's checkpoint, over long runs where the history feedback builds
-    up (a short evaluation window never shows it: every CPU fine-tune so far lost most in the second half)."""
+    """One tune_inference command per registry size trained in this call: the shipped model of that size (the
+    sweep's one value, history noise 0, is how the shipped tiny and base serve) beside each run's checkpoint, over
+    long runs where the history feedback builds up (a short window never shows it: every CPU fine-tune so far lost
+    most in the second half)."""
     by_size: dict[str, list[str]] = {}
     for m in models:
         size = RUNS[m]["model"]
         if (out / m / f"{size}.json").is_file():
             by_size.setdefault(size, []).append(f"generator:{out / m / f'{size}.json'}")
-    px = {"tiny": "128", "base": "256"}
     return [[sys.executable, "benchmarks/tune_inference.py", "--model", size, "--values", "0", "--arms", *arms,
              "--seeds", *map(str, seeds), "--looks", *looks, "--frames", str(frames),
-             "--size", px.get(size, "128"), "--device", device, "--out", str(out / f"stability_{size}")]
+             "--size", str(SAMPLE_SIDE[size]), "--device", device, "--out", str(out / f"stability_{size}")]
             for size, arms in by_size.items()]
 
 
